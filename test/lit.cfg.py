@@ -1,0 +1,22 @@
+# lit configuration for Nestor's FileCheck tests.
+import os
+import lit.formats
+
+config.name = "Nestor"
+config.test_format = lit.formats.ShTest(not lit_config.isWindows)
+config.suffixes = [".mlir", ".test", ".pbtxt"]
+config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py", "CMakeLists.txt", "unit"]
+config.test_source_root = os.path.dirname(__file__)
+config.test_exec_root = os.path.join(config.nestor_obj_root, "test")
+
+config.substitutions.append(("%nestor_src", config.nestor_src_root))
+config.substitutions.append(("%specs", os.path.join(config.nestor_src_root, "examples", "specs")))
+
+# Nestor's tools first, then FileCheck and friends from LLVM 22.
+path = [os.path.join(config.nestor_obj_root, "bin"), config.llvm_tools_dir, "/usr/lib/llvm-22/bin"]
+config.environment["PATH"] = os.pathsep.join(path + [config.environment.get("PATH", "")])
+
+# The out-of-tree pass plugin, when CI built it against the installed package.
+if config.nestor_plugin_dir and os.path.isdir(config.nestor_plugin_dir):
+    config.available_features.add("plugin")
+    config.substitutions.append(("%plugin_dir", config.nestor_plugin_dir))
