@@ -1,0 +1,14 @@
+//===- Registration.cpp - Register Nestor's dialects and passes -----------===//
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/DialectRegistry.h"
+
+void nestor::registerNestorDialects(mlir::DialectRegistry &registry) {
+  registry.insert<elastic::ElasticDialect, mlir::func::FuncDialect, mlir::arith::ArithDialect,
+                  mlir::tensor::TensorDialect>();
+}
+
+void nestor::registerNestorPassesAndPipelines() { registerNestorPasses(); }
