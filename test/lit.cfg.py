@@ -16,7 +16,12 @@ config.substitutions.append(("%specs", os.path.join(config.nestor_src_root, "exa
 path = [os.path.join(config.nestor_obj_root, "bin"), config.llvm_tools_dir, "/usr/lib/llvm-22/bin"]
 config.environment["PATH"] = os.pathsep.join(path + [config.environment.get("PATH", "")])
 
-# The out-of-tree pass plugin, when CI built it against the installed package.
-if config.nestor_plugin_dir and os.path.isdir(config.nestor_plugin_dir):
+# The out-of-tree pass plugin and the installed nestor-opt it loads into; ctest builds both
+# (plugin-install/-configure/-build) before it runs lit. The feature is absent, and plugin tests
+# report UNSUPPORTED, only when lit runs by hand before those ctest steps.
+plugin = os.path.join(config.nestor_plugin_dir, "NestorExamplePlugin.so")
+installed_opt = os.path.join(config.nestor_plugin_prefix, "bin", "nestor-opt")
+if os.path.exists(plugin) and os.path.exists(installed_opt):
     config.available_features.add("plugin")
-    config.substitutions.append(("%plugin_dir", config.nestor_plugin_dir))
+    config.substitutions.append(("%example_plugin", plugin))
+    config.substitutions.append(("%installed_nestor_opt", installed_opt))

@@ -1,0 +1,527 @@
+//===- Import.cpp - From a model spec to elastic IR ------------------------===//
+//
+// Builds the model functions of a spec in the elastic dialect (see nestor/Import.h). The
+// importer only assembles ops; every rule about shapes and groups is the ops' verifiers', and
+// the module is verified before it is returned.
+//
+//===----------------------------------------------------------------------===//
+#include "nestor/Import.h"
+
+#include "dialects/elastic/ElasticOps.h"
+#include "nestor/ParamCount.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/Verifier.h"
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <numeric>
+
+using namespace mlir;
+using namespace nestor;
+using namespace nestor::elastic;
+namespace pb = nestor::spec;
+
+void nestor::loadImportDialects(MLIRContext &context) {
+  DialectRegistry registry;
+  registerNestorDialects(registry);
+  context.appendDialectRegistry(registry);
+  context.loadAllAvailableDialects();
+}
+
+namespace {
+
+/// One elastic width axis of the spec, in router-stream order.
+struct AxisInfo {
+  const char *name;   // spec field and router name
+  AxisKind kind;
+  pb::LayerKind layerKind; // the layer type it applies to (hidden: all)
+  const pb::AxisChoices *choices = nullptr;
+  int64_t size = 0;   // parent size
+  int64_t groups = 1;
+  unsigned stream = 0;
+};
+
+class Importer {
+public:
+  Importer(MLIRContext &context, const pb::ModelSpec &spec, const ImportOptions &options)
+      : spec(spec), arch(spec.architecture()), options(options), builder(&context),
+        loc(NameLoc::get(builder.getStringAttr(spec.name().empty() ? "model" : spec.name()))) {
+    elementType = options.float64 ? Type(builder.getF64Type()) : Type(builder.getF32Type());
+  }
+
+  llvm::Expected<OwningOpRef<ModuleOp>> run();
+
+private:
+  /// The arguments of the function being built.
+  struct Signature {
+    SmallVector<Type> types;
+    SmallVector<DictionaryAttr> attrs;
+    unsigned add(Type type, StringRef key, StringRef name, Builder &b) {
+      types.push_back(type);
+      attrs.push_back(b.getDictionaryAttr(b.getNamedAttr(key, b.getStringAttr(name))));
+      return types.size() - 1;
+    }
+  };
+
+  /// Per-layer masks and gates for the model body (all null for the unmasked parent).
+  struct Masks {
+    Value hidden;
+    SmallVector<Value> ffn, attnHeads, mambaHeads, mambaHeadDim; // one per layer (or null)
+    Value keep;
+  };
+
+  void declareModelParams(Signature &sig);
+  void declareRouterParams(Signature &sig);
+  Value buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const Masks &masks);
+  Value param(StringRef name) { return params.lookup(name); }
+  RankedTensorType tensor(ArrayRef<int64_t> shape) {
+    return RankedTensorType::get(shape, elementType);
+  }
+  RankedTensorType activation(int64_t width) {
+    return tensor({ShapedType::kDynamic, ShapedType::kDynamic, width});
+  }
+  Value scalarConstant(OpBuilder &b, double value, ArrayRef<int64_t> shape = {}) {
+    auto type = tensor(shape);
+    return arith::ConstantOp::create(
+        b, loc, type, DenseElementsAttr::get(type, b.getFloatAttr(elementType, value)));
+  }
+  std::string layerName(int64_t layer, StringRef suffix) {
+    return llvm::formatv("backbone.layers.{0}.{1}", layer, suffix).str();
+  }
+
+  func::FuncOp createFunc(ModuleOp module, StringRef name, Signature &sig,
+                          ArrayRef<Type> results, unsigned firstParam);
+  void buildDense(ModuleOp module);
+  void buildParent(ModuleOp module);
+  llvm::Error buildElastic(ModuleOp module);
+
+  const pb::ModelSpec &spec;
+  const pb::Architecture &arch;
+  const ImportOptions &options;
+  OpBuilder builder;
+  Location loc;
+  Type elementType;
+  std::vector<pb::LayerKind> layers;
+  SmallVector<AxisInfo> axes;
+  // Parameter name -> argument name in declaration order, and, while a body is built, the
+  // block arguments bound to them.
+  SmallVector<std::pair<std::string, RankedTensorType>> modelParams, routerParams;
+  llvm::StringMap<Value> params;
+};
+
+void Importer::declareModelParams(Signature &sig) {
+  int64_t d = arch.hidden_size(), v = arch.vocab_size();
+  int64_t h = arch.mamba_num_heads(), p = arch.mamba_head_dim();
+  int64_t gn = arch.n_groups() * arch.ssm_state_size();
+  int64_t nh = arch.num_attention_heads(), nkv = arch.num_key_value_heads();
+  int64_t hd = arch.head_dim(), f = arch.intermediate_size();
+  auto add = [&](std::string name, ArrayRef<int64_t> shape) {
+    modelParams.push_back({std::move(name), tensor(shape)});
+  };
+  add("backbone.embeddings.weight", {v, d});
+  for (auto [i, kind] : llvm::enumerate(layers)) {
+    int64_t layer = static_cast<int64_t>(i);
+    add(layerName(layer, "norm.weight"), {d});
+    switch (kind) {
+    case pb::LayerKind::Mamba:
+      add(layerName(layer, "mixer.in_proj.weight"), {2 * h * p + 2 * gn + h, d});
+      add(layerName(layer, "mixer.conv1d.weight"), {h * p + 2 * gn, arch.conv_kernel()});
+      add(layerName(layer, "mixer.conv1d.bias"), {h * p + 2 * gn});
+      add(layerName(layer, "mixer.dt_bias"), {h});
+      add(layerName(layer, "mixer.A_log"), {h});
+      add(layerName(layer, "mixer.D"), {h});
+      add(layerName(layer, "mixer.norm.weight"), {h * p});
+      add(layerName(layer, "mixer.out_proj.weight"), {d, h * p});
+      break;
+    case pb::LayerKind::Attention:
+      add(layerName(layer, "mixer.q_proj.weight"), {nh * hd, d});
+      add(layerName(layer, "mixer.k_proj.weight"), {nkv * hd, d});
+      add(layerName(layer, "mixer.v_proj.weight"), {nkv * hd, d});
+      add(layerName(layer, "mixer.o_proj.weight"), {d, nh * hd});
+      break;
+    case pb::LayerKind::MLP:
+      add(layerName(layer, "mixer.up_proj.weight"), {f, d});
+      add(layerName(layer, "mixer.down_proj.weight"), {d, f});
+      break;
+    }
+  }
+  add("backbone.norm_f.weight", {d});
+  if (!arch.tie_word_embeddings())
+    add("lm_head.weight", {v, d});
+  for (auto &[name, type] : modelParams)
+    sig.add(type, "elastic.param", name, builder);
+}
+
+static int64_t layersOfKind(ArrayRef<pb::LayerKind> layers, pb::LayerKind kind) {
+  return llvm::count(layers, kind);
+}
+
+void Importer::declareRouterParams(Signature &sig) {
+  const pb::Elastic &el = spec.elastic();
+  int64_t budgets = el.budgets_size();
+  int64_t hidden = pb::routerHiddenSize(el);
+  auto addRouter = [&](StringRef axis, int64_t outputs) {
+    std::string prefix = ("routers." + axis).str();
+    routerParams.push_back({prefix + ".fc1.weight", tensor({hidden, budgets})});
+    routerParams.push_back({prefix + ".fc1.bias", tensor({hidden})});
+    routerParams.push_back({prefix + ".fc2.weight", tensor({outputs, hidden})});
+    routerParams.push_back({prefix + ".fc2.bias", tensor({outputs})});
+  };
+  for (const AxisInfo &axis : axes) {
+    int64_t rows = axis.choices->heterogeneous() ? layersOfKind(layers, axis.layerKind) : 1;
+    addRouter(axis.name, rows * axis.choices->choices_size());
+  }
+  if (el.max_dropped_layers() > 0)
+    addRouter("depth", el.max_dropped_layers() + 1);
+  for (auto &[name, type] : routerParams)
+    sig.add(type, "elastic.param", name, builder);
+}
+
+func::FuncOp Importer::createFunc(ModuleOp module, StringRef name, Signature &sig,
+                                  ArrayRef<Type> results, unsigned firstParam) {
+  OpBuilder::InsertionGuard guard(builder);
+  builder.setInsertionPointToEnd(module.getBody());
+  auto func = func::FuncOp::create(builder, loc, name,
+                                   builder.getFunctionType(sig.types, results));
+  func.setAllArgAttrs(sig.attrs);
+  Block *entry = func.addEntryBlock();
+  params.clear();
+  for (unsigned i = firstParam; i < sig.types.size(); ++i) {
+    auto argName = cast<StringAttr>(sig.attrs[i].get("elastic.param"));
+    params[argName.getValue()] = entry->getArgument(i);
+  }
+  return func;
+}
+
+Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const Masks &m) {
+  int64_t d = arch.hidden_size();
+  double eps = pb::layerNormEpsilon(arch);
+  auto act = activation(d);
+  auto epsAttr = b.getF64FloatAttr(eps);
+  Value h = EmbedOp::create(b, loc, act, tokens, param("backbone.embeddings.weight"), m.hidden);
+  for (auto [i, kind] : llvm::enumerate(layers)) {
+    int64_t layer = static_cast<int64_t>(i);
+    Value n = RMSNormOp::create(b, loc, act, h, param(layerName(layer, "norm.weight")), m.hidden,
+                                epsAttr);
+    Value y;
+    switch (kind) {
+    case pb::LayerKind::Mamba:
+      y = Mamba2Op::create(
+          b, loc, act, n, param(layerName(layer, "mixer.in_proj.weight")),
+          param(layerName(layer, "mixer.conv1d.weight")),
+          param(layerName(layer, "mixer.conv1d.bias")), param(layerName(layer, "mixer.dt_bias")),
+          param(layerName(layer, "mixer.A_log")), param(layerName(layer, "mixer.D")),
+          param(layerName(layer, "mixer.norm.weight")),
+          param(layerName(layer, "mixer.out_proj.weight")), m.mambaHeads[i], m.mambaHeadDim[i],
+          m.hidden, b.getI64IntegerAttr(arch.mamba_num_heads()),
+          b.getI64IntegerAttr(arch.mamba_head_dim()), b.getI64IntegerAttr(arch.n_groups()),
+          b.getI64IntegerAttr(arch.ssm_state_size()), epsAttr);
+      break;
+    case pb::LayerKind::Attention:
+      y = AttentionOp::create(b, loc, act, n, param(layerName(layer, "mixer.q_proj.weight")),
+                              param(layerName(layer, "mixer.k_proj.weight")),
+                              param(layerName(layer, "mixer.v_proj.weight")),
+                              param(layerName(layer, "mixer.o_proj.weight")), m.attnHeads[i],
+                              m.hidden, b.getI64IntegerAttr(arch.num_attention_heads()),
+                              b.getI64IntegerAttr(arch.num_key_value_heads()),
+                              b.getI64IntegerAttr(arch.head_dim()));
+      break;
+    case pb::LayerKind::MLP:
+      y = MLPOp::create(b, loc, act, n, param(layerName(layer, "mixer.up_proj.weight")),
+                        param(layerName(layer, "mixer.down_proj.weight")), m.ffn[i], m.hidden);
+      break;
+    }
+    IntegerAttr layerAttr = m.keep ? b.getI64IntegerAttr(layer) : IntegerAttr();
+    h = DepthGateOp::create(b, loc, act, h, y, m.keep, layerAttr);
+  }
+  Value n = RMSNormOp::create(b, loc, act, h, param("backbone.norm_f.weight"), m.hidden, epsAttr);
+  Value head = arch.tie_word_embeddings() ? param("backbone.embeddings.weight")
+                                          : param("lm_head.weight");
+  return LMHeadOp::create(b, loc, activation(arch.vocab_size()), n, head);
+}
+
+void Importer::buildDense(ModuleOp module) {
+  Signature sig;
+  auto tokensType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
+                                          builder.getI32Type());
+  sig.add(tokensType, "elastic.input", "tokens", builder);
+  sig.add(tokensType, "elastic.input", "targets", builder);
+  declareModelParams(sig);
+  Type results[] = {activation(arch.vocab_size()), tensor({})};
+  func::FuncOp func = createFunc(module, "model", sig, results, 2);
+  OpBuilder b = OpBuilder::atBlockEnd(&func.front());
+  Masks none;
+  size_t n = layers.size();
+  none.ffn.resize(n), none.attnHeads.resize(n), none.mambaHeads.resize(n);
+  none.mambaHeadDim.resize(n);
+  Value logits = buildBody(b, func, func.getArgument(0), none);
+  Value ce = CrossEntropyOp::create(b, loc, tensor({}), logits, func.getArgument(1));
+  func::ReturnOp::create(b, loc, ValueRange{logits, ce});
+  func->setAttr("elastic.result_names", b.getStrArrayAttr({"logits", "loss"}));
+}
+
+void Importer::buildParent(ModuleOp module) {
+  Signature sig;
+  sig.add(RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
+                                builder.getI32Type()),
+          "elastic.input", "tokens", builder);
+  declareModelParams(sig);
+  Type results[] = {activation(arch.vocab_size())};
+  func::FuncOp func = createFunc(module, "parent", sig, results, 1);
+  OpBuilder b = OpBuilder::atBlockEnd(&func.front());
+  Masks none;
+  size_t n = layers.size();
+  none.ffn.resize(n), none.attnHeads.resize(n), none.mambaHeads.resize(n);
+  none.mambaHeadDim.resize(n);
+  Value logits = buildBody(b, func, func.getArgument(0), none);
+  func::ReturnOp::create(b, loc, logits);
+  func->setAttr("elastic.result_names", b.getStrArrayAttr({"logits"}));
+}
+
+llvm::Error Importer::buildElastic(ModuleOp module) {
+  const pb::Elastic &el = spec.elastic();
+  MaskMode mode = el.mask_mode() == pb::SOFT ? MaskMode::Soft : MaskMode::Hard;
+  int64_t numLayers = static_cast<int64_t>(layers.size());
+
+  // The depth ranking: least important layer first.
+  SmallVector<int64_t> order(options.depthOrder.begin(), options.depthOrder.end());
+  if (order.empty()) {
+    order.resize(numLayers);
+    std::iota(order.rbegin(), order.rend(), 0);
+  }
+  SmallVector<bool> seen(numLayers, false);
+  for (int64_t layer : order) {
+    if (layer < 0 || layer >= numLayers || seen[layer])
+      return llvm::createStringError("depth order must be a permutation of the %lld layers",
+                                     static_cast<long long>(numLayers));
+    seen[layer] = true;
+  }
+  if (static_cast<int64_t>(order.size()) != numLayers)
+    return llvm::createStringError("depth order must list all %lld layers",
+                                   static_cast<long long>(numLayers));
+
+  Signature sig;
+  auto tokensType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
+                                          builder.getI32Type());
+  auto scalar = [&](Type t) { return RankedTensorType::get({}, t); };
+  sig.add(tokensType, "elastic.input", "tokens", builder);
+  sig.add(tokensType, "elastic.input", "targets", builder);
+  sig.add(activation(arch.vocab_size()), "elastic.input", "teacher_logits", builder);
+  sig.add(scalar(builder.getI32Type()), "elastic.input", "budget", builder);
+  sig.add(tensor({}), "elastic.input", "tau", builder);
+  sig.add(tensor({}), "elastic.input", "logit_scale", builder);
+  sig.add(scalar(builder.getI1Type()), "elastic.input", "hard_sample", builder);
+  sig.add(scalar(builder.getI64Type()), "elastic.input", "seed", builder);
+  const unsigned firstParam = 8;
+  declareModelParams(sig);
+  declareRouterParams(sig);
+
+  Type results[] = {activation(arch.vocab_size()), tensor({}), tensor({}), tensor({}),
+                    tensor({})};
+  func::FuncOp func = createFunc(module, "elastic_model", sig, results, firstParam);
+  OpBuilder b = OpBuilder::atBlockEnd(&func.front());
+  Value tokens = func.getArgument(0), targets = func.getArgument(1);
+  Value teacher = func.getArgument(2), budget = func.getArgument(3);
+  Value tau = func.getArgument(4), logitScale = func.getArgument(5);
+  Value hard = func.getArgument(6), seed = func.getArgument(7);
+
+  // Routers: one per axis, input one_hot(budget).
+  int64_t numBudgets = el.budgets_size();
+  Value onehot = OneHotOp::create(b, loc, tensor({numBudgets}), budget);
+  auto modeAttr = MaskModeAttr::get(b.getContext(), mode);
+  auto route = [&](StringRef name, ArrayRef<int64_t> shape, unsigned stream) -> Value {
+    std::string prefix = ("routers." + name).str();
+    auto type = tensor(shape);
+    Value logits = RouterOp::create(
+        b, loc, type, onehot, param(prefix + ".fc1.weight"), param(prefix + ".fc1.bias"),
+        param(prefix + ".fc2.weight"), param(prefix + ".fc2.bias"),
+        b.getF64FloatAttr(pb::routerLeakyReluSlope(el)));
+    Value noise = GumbelNoiseOp::create(b, loc, type, seed, b.getI64IntegerAttr(stream));
+    return GumbelSoftmaxOp::create(b, loc, type, logits, noise, tau, logitScale, hard);
+  };
+
+  Masks masks;
+  size_t n = layers.size();
+  masks.ffn.resize(n), masks.attnHeads.resize(n), masks.mambaHeads.resize(n);
+  masks.mambaHeadDim.resize(n);
+  SmallVector<Value> anchors;
+  // Expected sizes for the resource loss; non-elastic axes stay at the parent size.
+  Value expHidden = scalarConstant(b, double(arch.hidden_size()));
+  Value expFfn = scalarConstant(b, double(arch.intermediate_size()));
+  Value expAttn = scalarConstant(b, double(arch.num_attention_heads()));
+  Value expMambaHeads = scalarConstant(b, double(arch.mamba_num_heads()));
+  Value expMambaDim = scalarConstant(b, double(arch.mamba_head_dim()));
+
+  for (const AxisInfo &axis : axes) {
+    int64_t choices = axis.choices->choices_size();
+    bool hetero = axis.choices->heterogeneous();
+    int64_t rows = hetero ? layersOfKind(layers, axis.layerKind) : 1;
+    SmallVector<int64_t> shape = hetero ? SmallVector<int64_t>{rows, choices}
+                                        : SmallVector<int64_t>{choices};
+    Value pi = route(axis.name, shape, axis.stream);
+    anchors.push_back(pi);
+    SmallVector<int64_t> ks(axis.choices->choices().begin(), axis.choices->choices().end());
+    auto choicesAttr = b.getDenseI64ArrayAttr(ks);
+    auto maskType = MaskType::get(b.getContext(), axis.kind, axis.size, axis.groups);
+    auto makeMask = [&](std::optional<int64_t> row) -> Value {
+      IntegerAttr rowAttr = row ? b.getI64IntegerAttr(*row) : IntegerAttr();
+      return PrefixMaskOp::create(b, loc, maskType, pi, choicesAttr, modeAttr, rowAttr);
+    };
+    Value expected = ExpectedSizeOp::create(
+        b, loc, hetero ? tensor({rows}) : tensor({}), pi, choicesAttr, modeAttr);
+    switch (axis.kind) {
+    case AxisKind::Hidden:
+      masks.hidden = makeMask(std::nullopt);
+      expHidden = expected;
+      continue;
+    case AxisKind::FFN:
+      expFfn = expected;
+      break;
+    case AxisKind::AttnHeads:
+      expAttn = expected;
+      break;
+    case AxisKind::MambaHeads:
+      expMambaHeads = expected;
+      break;
+    case AxisKind::MambaHeadDim:
+      expMambaDim = expected;
+      break;
+    }
+    // Per-layer masks: one shared mask (homogeneous) or one row per layer of the axis' kind.
+    Value shared = hetero ? Value() : makeMask(std::nullopt);
+    int64_t row = 0;
+    for (auto [i, kind] : llvm::enumerate(layers)) {
+      if (kind != axis.layerKind)
+        continue;
+      Value mask = hetero ? makeMask(row++) : shared;
+      switch (axis.kind) {
+      case AxisKind::FFN:
+        masks.ffn[i] = mask;
+        break;
+      case AxisKind::AttnHeads:
+        masks.attnHeads[i] = mask;
+        break;
+      case AxisKind::MambaHeads:
+        masks.mambaHeads[i] = mask;
+        break;
+      case AxisKind::MambaHeadDim:
+        masks.mambaHeadDim[i] = mask;
+        break;
+      case AxisKind::Hidden:
+        break;
+      }
+    }
+  }
+  Value keep;
+  if (el.max_dropped_layers() > 0) {
+    Value pi = route("depth", {el.max_dropped_layers() + 1}, /*stream=*/axes.size());
+    anchors.push_back(pi);
+    keep = LayerKeepOp::create(b, loc, tensor({numLayers}), pi, b.getDenseI64ArrayAttr(order),
+                               modeAttr);
+    masks.keep = keep;
+  } else {
+    keep = scalarConstant(b, 1.0, {numLayers});
+  }
+
+  Value logits = buildBody(b, func, tokens, masks);
+
+  // Losses (METHOD.md §6).
+  const pb::Training &tr = spec.training();
+  const pb::Distillation &dist = tr.distillation();
+  double temperature = dist.has_temperature() ? dist.temperature() : 1.0;
+  Value ce = CrossEntropyOp::create(b, loc, tensor({}), logits, targets);
+  Value kd = KLDistillOp::create(b, loc, tensor({}), logits, teacher,
+                                 b.getF64FloatAttr(temperature));
+
+  pb::FixedSizes fixed = pb::fixedSizes(spec);
+  double fullParams = pb::countParams(fixed, pb::parentSizes(spec)).total();
+  Value paramCount = ParamCountOp::create(
+      b, loc, tensor({}), expHidden, expFfn, expAttn, expMambaHeads, expMambaDim, keep,
+      b.getStringAttr(arch.hybrid_override_pattern()), b.getI64IntegerAttr(fixed.mambaGroups),
+      b.getI64IntegerAttr(fixed.ssmStateSize), b.getI64IntegerAttr(fixed.convKernel),
+      b.getI64IntegerAttr(fixed.numKeyValueHeads), b.getI64IntegerAttr(fixed.attnHeadDim),
+      b.getI64IntegerAttr(fixed.vocabSize), b.getBoolAttr(fixed.tiedEmbeddings));
+  SmallVector<double> fractions;
+  for (const pb::Budget &budgetSpec : el.budgets())
+    fractions.push_back(budgetSpec.fraction());
+  const pb::ResourceLoss &rl = tr.resource_loss();
+  Value router = ResourceLossOp::create(
+      b, loc, tensor({}), paramCount, budget, anchors, b.getDenseF64ArrayAttr(fractions),
+      b.getF64FloatAttr(fullParams), b.getF64FloatAttr(rl.has_dead_zone() ? rl.dead_zone() : 0.05),
+      b.getF64FloatAttr(rl.has_full_anchor_weight() ? rl.full_anchor_weight() : 10.0));
+
+  // L = L_KD + lambda L_router (+ alpha L_CE with a trainable teacher).
+  double lambda = rl.has_weight() ? rl.weight() : 1.0;
+  Value loss = arith::AddFOp::create(
+      b, loc, kd, arith::MulFOp::create(b, loc, scalarConstant(b, lambda), router));
+  if (dist.trainable_teacher()) {
+    double alpha = dist.has_ce_weight() ? dist.ce_weight() : 1.0;
+    loss = arith::AddFOp::create(b, loc, loss,
+                                 arith::MulFOp::create(b, loc, scalarConstant(b, alpha), ce));
+  }
+  func::ReturnOp::create(b, loc, ValueRange{logits, loss, kd, ce, router});
+  func->setAttr("elastic.result_names",
+                b.getStrArrayAttr({"logits", "loss", "kd_loss", "ce_loss", "router_loss"}));
+  SmallVector<StringRef> budgetNames;
+  for (const pb::Budget &budgetSpec : el.budgets())
+    budgetNames.push_back(budgetSpec.name());
+  func->setAttr("elastic.budgets", b.getStrArrayAttr(budgetNames));
+  func->setAttr("elastic.depth_order", b.getDenseI64ArrayAttr(order));
+  return llvm::Error::success();
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
+  auto parsed = pb::parsePattern(arch.hybrid_override_pattern());
+  if (!parsed)
+    return parsed.takeError();
+  layers = std::move(*parsed);
+
+  OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
+  (*module)->setAttr("elastic.spec", builder.getStringAttr(spec.name()));
+  if (!spec.has_elastic()) {
+    buildDense(*module);
+  } else {
+    const pb::Elastic &el = spec.elastic();
+    AxisInfo candidates[] = {
+        {"hidden_size", AxisKind::Hidden, pb::LayerKind::MLP, &el.hidden_size(),
+         arch.hidden_size(), 1},
+        {"intermediate_size", AxisKind::FFN, pb::LayerKind::MLP, &el.intermediate_size(),
+         arch.intermediate_size(), 1},
+        {"num_attention_heads", AxisKind::AttnHeads, pb::LayerKind::Attention,
+         &el.num_attention_heads(), arch.num_attention_heads(), arch.num_key_value_heads()},
+        {"mamba_num_heads", AxisKind::MambaHeads, pb::LayerKind::Mamba, &el.mamba_num_heads(),
+         arch.mamba_num_heads(), arch.n_groups()},
+        {"mamba_head_dim", AxisKind::MambaHeadDim, pb::LayerKind::Mamba, &el.mamba_head_dim(),
+         arch.mamba_head_dim(), 1},
+    };
+    // Only axes with choices are elastic; router streams are numbered in this order.
+    for (AxisInfo &axis : candidates) {
+      if (axis.choices->choices_size() == 0)
+        continue;
+      axis.stream = axes.size();
+      axes.push_back(axis);
+    }
+    buildParent(*module);
+    if (llvm::Error err = buildElastic(*module))
+      return err;
+  }
+  if (failed(verify(*module)))
+    return llvm::createStringError("internal error: the imported IR of '%s' does not verify",
+                                   spec.name().c_str());
+  return module;
+}
+
+} // namespace
+
+llvm::Expected<OwningOpRef<ModuleOp>>
+nestor::importSpec(MLIRContext &context, const pb::ModelSpec &spec,
+                   const ImportOptions &options) {
+  loadImportDialects(context);
+  return Importer(context, spec, options).run();
+}

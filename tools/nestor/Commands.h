@@ -1,0 +1,34 @@
+//===- Commands.h - The nestor driver's subcommands -------------*- C++ -*-===//
+//
+// Each subcommand registers its options on a CLI11 subcommand and returns the action to run when
+// it is chosen. Actions return the process exit code: 0 success, 1 a failure while running, 2 bad
+// input (spec, flags, files).
+//
+//===----------------------------------------------------------------------===//
+#ifndef NESTOR_TOOLS_NESTOR_COMMANDS_H
+#define NESTOR_TOOLS_NESTOR_COMMANDS_H
+
+#include "llvm/Support/Error.h"
+
+#include <functional>
+
+namespace CLI {
+class App;
+} // namespace CLI
+
+namespace nestor::cli {
+
+using Action = std::function<int()>;
+
+/// Exit code for bad input: a spec that does not parse or validate, bad flags, missing files.
+constexpr int kBadInput = 2;
+
+Action addParamsCommand(CLI::App &app);
+Action addCompileCommand(CLI::App &app);
+
+/// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
+int reportError(llvm::Error error, int exitCode = kBadInput);
+
+} // namespace nestor::cli
+
+#endif // NESTOR_TOOLS_NESTOR_COMMANDS_H
