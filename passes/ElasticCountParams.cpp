@@ -13,8 +13,7 @@ using namespace mlir;
 
 namespace {
 
-struct ElasticCountParamsPass
-    : nestor::impl::ElasticCountParamsPassBase<ElasticCountParamsPass> {
+struct ElasticCountParamsPass : nestor::impl::ElasticCountParamsPassBase<ElasticCountParamsPass> {
   void runOnOperation() override {
     func::FuncOp func = getOperation();
     int64_t model = 0, routers = 0;

@@ -9,7 +9,7 @@ packages=(
   # MLIR / LLVM 22 (lit and FileCheck come with llvm-22-tools)
   libmlir-22-dev mlir-22-tools llvm-22-dev llvm-22-tools
   # build
-  cmake ninja-build ccache lld g++ make python3
+  cmake ninja-build ccache lld g++ make python3 git clang-format
   # spec format
   protobuf-compiler libprotobuf-dev
   # tests and benchmarks

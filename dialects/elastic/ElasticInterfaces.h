@@ -24,9 +24,7 @@ template <typename ConcreteType>
 class ElasticMaskConsistency
     : public mlir::OpTrait::TraitBase<ConcreteType, ElasticMaskConsistency> {
 public:
-  static llvm::LogicalResult verifyTrait(mlir::Operation *op) {
-    return verifyMaskConsistency(op);
-  }
+  static llvm::LogicalResult verifyTrait(mlir::Operation *op) { return verifyMaskConsistency(op); }
 };
 
 } // namespace nestor::elastic

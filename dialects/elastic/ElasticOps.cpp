@@ -41,8 +41,7 @@ std::string shapeString(ArrayRef<int64_t> shape) {
 
 /// Checks that `value` is a ranked tensor of shape `expected`, where a dynamic dimension on
 /// either side matches anything.
-LogicalResult expectShape(Operation *op, Value value, ArrayRef<int64_t> expected,
-                          StringRef name) {
+LogicalResult expectShape(Operation *op, Value value, ArrayRef<int64_t> expected, StringRef name) {
   auto type = cast<RankedTensorType>(value.getType());
   bool ok = type.getRank() == static_cast<int64_t>(expected.size());
   for (auto [actual, want] : llvm::zip(type.getShape(), expected))
@@ -79,8 +78,8 @@ LogicalResult verifyChoices(Operation *op, ArrayRef<int64_t> choices, int64_t gr
     if (k <= 0)
       return op->emitOpError() << "choice " << i << " is " << k << "; choices must be positive";
     if (i > 0 && k >= choices[i - 1])
-      return op->emitOpError() << "choices must be strictly descending (largest first), but "
-                               << k << " follows " << choices[i - 1];
+      return op->emitOpError() << "choices must be strictly descending (largest first), but " << k
+                               << " follows " << choices[i - 1];
     if (k % groups != 0)
       return op->emitOpError() << "choice " << k << " is not a multiple of the " << groups
                                << " groups (heads are trimmed per group)";
@@ -139,8 +138,8 @@ LogicalResult nestor::elastic::verifyMaskConsistency(Operation *op) {
                                << type.getSize() << " but the masked dimension has size "
                                << use->size;
     if (type.getGroups() != use->groups)
-      return op->emitOpError() << stringifyAxisKind(use->axis) << " mask has "
-                               << type.getGroups() << " groups but the op has " << use->groups;
+      return op->emitOpError() << stringifyAxisKind(use->axis) << " mask has " << type.getGroups()
+                               << " groups but the op has " << use->groups;
   }
   return success();
 }
@@ -151,8 +150,8 @@ LogicalResult nestor::elastic::verifyMaskConsistency(Operation *op) {
 
 LogicalResult EmbedOp::verify() {
   int64_t hidden = dim(getTable(), 1);
-  if (failed(expectShape(*this, getResult(),
-                         {dim(getTokens(), 0), dim(getTokens(), 1), hidden}, "result")))
+  if (failed(expectShape(*this, getResult(), {dim(getTokens(), 0), dim(getTokens(), 1), hidden},
+                         "result")))
     return failure();
   return expectSameElementType(*this, getTable(), getResult());
 }
@@ -188,8 +187,7 @@ LogicalResult RMSNormOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
 LogicalResult Mamba2Op::verify() {
   int64_t h = getNumHeads(), p = getHeadDim(), g = getNGroups();
   if (h % g != 0)
-    return emitOpError() << "num_heads (" << h << ") must be divisible by n_groups (" << g
-                         << ")";
+    return emitOpError() << "num_heads (" << h << ") must be divisible by n_groups (" << g << ")";
   if (getEpsilon().convertToDouble() <= 0.0)
     return emitOpError("expects a positive epsilon");
   if (getInput().getType() != getResult().getType())
@@ -227,8 +225,8 @@ LogicalResult Mamba2Op::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
 LogicalResult AttentionOp::verify() {
   int64_t nh = getNumHeads(), nkv = getNumKvHeads(), hd = getHeadDim();
   if (nh % nkv != 0)
-    return emitOpError() << "num_heads (" << nh << ") must be divisible by num_kv_heads ("
-                         << nkv << ")";
+    return emitOpError() << "num_heads (" << nh << ") must be divisible by num_kv_heads (" << nkv
+                         << ")";
   if (getInput().getType() != getResult().getType())
     return emitOpError("expects the result type to equal the input type");
   int64_t d = lastDim(getInput());
@@ -290,8 +288,8 @@ LogicalResult DepthGateOp::verify() {
 LogicalResult LMHeadOp::verify() {
   int64_t vocab = dim(getWeight(), 0);
   if (failed(expectShape(*this, getWeight(), {vocab, lastDim(getInput())}, "weight")) ||
-      failed(expectShape(*this, getResult(),
-                         {dim(getInput(), 0), dim(getInput(), 1), vocab}, "result")))
+      failed(expectShape(*this, getResult(), {dim(getInput(), 0), dim(getInput(), 1), vocab},
+                         "result")))
     return failure();
   return expectSameElementType(*this, getInput(), {getWeight(), getResult()});
 }
@@ -339,22 +337,22 @@ LogicalResult PrefixMaskOp::verify() {
   if (failed(verifyChoices(*this, choices, mask.getGroups())))
     return failure();
   if (choices.front() != mask.getSize())
-    return emitOpError() << "first choice " << choices.front()
-                         << " must equal the mask size " << mask.getSize();
+    return emitOpError() << "first choice " << choices.front() << " must equal the mask size "
+                         << mask.getSize();
   auto probs = cast<RankedTensorType>(getProbs().getType());
   if (probs.getRank() != 1 && probs.getRank() != 2)
     return emitOpError("expects probabilities of one axis (rank 1) or one row per layer "
                        "(rank 2)");
   if (probs.getShape().back() != static_cast<int64_t>(choices.size()))
-    return emitOpError() << "expects " << choices.size()
-                         << " probabilities (one per choice), got " << probs.getShape().back();
+    return emitOpError() << "expects " << choices.size() << " probabilities (one per choice), got "
+                         << probs.getShape().back();
   if (probs.getRank() == 2 && !getRow())
     return emitOpError("expects `row` to pick a layer's probabilities from a rank-2 input");
   if (probs.getRank() == 1 && getRow())
     return emitOpError("has `row` but its probabilities have a single row");
   if (getRow() && static_cast<int64_t>(*getRow()) >= probs.getDimSize(0))
-    return emitOpError() << "row " << *getRow() << " is out of range for "
-                         << probs.getDimSize(0) << " rows";
+    return emitOpError() << "row " << *getRow() << " is out of range for " << probs.getDimSize(0)
+                         << " rows";
   return success();
 }
 
@@ -362,8 +360,7 @@ LogicalResult LayerKeepOp::verify() {
   int64_t layers = dim(getResult(), 0);
   ArrayRef<int64_t> order = getOrder();
   if (static_cast<int64_t>(order.size()) != layers)
-    return emitOpError() << "expects an order of " << layers << " layers, got "
-                         << order.size();
+    return emitOpError() << "expects an order of " << layers << " layers, got " << order.size();
   SmallVector<bool> seen(layers, false);
   for (int64_t layer : order) {
     if (layer < 0 || layer >= layers || seen[layer])
@@ -382,8 +379,8 @@ LogicalResult LayerKeepOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult CrossEntropyOp::verify() {
-  if (failed(expectShape(*this, getTargets(), {dim(getLogits(), 0), dim(getLogits(), 1)},
-                         "targets")))
+  if (failed(
+          expectShape(*this, getTargets(), {dim(getLogits(), 0), dim(getLogits(), 1)}, "targets")))
     return failure();
   return expectSameElementType(*this, getLogits(), getResult());
 }
@@ -401,8 +398,7 @@ LogicalResult ExpectedSizeOp::verify() {
   if (failed(verifyChoices(*this, getChoices(), /*groups=*/1)))
     return failure();
   auto probs = cast<RankedTensorType>(getProbs().getType());
-  if (probs.getRank() < 1 ||
-      probs.getShape().back() != static_cast<int64_t>(getChoices().size()))
+  if (probs.getRank() < 1 || probs.getShape().back() != static_cast<int64_t>(getChoices().size()))
     return emitOpError() << "expects " << getChoices().size()
                          << " probabilities (one per choice) in the last dimension";
   if (failed(expectShape(*this, getResult(), probs.getShape().drop_back(), "result")))

@@ -24,8 +24,7 @@ using namespace nestor::elastic;
 namespace {
 
 struct ElasticExampleHardenMasksPass
-    : nestor::example::impl::ElasticExampleHardenMasksPassBase<
-          ElasticExampleHardenMasksPass> {
+    : nestor::example::impl::ElasticExampleHardenMasksPassBase<ElasticExampleHardenMasksPass> {
   void runOnOperation() override {
     auto hard = MaskModeAttr::get(&getContext(), MaskMode::Hard);
     getOperation().walk([&](Operation *op) {

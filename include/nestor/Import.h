@@ -38,9 +38,9 @@ void loadImportDialects(mlir::MLIRContext &context);
 
 /// Builds the module for `spec`. The spec must have passed spec::validateSpec; a bad
 /// `options.depthOrder` is reported as an error.
-llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
-importSpec(mlir::MLIRContext &context, const spec::ModelSpec &spec,
-           const ImportOptions &options = {});
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>> importSpec(mlir::MLIRContext &context,
+                                                             const spec::ModelSpec &spec,
+                                                             const ImportOptions &options = {});
 
 } // namespace nestor
 

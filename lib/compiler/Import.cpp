@@ -38,11 +38,11 @@ namespace {
 
 /// One elastic width axis of the spec, in router-stream order.
 struct AxisInfo {
-  const char *name;   // spec field and router name
+  const char *name; // spec field and router name
   AxisKind kind;
   pb::LayerKind layerKind; // the layer type it applies to (hidden: all)
   const pb::AxisChoices *choices = nullptr;
-  int64_t size = 0;   // parent size
+  int64_t size = 0; // parent size
   int64_t groups = 1;
   unsigned stream = 0;
 };
@@ -95,8 +95,8 @@ private:
     return llvm::formatv("backbone.layers.{0}.{1}", layer, suffix).str();
   }
 
-  func::FuncOp createFunc(ModuleOp module, StringRef name, Signature &sig,
-                          ArrayRef<Type> results, unsigned firstParam);
+  func::FuncOp createFunc(ModuleOp module, StringRef name, Signature &sig, ArrayRef<Type> results,
+                          unsigned firstParam);
   void buildDense(ModuleOp module);
   void buildParent(ModuleOp module);
   llvm::Error buildElastic(ModuleOp module);
@@ -187,8 +187,7 @@ func::FuncOp Importer::createFunc(ModuleOp module, StringRef name, Signature &si
                                   ArrayRef<Type> results, unsigned firstParam) {
   OpBuilder::InsertionGuard guard(builder);
   builder.setInsertionPointToEnd(module.getBody());
-  auto func = func::FuncOp::create(builder, loc, name,
-                                   builder.getFunctionType(sig.types, results));
+  auto func = func::FuncOp::create(builder, loc, name, builder.getFunctionType(sig.types, results));
   func.setAllArgAttrs(sig.attrs);
   Block *entry = func.addEntryBlock();
   params.clear();
@@ -241,15 +240,15 @@ Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const M
     h = DepthGateOp::create(b, loc, act, h, y, m.keep, layerAttr);
   }
   Value n = RMSNormOp::create(b, loc, act, h, param("backbone.norm_f.weight"), m.hidden, epsAttr);
-  Value head = arch.tie_word_embeddings() ? param("backbone.embeddings.weight")
-                                          : param("lm_head.weight");
+  Value head =
+      arch.tie_word_embeddings() ? param("backbone.embeddings.weight") : param("lm_head.weight");
   return LMHeadOp::create(b, loc, activation(arch.vocab_size()), n, head);
 }
 
 void Importer::buildDense(ModuleOp module) {
   Signature sig;
-  auto tokensType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
-                                          builder.getI32Type());
+  auto tokensType =
+      RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, builder.getI32Type());
   sig.add(tokensType, "elastic.input", "tokens", builder);
   sig.add(tokensType, "elastic.input", "targets", builder);
   declareModelParams(sig);
@@ -268,8 +267,7 @@ void Importer::buildDense(ModuleOp module) {
 
 void Importer::buildParent(ModuleOp module) {
   Signature sig;
-  sig.add(RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
-                                builder.getI32Type()),
+  sig.add(RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, builder.getI32Type()),
           "elastic.input", "tokens", builder);
   declareModelParams(sig);
   Type results[] = {activation(arch.vocab_size())};
@@ -307,8 +305,8 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
                                    static_cast<long long>(numLayers));
 
   Signature sig;
-  auto tokensType = RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic},
-                                          builder.getI32Type());
+  auto tokensType =
+      RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, builder.getI32Type());
   auto scalar = [&](Type t) { return RankedTensorType::get({}, t); };
   sig.add(tokensType, "elastic.input", "tokens", builder);
   sig.add(tokensType, "elastic.input", "targets", builder);
@@ -322,8 +320,7 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
   declareModelParams(sig);
   declareRouterParams(sig);
 
-  Type results[] = {activation(arch.vocab_size()), tensor({}), tensor({}), tensor({}),
-                    tensor({})};
+  Type results[] = {activation(arch.vocab_size()), tensor({}), tensor({}), tensor({}), tensor({})};
   func::FuncOp func = createFunc(module, "elastic_model", sig, results, firstParam);
   OpBuilder b = OpBuilder::atBlockEnd(&func.front());
   Value tokens = func.getArgument(0), targets = func.getArgument(1);
@@ -338,10 +335,10 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
   auto route = [&](StringRef name, ArrayRef<int64_t> shape, unsigned stream) -> Value {
     std::string prefix = ("routers." + name).str();
     auto type = tensor(shape);
-    Value logits = RouterOp::create(
-        b, loc, type, onehot, param(prefix + ".fc1.weight"), param(prefix + ".fc1.bias"),
-        param(prefix + ".fc2.weight"), param(prefix + ".fc2.bias"),
-        b.getF64FloatAttr(pb::routerLeakyReluSlope(el)));
+    Value logits = RouterOp::create(b, loc, type, onehot, param(prefix + ".fc1.weight"),
+                                    param(prefix + ".fc1.bias"), param(prefix + ".fc2.weight"),
+                                    param(prefix + ".fc2.bias"),
+                                    b.getF64FloatAttr(pb::routerLeakyReluSlope(el)));
     Value noise = GumbelNoiseOp::create(b, loc, type, seed, b.getI64IntegerAttr(stream));
     return GumbelSoftmaxOp::create(b, loc, type, logits, noise, tau, logitScale, hard);
   };
@@ -362,8 +359,8 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
     int64_t choices = axis.choices->choices_size();
     bool hetero = axis.choices->heterogeneous();
     int64_t rows = hetero ? layersOfKind(layers, axis.layerKind) : 1;
-    SmallVector<int64_t> shape = hetero ? SmallVector<int64_t>{rows, choices}
-                                        : SmallVector<int64_t>{choices};
+    SmallVector<int64_t> shape =
+        hetero ? SmallVector<int64_t>{rows, choices} : SmallVector<int64_t>{choices};
     Value pi = route(axis.name, shape, axis.stream);
     anchors.push_back(pi);
     SmallVector<int64_t> ks(axis.choices->choices().begin(), axis.choices->choices().end());
@@ -373,8 +370,8 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
       IntegerAttr rowAttr = row ? b.getI64IntegerAttr(*row) : IntegerAttr();
       return PrefixMaskOp::create(b, loc, maskType, pi, choicesAttr, modeAttr, rowAttr);
     };
-    Value expected = ExpectedSizeOp::create(
-        b, loc, hetero ? tensor({rows}) : tensor({}), pi, choicesAttr, modeAttr);
+    Value expected = ExpectedSizeOp::create(b, loc, hetero ? tensor({rows}) : tensor({}), pi,
+                                            choicesAttr, modeAttr);
     switch (axis.kind) {
     case AxisKind::Hidden:
       masks.hidden = makeMask(std::nullopt);
@@ -436,8 +433,8 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
   const pb::Distillation &dist = tr.distillation();
   double temperature = dist.has_temperature() ? dist.temperature() : 1.0;
   Value ce = CrossEntropyOp::create(b, loc, tensor({}), logits, targets);
-  Value kd = KLDistillOp::create(b, loc, tensor({}), logits, teacher,
-                                 b.getF64FloatAttr(temperature));
+  Value kd =
+      KLDistillOp::create(b, loc, tensor({}), logits, teacher, b.getF64FloatAttr(temperature));
 
   pb::FixedSizes fixed = pb::fixedSizes(spec);
   double fullParams = pb::countParams(fixed, pb::parentSizes(spec)).total();
@@ -489,8 +486,8 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
   } else {
     const pb::Elastic &el = spec.elastic();
     AxisInfo candidates[] = {
-        {"hidden_size", AxisKind::Hidden, pb::LayerKind::MLP, &el.hidden_size(),
-         arch.hidden_size(), 1},
+        {"hidden_size", AxisKind::Hidden, pb::LayerKind::MLP, &el.hidden_size(), arch.hidden_size(),
+         1},
         {"intermediate_size", AxisKind::FFN, pb::LayerKind::MLP, &el.intermediate_size(),
          arch.intermediate_size(), 1},
         {"num_attention_heads", AxisKind::AttnHeads, pb::LayerKind::Attention,
@@ -520,8 +517,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
 } // namespace
 
 llvm::Expected<OwningOpRef<ModuleOp>>
-nestor::importSpec(MLIRContext &context, const pb::ModelSpec &spec,
-                   const ImportOptions &options) {
+nestor::importSpec(MLIRContext &context, const pb::ModelSpec &spec, const ImportOptions &options) {
   loadImportDialects(context);
   return Importer(context, spec, options).run();
 }

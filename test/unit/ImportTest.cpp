@@ -4,8 +4,8 @@
 // parent count, every mask matches the dimension it masks, and bad options are errors.
 //
 //===----------------------------------------------------------------------===//
-#include "dialects/elastic/ElasticOps.h"
 #include "nestor/Import.h"
+#include "dialects/elastic/ElasticOps.h"
 #include "nestor/ParamCount.h"
 #include "nestor/Spec.h"
 #include "passes/Passes.h"

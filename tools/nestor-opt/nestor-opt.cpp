@@ -7,8 +7,8 @@
 #include "passes/Passes.h"
 
 #include "mlir/IR/DialectRegistry.h"
-#include "mlir/Transforms/Passes.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
+#include "mlir/Transforms/Passes.h"
 
 int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
