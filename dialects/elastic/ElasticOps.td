@@ -282,9 +282,12 @@ def Elastic_RouterOp : Elastic_Op<"router", [Pure]> {
 def Elastic_GumbelNoiseOp : Elastic_Op<"gumbel_noise", [Pure]> {
   let summary = "Gumbel(0, 1) noise from a counter-based generator";
   let description = [{
-    Deterministic noise: element i of the result is `-log(-log(u))` with `u` in (0, 1) drawn by
-    a counter-based generator from `(seed, stream, i)`, so the CPU and CUDA backends and a
-    resumed run draw the same noise. Each router uses its own `stream`.
+    Deterministic noise: element i (row-major) of the result is `-log(-log(u))` with `u` in
+    (0, 1) from a counter-based generator, so the CPU and CUDA backends and a resumed run draw
+    the same noise; each router uses its own `stream`. In 64-bit unsigned arithmetic:
+    `x = seed * 0x9E3779B97F4A7C15 + stream * 0xD1B54A32D192ED03 + i`, then the SplitMix64
+    finaliser `x += 0x9E3779B97F4A7C15; x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EB; x ^= x >> 31`, and `u = ((x >> 11) + 0.5) / 2^53`.
 
     ```mlir
     %g = elastic.gumbel_noise %seed {stream = 2 : i64} : tensor<i64> -> tensor<3xf32>

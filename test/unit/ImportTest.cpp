@@ -60,8 +60,9 @@ TEST_P(ImportExampleTest, ParameterTensorsMatchClosedFormCount) {
   auto expected = spec::countParams(spec::fixedSizes(spec), spec::parentSizes(spec)).total();
   StringRef fn = spec.has_elastic() ? "elastic_model" : "model";
   EXPECT_EQ(countIRParams(**module, fn), static_cast<int64_t>(expected));
-  if (spec.has_elastic())
+  if (spec.has_elastic()) {
     EXPECT_EQ(countIRParams(**module, "parent"), static_cast<int64_t>(expected));
+  }
 }
 
 TEST_P(ImportExampleTest, EveryMaskMatchesWhatItMasks) {
@@ -85,8 +86,9 @@ TEST_P(ImportExampleTest, EveryMaskMatchesWhatItMasks) {
       ++masked;
     }
   });
-  if (spec.has_elastic())
+  if (spec.has_elastic()) {
     EXPECT_GT(masked, 0);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Examples, ImportExampleTest,

@@ -1,0 +1,640 @@
+//===- Reference.cpp - The float64 reference evaluator ---------------------===//
+//
+// Straight loops over the formulas of ElasticOps.td / METHOD.md; clarity over speed. The
+// evaluator dispatches on op kinds because it is the test oracle that defines what every
+// backend must compute; compiler transformations go through the dialect's interfaces instead.
+//
+//===----------------------------------------------------------------------===//
+#include "nestor/Reference.h"
+
+#include "dialects/elastic/ElasticOps.h"
+#include "nestor/ParamCount.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/TypeSwitch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <variant>
+
+using namespace mlir;
+using namespace nestor;
+using namespace nestor::ref;
+namespace el = nestor::elastic;
+
+Tensor::Tensor(std::vector<int64_t> shape, double fill) : shape(std::move(shape)) {
+  int64_t n = 1;
+  for (int64_t d : this->shape)
+    n *= d;
+  data.assign(n, fill);
+}
+
+Tensor::Tensor(std::vector<int64_t> shape, std::vector<double> data)
+    : shape(std::move(shape)), data(std::move(data)) {}
+
+double nestor::ref::gumbelNoise(uint64_t seed, uint64_t stream, uint64_t index) {
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + stream * 0xD1B54A32D192ED03ull + index;
+  x += 0x9E3779B97F4A7C15ull;
+  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+  x ^= x >> 31;
+  double u = (static_cast<double>(x >> 11) + 0.5) * 0x1.0p-53;
+  return -std::log(-std::log(u));
+}
+
+namespace {
+
+/// The run-time value of a `!elastic.mask` (see ElasticTypes.td).
+struct Mask {
+  std::vector<double> m; // per-channel multiplier
+  double phi = 1.0;      // kept fraction for the norm correction
+  double sigma = 1.0;    // norm output scale
+};
+
+/// No mask: every channel kept with multiplier 1.
+Mask fullMask(int64_t size) { return Mask{std::vector<double>(size, 1.0), 1.0, 1.0}; }
+
+using RValue = std::variant<Tensor, Mask>;
+
+double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double silu(double x) { return x * sigmoid(x); }
+double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
+
+int64_t argmax(const double *p, int64_t n) {
+  return std::max_element(p, p + n) - p;
+}
+
+/// y[r, :] = x[r, :] * W^T for x [rows, in], W [out, in].
+Tensor linear(const Tensor &x, const Tensor &w) {
+  int64_t in = w.dim(1), out = w.dim(0), rows = x.numel() / in;
+  std::vector<int64_t> shape = x.shape;
+  shape.back() = out;
+  Tensor y(shape);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = 0.0;
+      for (int64_t i = 0; i < in; ++i)
+        acc += x[r * in + i] * w[o * in + i];
+      y[r * out + o] = acc;
+    }
+  return y;
+}
+
+void applyMask(Tensor &x, const Mask *mask) {
+  if (!mask)
+    return;
+  int64_t c = static_cast<int64_t>(mask->m.size());
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x[i] *= mask->m[i % c];
+}
+
+/// Log-softmax of each row of `x` (last dimension), scaled by 1/temperature first.
+std::vector<double> logSoftmaxRow(const double *x, int64_t n, double temperature) {
+  double mx = -std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < n; ++i)
+    mx = std::max(mx, x[i] / temperature);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i)
+    sum += std::exp(x[i] / temperature - mx);
+  double lse = mx + std::log(sum);
+  std::vector<double> out(n);
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = x[i] / temperature - lse;
+  return out;
+}
+
+class Evaluator {
+public:
+  llvm::Expected<std::vector<Tensor>> run(func::FuncOp func, ArrayRef<Tensor> args);
+
+private:
+  const Tensor &tensor(Value v) { return std::get<Tensor>(values.at(v)); }
+  const Mask *mask(Value v) { return v ? &std::get<Mask>(values.at(v)) : nullptr; }
+  llvm::Error fail(Operation *op, const llvm::Twine &message) {
+    return llvm::createStringError(
+        (op->getName().getStringRef() + ": " + message).str().c_str());
+  }
+
+  llvm::Error eval(Operation *op);
+  llvm::Expected<Tensor> embed(el::EmbedOp op);
+  Tensor rmsnorm(el::RMSNormOp op);
+  Tensor mamba2(el::Mamba2Op op);
+  Tensor attention(el::AttentionOp op);
+  Tensor mlp(el::MLPOp op);
+  Mask prefixMask(el::PrefixMaskOp op);
+  Tensor paramCount(el::ParamCountOp op);
+  Tensor resourceLoss(el::ResourceLossOp op);
+
+  llvm::DenseMap<Value, RValue> values;
+};
+
+llvm::Expected<Tensor> Evaluator::embed(el::EmbedOp op) {
+  const Tensor &tokens = tensor(op.getTokens()), &table = tensor(op.getTable());
+  int64_t vocab = table.dim(0), d = table.dim(1);
+  Tensor h({tokens.dim(0), tokens.dim(1), d});
+  for (int64_t t = 0; t < tokens.numel(); ++t) {
+    double tok = tokens[t];
+    if (tok < 0 || tok >= vocab)
+      return fail(op, "token " + llvm::Twine(static_cast<int64_t>(tok)) +
+                          " is outside the vocabulary [0, " + llvm::Twine(vocab) + ")");
+    std::copy_n(&table.data[static_cast<int64_t>(tok) * d], d, &h.data[t * d]);
+  }
+  applyMask(h, mask(op.getHiddenMask()));
+  return h;
+}
+
+Tensor Evaluator::rmsnorm(el::RMSNormOp op) {
+  const Tensor &x = tensor(op.getInput()), &w = tensor(op.getWeight());
+  int64_t d = w.dim(0), rows = x.numel() / d;
+  double eps = op.getEpsilon().convertToDouble();
+  Mask full = fullMask(d);
+  const Mask &m = op.getHiddenMask() ? *mask(op.getHiddenMask()) : full;
+  Tensor y(x.shape);
+  for (int64_t r = 0; r < rows; ++r) {
+    const double *xr = &x.data[r * d];
+    double ss = 0.0;
+    for (int64_t c = 0; c < d; ++c)
+      ss += xr[c] * xr[c];
+    double inv = 1.0 / std::sqrt(ss / d + eps * m.phi);
+    for (int64_t c = 0; c < d; ++c)
+      y[r * d + c] = m.m[c] * m.sigma * w[c] * xr[c] * inv;
+  }
+  return y;
+}
+
+Tensor Evaluator::mamba2(el::Mamba2Op op) {
+  const Tensor &x = tensor(op.getInput());
+  const Tensor &convW = tensor(op.getConvWeight()), &convB = tensor(op.getConvBias());
+  const Tensor &dtBias = tensor(op.getDtBias()), &aLog = tensor(op.getALog());
+  const Tensor &dSkip = tensor(op.getDSkip()), &normW = tensor(op.getNormWeight());
+  int64_t H = op.getNumHeads(), P = op.getHeadDim(), G = op.getNGroups();
+  int64_t N = op.getStateSize(), K = convW.dim(1), HP = H * P, GN = G * N;
+  int64_t conv = HP + 2 * GN, B = x.dim(0), L = x.dim(1);
+  double eps = op.getEpsilon().convertToDouble();
+
+  Mask heads = op.getHeadsMask() ? *mask(op.getHeadsMask()) : fullMask(H);
+  Mask chans = op.getChannelsMask() ? *mask(op.getChannelsMask()) : fullMask(P);
+  // Per-channel mask of z and x: head mask times channel mask.
+  std::vector<double> mzx(HP);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t p = 0; p < P; ++p)
+      mzx[h * P + p] = heads.m[h] * chans.m[p];
+
+  Tensor proj = linear(x, tensor(op.getInProj())); // [B, L, 2HP + 2GN + H]
+  int64_t R = proj.dim(2);
+  auto at = [&](int64_t b, int64_t t, int64_t c) -> double & { return proj[(b * L + t) * R + c]; };
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t) {
+      for (int64_t c = 0; c < HP; ++c) {
+        at(b, t, c) *= mzx[c];      // z
+        at(b, t, HP + c) *= mzx[c]; // x before the convolution
+      }
+      for (int64_t h = 0; h < H; ++h)
+        at(b, t, HP + conv + h) *= heads.m[h]; // dt
+    }
+
+  // Depthwise causal convolution over [x, B, C] with zero left padding, then SiLU; the conv-x
+  // channels are masked again.
+  Tensor xbc({B, L, conv});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t c = 0; c < conv; ++c) {
+        double acc = convB[c];
+        for (int64_t k = 0; k < K; ++k) {
+          int64_t src = t - (K - 1) + k;
+          if (src >= 0)
+            acc += convW[c * K + k] * at(b, src, HP + c);
+        }
+        double v = silu(acc);
+        xbc[(b * L + t) * conv + c] = c < HP ? v * mzx[c] : v;
+      }
+
+  // The SSM recurrence per head, sequential (METHOD.md §1).
+  Tensor gated({B, L, HP});
+  int64_t headsPerGroup = H / G;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      int64_t g = h / headsPerGroup;
+      double A = -std::exp(aLog[h]);
+      std::vector<double> S(P * N, 0.0);
+      for (int64_t t = 0; t < L; ++t) {
+        const double *row = &xbc.data[(b * L + t) * conv];
+        const double *xs = row + h * P, *Bt = row + HP + g * N, *Ct = row + HP + GN + g * N;
+        double delta = softplus(at(b, t, HP + conv + h) + dtBias[h]);
+        double decay = std::exp(delta * A);
+        for (int64_t p = 0; p < P; ++p) {
+          double y = dSkip[h] * xs[p];
+          for (int64_t n = 0; n < N; ++n) {
+            double &s = S[p * N + n];
+            s = decay * s + delta * xs[p] * Bt[n];
+            y += s * Ct[n];
+          }
+          double z = at(b, t, h * P + p);
+          gated[(b * L + t) * HP + h * P + p] = y * silu(z);
+        }
+      }
+    }
+
+  // Group-wise RMSNorm with the masked-norm correction f = kept fraction of each group.
+  double phi = heads.phi * chans.phi, sigma = heads.sigma * chans.sigma;
+  int64_t groupSize = HP / G;
+  Tensor normed({B, L, HP});
+  for (int64_t r = 0; r < B * L; ++r)
+    for (int64_t g = 0; g < G; ++g) {
+      const double *v = &gated.data[r * HP + g * groupSize];
+      double ss = 0.0;
+      for (int64_t c = 0; c < groupSize; ++c)
+        ss += v[c] * v[c];
+      double inv = 1.0 / std::sqrt(ss / groupSize + eps * phi);
+      for (int64_t c = 0; c < groupSize; ++c)
+        normed[r * HP + g * groupSize + c] = sigma * normW[g * groupSize + c] * v[c] * inv;
+    }
+  Tensor y = linear(normed, tensor(op.getOutProj()));
+  applyMask(y, mask(op.getHiddenMask()));
+  return y;
+}
+
+Tensor Evaluator::attention(el::AttentionOp op) {
+  const Tensor &x = tensor(op.getInput());
+  int64_t nh = op.getNumHeads(), nkv = op.getNumKvHeads(), hd = op.getHeadDim();
+  int64_t B = x.dim(0), L = x.dim(1);
+  Tensor q = linear(x, tensor(op.getQProj())), k = linear(x, tensor(op.getKProj()));
+  Tensor v = linear(x, tensor(op.getVProj()));
+  Mask heads = op.getHeadsMask() ? *mask(op.getHeadsMask()) : fullMask(nh);
+  Tensor o({B, L, nh * hd});
+  double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+  std::vector<double> scores(L);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < nh; ++h) {
+      int64_t kvh = h / (nh / nkv);
+      for (int64_t i = 0; i < L; ++i) {
+        const double *qi = &q.data[(b * L + i) * nh * hd + h * hd];
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= i; ++j) {
+          const double *kj = &k.data[(b * L + j) * nkv * hd + kvh * hd];
+          double s = 0.0;
+          for (int64_t e = 0; e < hd; ++e)
+            s += qi[e] * kj[e];
+          scores[j] = s * scale;
+          mx = std::max(mx, scores[j]);
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j <= i; ++j)
+          sum += (scores[j] = std::exp(scores[j] - mx));
+        double *oi = &o.data[(b * L + i) * nh * hd + h * hd];
+        for (int64_t j = 0; j <= i; ++j) {
+          const double *vj = &v.data[(b * L + j) * nkv * hd + kvh * hd];
+          for (int64_t e = 0; e < hd; ++e)
+            oi[e] += heads.m[h] * scores[j] / sum * vj[e];
+        }
+      }
+    }
+  Tensor y = linear(o, tensor(op.getOProj()));
+  applyMask(y, mask(op.getHiddenMask()));
+  return y;
+}
+
+Tensor Evaluator::mlp(el::MLPOp op) {
+  Tensor u = linear(tensor(op.getInput()), tensor(op.getUpProj()));
+  applyMask(u, mask(op.getFfnMask()));
+  for (double &e : u.data)
+    e = e > 0.0 ? e * e : 0.0;
+  Tensor y = linear(u, tensor(op.getDownProj()));
+  applyMask(y, mask(op.getHiddenMask()));
+  return y;
+}
+
+Mask Evaluator::prefixMask(el::PrefixMaskOp op) {
+  const Tensor &probs = tensor(op.getProbs());
+  ArrayRef<int64_t> choices = op.getChoices();
+  int64_t n = static_cast<int64_t>(choices.size());
+  const double *pi = &probs.data[op.getRow() ? *op.getRow() * n : 0];
+  el::MaskType type = op.getType();
+  int64_t size = type.getSize(), groups = type.getGroups(), groupSize = size / groups;
+  Mask out{std::vector<double>(size, 0.0), 0.0, 0.0};
+  auto addChoice = [&](int64_t i, double weight) {
+    int64_t keep = choices[i] / groups;
+    for (int64_t c = 0; c < size; ++c)
+      if (c % groupSize < keep)
+        out.m[c] += weight;
+  };
+  if (op.getMode() == el::MaskMode::Soft) {
+    for (int64_t i = 0; i < n; ++i) {
+      addChoice(i, pi[i]);
+      double frac = static_cast<double>(choices[i]) / size;
+      out.phi += pi[i] * frac;
+      out.sigma += pi[i] * std::sqrt(frac);
+    }
+  } else {
+    int64_t a = argmax(pi, n);
+    addChoice(a, pi[a]);
+    double frac = static_cast<double>(choices[a]) / size;
+    out.phi = frac;
+    out.sigma = std::sqrt(frac);
+  }
+  return out;
+}
+
+Tensor Evaluator::paramCount(el::ParamCountOp op) {
+  spec::FixedSizes fixed;
+  for (char c : op.getPattern())
+    fixed.layers.push_back(c == 'M'   ? spec::LayerKind::Mamba
+                           : c == '*' ? spec::LayerKind::Attention
+                                      : spec::LayerKind::MLP);
+  fixed.mambaGroups = op.getMambaGroups();
+  fixed.ssmStateSize = op.getSsmStateSize();
+  fixed.convKernel = op.getConvKernel();
+  fixed.numKeyValueHeads = op.getNumKvHeads();
+  fixed.attnHeadDim = op.getHeadDim();
+  fixed.vocabSize = op.getVocabSize();
+  fixed.tiedEmbeddings = op.getTiedEmbeddings();
+  // A scalar applies to every layer of its kind; a vector gives one value per such layer.
+  auto perLayer = [&](Value v, int64_t index) {
+    const Tensor &t = tensor(v);
+    return t.numel() == 1 && t.shape.empty() ? t[0] : t[index];
+  };
+  spec::ModelSizes<double> sizes;
+  sizes.hidden = tensor(op.getHidden())[0];
+  const Tensor &keep = tensor(op.getKeep());
+  int64_t seen[3] = {0, 0, 0};
+  for (auto [i, kind] : llvm::enumerate(fixed.layers)) {
+    spec::LayerSizes<double> l;
+    l.keep = keep[i];
+    switch (kind) {
+    case spec::LayerKind::Mamba:
+      l.mambaHeads = perLayer(op.getMambaHeads(), seen[0]);
+      l.mambaHeadDim = perLayer(op.getMambaHeadDim(), seen[0]++);
+      break;
+    case spec::LayerKind::Attention:
+      l.attnHeads = perLayer(op.getAttnHeads(), seen[1]++);
+      break;
+    case spec::LayerKind::MLP:
+      l.ffn = perLayer(op.getFfn(), seen[2]++);
+      break;
+    }
+    sizes.layers.push_back(l);
+  }
+  return Tensor::scalar(spec::countParams(fixed, sizes).total());
+}
+
+Tensor Evaluator::resourceLoss(el::ResourceLossOp op) {
+  double params = tensor(op.getParams())[0];
+  int64_t budget = static_cast<int64_t>(tensor(op.getBudget())[0]);
+  double b = op.getFractions()[budget];
+  double loss = std::abs(params / (b * op.getFullParams().convertToDouble()) - 1.0);
+  if (b < 1.0 && loss < op.getDeadZone().convertToDouble())
+    loss = 0.0;
+  if (b == 1.0) {
+    double anchor = 0.0;
+    for (Value v : op.getAnchors()) {
+      const Tensor &pi = tensor(v);
+      int64_t n = pi.shape.back(), rows = pi.numel() / n;
+      double se = 0.0;
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t i = 0; i < n; ++i) {
+          double target = i == 0 ? 1.0 : 0.0;
+          se += (pi[r * n + i] - target) * (pi[r * n + i] - target);
+        }
+      anchor += se / pi.numel();
+    }
+    loss += op.getAnchorWeight().convertToDouble() * anchor;
+  }
+  return Tensor::scalar(loss);
+}
+
+llvm::Error Evaluator::eval(Operation *op) {
+  auto set = [&](Value v, RValue r) { values[v] = std::move(r); };
+  return llvm::TypeSwitch<Operation *, llvm::Error>(op)
+      .Case([&](el::EmbedOp o) -> llvm::Error {
+        auto h = embed(o);
+        if (!h)
+          return h.takeError();
+        set(o, std::move(*h));
+        return llvm::Error::success();
+      })
+      .Case([&](el::RMSNormOp o) {
+        set(o, rmsnorm(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::Mamba2Op o) {
+        set(o, mamba2(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::AttentionOp o) {
+        set(o, attention(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::MLPOp o) {
+        set(o, mlp(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::DepthGateOp o) {
+        Tensor h = tensor(o.getResidual());
+        const Tensor &block = tensor(o.getBlock());
+        double gamma = o.getKeep() ? tensor(o.getKeep())[*o.getLayer()] : 1.0;
+        for (int64_t i = 0; i < h.numel(); ++i)
+          h[i] += gamma * block[i];
+        set(o, std::move(h));
+        return llvm::Error::success();
+      })
+      .Case([&](el::LMHeadOp o) {
+        set(o, linear(tensor(o.getInput()), tensor(o.getWeight())));
+        return llvm::Error::success();
+      })
+      .Case([&](el::OneHotOp o) -> llvm::Error {
+        int64_t n = cast<RankedTensorType>(o.getType()).getDimSize(0);
+        int64_t index = static_cast<int64_t>(tensor(o.getIndex())[0]);
+        if (index < 0 || index >= n)
+          return fail(o, "index " + llvm::Twine(index) + " is outside [0, " + llvm::Twine(n) +
+                             ")");
+        Tensor u({n});
+        u[index] = 1.0;
+        set(o, std::move(u));
+        return llvm::Error::success();
+      })
+      .Case([&](el::RouterOp o) {
+        Tensor hidden = linear(tensor(o.getInput()), tensor(o.getW1()));
+        const Tensor &b1 = tensor(o.getB1()), &b2 = tensor(o.getB2());
+        double slope = o.getNegativeSlope().convertToDouble();
+        for (int64_t i = 0; i < hidden.numel(); ++i) {
+          double v = hidden[i] + b1[i];
+          hidden[i] = v > 0.0 ? v : slope * v;
+        }
+        Tensor z = linear(hidden, tensor(o.getW2()));
+        for (int64_t i = 0; i < z.numel(); ++i)
+          z[i] += b2[i];
+        auto shape = cast<RankedTensorType>(o.getType()).getShape();
+        z.shape.assign(shape.begin(), shape.end());
+        set(o, std::move(z));
+        return llvm::Error::success();
+      })
+      .Case([&](el::GumbelNoiseOp o) {
+        auto shape = cast<RankedTensorType>(o.getType()).getShape();
+        Tensor g(std::vector<int64_t>(shape.begin(), shape.end()));
+        auto seed = static_cast<uint64_t>(static_cast<int64_t>(tensor(o.getSeed())[0]));
+        for (int64_t i = 0; i < g.numel(); ++i)
+          g[i] = gumbelNoise(seed, o.getStream(), i);
+        set(o, std::move(g));
+        return llvm::Error::success();
+      })
+      .Case([&](el::GumbelSoftmaxOp o) {
+        const Tensor &logits = tensor(o.getLogits()), &noise = tensor(o.getNoise());
+        double tau = tensor(o.getTau())[0], scale = tensor(o.getScale())[0];
+        bool hard = tensor(o.getHard())[0] != 0.0;
+        int64_t n = logits.shape.back();
+        Tensor pi(logits.shape);
+        std::vector<double> row(n);
+        for (int64_t r = 0; r < logits.numel() / n; ++r) {
+          for (int64_t i = 0; i < n; ++i)
+            row[i] = scale * logits[r * n + i] + noise[r * n + i];
+          std::vector<double> lp = logSoftmaxRow(row.data(), n, tau);
+          int64_t a = argmax(lp.data(), n);
+          for (int64_t i = 0; i < n; ++i)
+            pi[r * n + i] = hard ? (i == a ? 1.0 : 0.0) : std::exp(lp[i]);
+        }
+        set(o, std::move(pi));
+        return llvm::Error::success();
+      })
+      .Case([&](el::PrefixMaskOp o) {
+        set(o, prefixMask(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::LayerKeepOp o) {
+        const Tensor &pi = tensor(o.getProbs());
+        ArrayRef<int64_t> order = o.getOrder();
+        int64_t options = pi.numel(), layers = static_cast<int64_t>(order.size());
+        int64_t a = argmax(pi.data.data(), options);
+        Tensor keep({layers});
+        for (int64_t rank = 0; rank < layers; ++rank) {
+          int64_t layer = order[rank];
+          if (o.getMode() == el::MaskMode::Soft) {
+            for (int64_t k = 0; k <= std::min(rank, options - 1); ++k)
+              keep[layer] += pi[k];
+          } else {
+            keep[layer] = a <= rank ? pi[a] : 0.0;
+          }
+        }
+        set(o, std::move(keep));
+        return llvm::Error::success();
+      })
+      .Case([&](el::CrossEntropyOp o) {
+        const Tensor &logits = tensor(o.getLogits()), &targets = tensor(o.getTargets());
+        int64_t v = logits.shape.back();
+        double sum = 0.0;
+        int64_t count = 0;
+        for (int64_t t = 0; t < targets.numel(); ++t) {
+          auto target = static_cast<int64_t>(targets[t]);
+          if (target == o.getIgnoreIndexAttr().getInt())
+            continue;
+          sum -= logSoftmaxRow(&logits.data[t * v], v, 1.0)[target];
+          ++count;
+        }
+        set(o, Tensor::scalar(count ? sum / count : 0.0));
+        return llvm::Error::success();
+      })
+      .Case([&](el::KLDistillOp o) {
+        const Tensor &s = tensor(o.getStudent()), &t = tensor(o.getTeacher());
+        double temperature = o.getTemperature().convertToDouble();
+        int64_t v = s.shape.back(), tokens = s.numel() / v;
+        double sum = 0.0;
+        for (int64_t r = 0; r < tokens; ++r) {
+          auto ls = logSoftmaxRow(&s.data[r * v], v, temperature);
+          auto lt = logSoftmaxRow(&t.data[r * v], v, temperature);
+          for (int64_t i = 0; i < v; ++i)
+            sum += std::exp(lt[i]) * (lt[i] - ls[i]);
+        }
+        set(o, Tensor::scalar(tokens ? sum / tokens : 0.0));
+        return llvm::Error::success();
+      })
+      .Case([&](el::ExpectedSizeOp o) {
+        const Tensor &pi = tensor(o.getProbs());
+        ArrayRef<int64_t> choices = o.getChoices();
+        int64_t n = static_cast<int64_t>(choices.size()), rows = pi.numel() / n;
+        std::vector<int64_t> shape(pi.shape.begin(), pi.shape.end() - 1);
+        Tensor e(shape);
+        for (int64_t r = 0; r < rows; ++r) {
+          const double *p = &pi.data[r * n];
+          if (o.getMode() == el::MaskMode::Soft) {
+            for (int64_t i = 0; i < n; ++i)
+              e[r] += p[i] * choices[i];
+          } else {
+            int64_t a = argmax(p, n);
+            e[r] = p[a] * choices[a];
+          }
+        }
+        set(o, std::move(e));
+        return llvm::Error::success();
+      })
+      .Case([&](el::ParamCountOp o) {
+        set(o, paramCount(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::ResourceLossOp o) {
+        set(o, resourceLoss(o));
+        return llvm::Error::success();
+      })
+      .Case([&](arith::ConstantOp o) -> llvm::Error {
+        auto dense = dyn_cast<DenseElementsAttr>(o.getValue());
+        auto type = dyn_cast<RankedTensorType>(o.getType());
+        if (!dense || !type || !isa<FloatType>(type.getElementType()))
+          return fail(o, "only float tensor constants are supported");
+        Tensor t(std::vector<int64_t>(type.getShape().begin(), type.getShape().end()));
+        int64_t i = 0;
+        for (APFloat v : dense.getValues<APFloat>())
+          t[i++] = v.convertToDouble();
+        set(o, std::move(t));
+        return llvm::Error::success();
+      })
+      .Case<arith::AddFOp, arith::MulFOp>([&](auto o) {
+        Tensor r = tensor(o.getLhs());
+        const Tensor &rhs = tensor(o.getRhs());
+        for (int64_t i = 0; i < r.numel(); ++i)
+          r[i] = std::is_same_v<decltype(o), arith::AddFOp> ? r[i] + rhs[i] : r[i] * rhs[i];
+        set(o, std::move(r));
+        return llvm::Error::success();
+      })
+      .Default([&](Operation *other) {
+        return fail(other, "is not supported by the reference evaluator");
+      });
+}
+
+llvm::Expected<std::vector<Tensor>> Evaluator::run(func::FuncOp func, ArrayRef<Tensor> args) {
+  if (args.size() != func.getNumArguments())
+    return llvm::createStringError("@%s takes %u arguments, got %zu",
+                                   func.getSymName().str().c_str(), func.getNumArguments(),
+                                   args.size());
+  for (auto [i, arg] : llvm::enumerate(func.getArguments())) {
+    auto type = dyn_cast<RankedTensorType>(arg.getType());
+    bool ok = type && type.getRank() == static_cast<int64_t>(args[i].shape.size());
+    for (int64_t d = 0; ok && d < type.getRank(); ++d)
+      ok = type.isDynamicDim(d) || type.getDimSize(d) == args[i].shape[d];
+    int64_t n = 1;
+    for (int64_t d : args[i].shape)
+      n *= d;
+    if (!ok || n != args[i].numel())
+      return llvm::createStringError("argument #%zu of @%s has the wrong shape", i,
+                                     func.getSymName().str().c_str());
+    values[arg] = args[i];
+  }
+  for (Operation &op : func.front()) {
+    if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+      std::vector<Tensor> results;
+      for (Value v : ret.getOperands())
+        results.push_back(tensor(v));
+      return results;
+    }
+    if (llvm::Error err = eval(&op))
+      return err;
+  }
+  return llvm::createStringError("@%s has no return", func.getSymName().str().c_str());
+}
+
+} // namespace
+
+llvm::Expected<std::vector<Tensor>> nestor::ref::evaluate(func::FuncOp func,
+                                                          ArrayRef<Tensor> args) {
+  return Evaluator().run(func, args);
+}
