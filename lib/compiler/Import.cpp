@@ -121,6 +121,7 @@ void Importer::declareModelParams(Signature &sig) {
   int64_t gn = arch.n_groups() * arch.ssm_state_size();
   int64_t nh = arch.num_attention_heads(), nkv = arch.num_key_value_heads();
   int64_t hd = arch.head_dim(), f = arch.intermediate_size();
+  modelParams.clear(); // each function declares its own arguments
   auto add = [&](std::string name, ArrayRef<int64_t> shape) {
     modelParams.push_back({std::move(name), tensor(shape)});
   };
@@ -166,6 +167,7 @@ void Importer::declareRouterParams(Signature &sig) {
   const pb::Elastic &el = spec.elastic();
   int64_t budgets = el.budgets_size();
   int64_t hidden = pb::routerHiddenSize(el);
+  routerParams.clear();
   auto addRouter = [&](StringRef axis, int64_t outputs) {
     std::string prefix = ("routers." + axis).str();
     routerParams.push_back({prefix + ".fc1.weight", tensor({hidden, budgets})});

@@ -238,6 +238,8 @@ struct Case {
   std::map<std::string, std::vector<int64_t>> choice; // axis -> chosen index per row
 };
 
+void PrintTo(const Case &c, std::ostream *os) { *os << c.name; }
+
 class MaskedEqualsSlicedTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(MaskedEqualsSlicedTest, LogitsAgree) {
