@@ -16,9 +16,16 @@
 #include "llvm/Support/MemoryBuffer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <set>
 
 using namespace nestor::spec;
+
+static std::string hexByte(char c) {
+  char buf[8];
+  std::snprintf(buf, sizeof(buf), "\\x%02x", static_cast<unsigned char>(c));
+  return buf;
+}
 
 llvm::Expected<std::vector<LayerKind>> nestor::spec::parsePattern(llvm::StringRef pattern) {
   if (pattern.empty())
@@ -39,7 +46,7 @@ llvm::Expected<std::vector<LayerKind>> nestor::spec::parsePattern(llvm::StringRe
       return llvm::createStringError(
           llvm::formatv("character '{0}' at position {1} is not a layer type ('M' Mamba2, '*' "
                         "attention, '-' MLP)",
-                        llvm::isPrint(c) ? std::string(1, c) : llvm::formatv("\\x{0:x2}", c).str(),
+                        llvm::isPrint(c) ? std::string(1, c) : hexByte(c),
                         i)
               .str());
     }
@@ -389,6 +396,9 @@ bool Validator::checkTraining() {
       return false;
     if (s.budget_weights_size() == 0)
       continue;
+    if (budgets == 0)
+      return fail(at + ".budget_weights",
+                  "a dense spec (no elastic section) has no budgets to weight");
     if (s.budget_weights_size() != budgets)
       return fail(at + ".budget_weights",
                   llvm::formatv("has {0} weights for {1} budgets (one per budget, or none for "
