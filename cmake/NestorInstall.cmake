@@ -25,7 +25,8 @@ endforeach()
 
 install(EXPORT NestorTargets NAMESPACE Nestor:: DESTINATION ${NESTOR_INSTALL_CMAKEDIR})
 configure_package_config_file(cmake/NestorConfig.cmake.in
-  ${PROJECT_BINARY_DIR}/NestorConfig.cmake INSTALL_DESTINATION ${NESTOR_INSTALL_CMAKEDIR})
+  ${PROJECT_BINARY_DIR}/NestorConfig.cmake INSTALL_DESTINATION ${NESTOR_INSTALL_CMAKEDIR}
+  PATH_VARS CMAKE_INSTALL_INCLUDEDIR CMAKE_INSTALL_BINDIR)
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/NestorConfigVersion.cmake
   COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/NestorConfig.cmake ${PROJECT_BINARY_DIR}/NestorConfigVersion.cmake

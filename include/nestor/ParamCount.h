@@ -5,7 +5,8 @@
 //   Mamba:     d + d(2HP + 2GN + H) + (HP + 2GN)(K+1) + 3H + HP + HP*d
 //   Attention: d + d(n_h + 2 n_kv) h_d + n_h h_d d
 //   MLP:       d + 2 d F
-//   Total:     V d (embedding) + V d (LM head, unless tied) + d (final norm) + sum_j keep_j * layer_j
+//   Total:     V d (embedding) + V d (LM head, unless tied) + d (final norm) + sum_j keep_j *
+//   layer_j
 // It is a template so that the same function serves exact integer counting (double), and the
 // router's resource loss, which differentiates it (a dual-number T).
 //
@@ -23,9 +24,9 @@ namespace nestor::spec {
 /// The sizes no elastic axis changes.
 struct FixedSizes {
   std::vector<LayerKind> layers;
-  int64_t mambaGroups = 0;    // G
-  int64_t ssmStateSize = 0;   // N
-  int64_t convKernel = 0;     // K
+  int64_t mambaGroups = 0;  // G
+  int64_t ssmStateSize = 0; // N
+  int64_t convKernel = 0;   // K
   int64_t numKeyValueHeads = 0;
   int64_t attnHeadDim = 0;
   int64_t vocabSize = 0;
@@ -47,18 +48,17 @@ template <typename T> struct ModelSizes {
 };
 
 template <typename T> struct ParamBreakdown {
-  T embedding{};  // input embedding
-  T lmHead{};     // LM head (0 when tied)
+  T embedding{}; // input embedding
+  T lmHead{};    // LM head (0 when tied)
   T finalNorm{};
-  T mamba{};      // sum over Mamba layers, keep-weighted
+  T mamba{}; // sum over Mamba layers, keep-weighted
   T attention{};
   T mlp{};
   std::vector<T> perLayer; // unweighted count of each layer
   T total() const { return embedding + lmHead + finalNorm + mamba + attention + mlp; }
 };
 
-template <typename T>
-T mambaLayerParams(const FixedSizes &f, T d, T heads, T headDim) {
+template <typename T> T mambaLayerParams(const FixedSizes &f, T d, T heads, T headDim) {
   T hp = heads * headDim;
   T gn = T(double(2 * f.mambaGroups * f.ssmStateSize));
   return d + d * (T(2.0) * hp + gn + heads) + (hp + gn) * T(double(f.convKernel + 1)) +
@@ -75,8 +75,7 @@ template <typename T> T mlpLayerParams(const FixedSizes &f, T d, T ffn) {
 }
 
 /// The closed-form count; every operation is +, * on T, so T may be a dual number.
-template <typename T>
-ParamBreakdown<T> countParams(const FixedSizes &f, const ModelSizes<T> &s) {
+template <typename T> ParamBreakdown<T> countParams(const FixedSizes &f, const ModelSizes<T> &s) {
   ParamBreakdown<T> b;
   T v = T(double(f.vocabSize));
   b.embedding = v * s.hidden;

@@ -38,8 +38,7 @@ struct Tensor {
 /// Evaluates `func` on `args` (one per function argument, shapes matching the argument types
 /// where they are static) and returns its results. Errors name the op and what went wrong
 /// (e.g. a token out of range).
-llvm::Expected<std::vector<Tensor>> evaluate(mlir::func::FuncOp func,
-                                             llvm::ArrayRef<Tensor> args);
+llvm::Expected<std::vector<Tensor>> evaluate(mlir::func::FuncOp func, llvm::ArrayRef<Tensor> args);
 
 /// Gumbel(0, 1) noise element `index` of stream `stream` under `seed` (elastic.gumbel_noise).
 double gumbelNoise(uint64_t seed, uint64_t stream, uint64_t index);

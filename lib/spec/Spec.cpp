@@ -46,8 +46,7 @@ llvm::Expected<std::vector<LayerKind>> nestor::spec::parsePattern(llvm::StringRe
       return llvm::createStringError(
           llvm::formatv("character '{0}' at position {1} is not a layer type ('M' Mamba2, '*' "
                         "attention, '-' MLP)",
-                        llvm::isPrint(c) ? std::string(1, c) : hexByte(c),
-                        i)
+                        llvm::isPrint(c) ? std::string(1, c) : hexByte(c), i)
               .str());
     }
   }
@@ -270,9 +269,9 @@ bool Validator::checkAxis(llvm::StringRef name, const AxisChoices &axis, int64_t
     if (k > parent)
       return fail(at, llvm::formatv("{0} is larger than the parent's {1}", k, parent).str());
     if (i == 0 && k != parent)
-      return fail(at, llvm::formatv("the first choice must be the parent size {0}, got {1}",
-                                    parent, k)
-                          .str());
+      return fail(
+          at,
+          llvm::formatv("the first choice must be the parent size {0}, got {1}", parent, k).str());
     if (i > 0 && k >= axis.choices(i - 1))
       return fail(at, llvm::formatv("choices must be strictly descending (largest first), but "
                                     "{0} follows {1}",
@@ -303,7 +302,8 @@ bool Validator::checkElastic() {
     if (!names.insert(b.name()).second)
       return fail(at + ".name", "'" + b.name() + "' is used by two budgets");
     if (!(b.fraction() > 0.0 && b.fraction() <= 1.0))
-      return fail(at + ".fraction", "must be in (0, 1], got " + llvm::formatv("{0}", b.fraction()).str());
+      return fail(at + ".fraction",
+                  "must be in (0, 1], got " + llvm::formatv("{0}", b.fraction()).str());
     if (i == 0 && b.fraction() != 1.0)
       return fail(at + ".fraction", "the first budget is the full model and must be 1.0, got " +
                                         llvm::formatv("{0}", b.fraction()).str());
@@ -317,8 +317,7 @@ bool Validator::checkElastic() {
                  a.num_key_value_heads(), "num_key_value_heads", LayerKind::Attention) ||
       !checkAxis("mamba_num_heads", e.mamba_num_heads(), a.mamba_num_heads(), a.n_groups(),
                  "n_groups", LayerKind::Mamba) ||
-      !checkAxis("mamba_head_dim", e.mamba_head_dim(), a.mamba_head_dim(), 1, "",
-                 LayerKind::Mamba))
+      !checkAxis("mamba_head_dim", e.mamba_head_dim(), a.mamba_head_dim(), 1, "", LayerKind::Mamba))
     return false;
   int64_t numLayers = static_cast<int64_t>(layers.size());
   if (e.max_dropped_layers() < 0 || e.max_dropped_layers() >= numLayers)
@@ -408,8 +407,7 @@ bool Validator::checkTraining() {
     double sum = 0.0;
     for (int j = 0; j < s.budget_weights_size(); ++j) {
       if (s.budget_weights(j) < 0.0)
-        return fail(llvm::formatv("{0}.budget_weights[{1}]", at, j).str(),
-                    "must not be negative");
+        return fail(llvm::formatv("{0}.budget_weights[{1}]", at, j).str(), "must not be negative");
       sum += s.budget_weights(j);
     }
     if (!(sum > 0.0))

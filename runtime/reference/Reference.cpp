@@ -63,9 +63,7 @@ double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double silu(double x) { return x * sigmoid(x); }
 double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
 
-int64_t argmax(const double *p, int64_t n) {
-  return std::max_element(p, p + n) - p;
-}
+int64_t argmax(const double *p, int64_t n) { return std::max_element(p, p + n) - p; }
 
 /// y[r, :] = x[r, :] * W^T for x [rows, in], W [out, in].
 Tensor linear(const Tensor &x, const Tensor &w) {
@@ -114,8 +112,7 @@ private:
   const Tensor &tensor(Value v) { return std::get<Tensor>(values.at(v)); }
   const Mask *mask(Value v) { return v ? &std::get<Mask>(values.at(v)) : nullptr; }
   llvm::Error fail(Operation *op, const llvm::Twine &message) {
-    return llvm::createStringError(
-        (op->getName().getStringRef() + ": " + message).str().c_str());
+    return llvm::createStringError((op->getName().getStringRef() + ": " + message).str().c_str());
   }
 
   llvm::Error eval(Operation *op);
@@ -448,8 +445,7 @@ llvm::Error Evaluator::eval(Operation *op) {
         int64_t n = cast<RankedTensorType>(o.getType()).getDimSize(0);
         int64_t index = static_cast<int64_t>(tensor(o.getIndex())[0]);
         if (index < 0 || index >= n)
-          return fail(o, "index " + llvm::Twine(index) + " is outside [0, " + llvm::Twine(n) +
-                             ")");
+          return fail(o, "index " + llvm::Twine(index) + " is outside [0, " + llvm::Twine(n) + ")");
         Tensor u({n});
         u[index] = 1.0;
         set(o, std::move(u));

@@ -44,8 +44,8 @@ TEST(ParamCountTest, LayerFormulasMatchTheWeightTensors) {
   double d = 7, H = 4, P = 3, F = 9, nh = 6;
   double hp = H * P, gn = 2 * 3;
   // Mamba: norm, in_proj, conv weight + bias, dt_bias + A_log + D, gated-norm weight, out_proj.
-  double mamba = d + (2 * hp + 2 * gn + H) * d + (hp + 2 * gn) * 4 + (hp + 2 * gn) + 3 * H +
-                 hp + d * hp;
+  double mamba =
+      d + (2 * hp + 2 * gn + H) * d + (hp + 2 * gn) * 4 + (hp + 2 * gn) + 3 * H + hp + d * hp;
   EXPECT_EQ(mambaLayerParams(f, d, H, P), mamba);
   // Attention: norm, q, k, v, o.
   EXPECT_EQ(attentionLayerParams(f, d, nh), d + nh * 5 * d + 2 * (2 * 5 * d) + d * nh * 5);

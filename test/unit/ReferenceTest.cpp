@@ -6,8 +6,8 @@
 // heterogeneous choices at odd sizes; Gumbel noise is Gumbel-distributed and reproducible.
 //
 //===----------------------------------------------------------------------===//
-#include "nestor/Import.h"
 #include "nestor/Reference.h"
+#include "nestor/Import.h"
 #include "nestor/Spec.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -173,11 +173,10 @@ Params sliceParams(const pb::ModelSpec &spec, const Params &parent, int64_t hidd
         for (int64_t p = 0; p < c.mambaHeadDim; ++p)
           chans.push_back(h * P + p);
       std::vector<int64_t> bc = range(2 * GN);
-      dst("mixer.in_proj.weight") =
-          gather(src("mixer.in_proj.weight"),
-                 concat({chans, offset(chans, HP), offset(bc, 2 * HP),
-                         offset(heads, 2 * HP + 2 * GN)}),
-                 d);
+      dst("mixer.in_proj.weight") = gather(
+          src("mixer.in_proj.weight"),
+          concat({chans, offset(chans, HP), offset(bc, 2 * HP), offset(heads, 2 * HP + 2 * GN)}),
+          d);
       std::vector<int64_t> convRows = concat({chans, offset(bc, HP)});
       dst("mixer.conv1d.weight") =
           gather(src("mixer.conv1d.weight"), convRows, range(a.conv_kernel()));
@@ -310,8 +309,8 @@ TEST_P(MaskedEqualsSlicedTest, LogitsAgree) {
 
   bool uniformRows = true;
   for (const auto &[axis, rows] : c.choice)
-    uniformRows = uniformRows && std::all_of(rows.begin(), rows.end(),
-                                             [&](int64_t r) { return r == rows[0]; });
+    uniformRows = uniformRows &&
+                  std::all_of(rows.begin(), rows.end(), [&](int64_t r) { return r == rows[0]; });
   if (!uniformRows) {
     // Per-layer sizes that differ have no dense spec yet; for the FFN and attention axes
     // (no norm correction involved) the masked model equals the unmasked parent with every
@@ -386,50 +385,50 @@ TEST_P(MaskedEqualsSlicedTest, LogitsAgree) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    HardChoices, MaskedEqualsSlicedTest,
-    ::testing::Values(
-        Case{"full",
-             false,
-             {{"hidden_size", {0}},
-              {"intermediate_size", {0}},
-              {"num_attention_heads", {0}},
-              {"mamba_num_heads", {0}},
-              {"mamba_head_dim", {0}},
-              {"depth", {0}}}},
-        Case{"smallest",
-             false,
-             {{"hidden_size", {2}},
-              {"intermediate_size", {2}},
-              {"num_attention_heads", {1}},
-              {"mamba_num_heads", {1}},
-              {"mamba_head_dim", {2}},
-              {"depth", {2}}}},
-        Case{"mixed",
-             false,
-             {{"hidden_size", {1}},
-              {"intermediate_size", {2}},
-              {"num_attention_heads", {0}},
-              {"mamba_num_heads", {1}},
-              {"mamba_head_dim", {1}},
-              {"depth", {1}}}},
-        Case{"heterogeneous_uniform_rows",
-             true,
-             {{"hidden_size", {1}},
-              {"intermediate_size", {2, 2}},
-              {"num_attention_heads", {1, 1}},
-              {"mamba_num_heads", {1, 1, 1}},
-              {"mamba_head_dim", {1, 1, 1}},
-              {"depth", {1}}}},
-        Case{"heterogeneous_rows_differ",
-             true,
-             {{"hidden_size", {0}},
-              {"intermediate_size", {2, 1}},
-              {"num_attention_heads", {1, 0}},
-              {"mamba_num_heads", {0, 0, 0}},
-              {"mamba_head_dim", {0, 0, 0}},
-              {"depth", {0}}}}),
-    [](const ::testing::TestParamInfo<Case> &info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(HardChoices, MaskedEqualsSlicedTest,
+                         ::testing::Values(Case{"full",
+                                                false,
+                                                {{"hidden_size", {0}},
+                                                 {"intermediate_size", {0}},
+                                                 {"num_attention_heads", {0}},
+                                                 {"mamba_num_heads", {0}},
+                                                 {"mamba_head_dim", {0}},
+                                                 {"depth", {0}}}},
+                                           Case{"smallest",
+                                                false,
+                                                {{"hidden_size", {2}},
+                                                 {"intermediate_size", {2}},
+                                                 {"num_attention_heads", {1}},
+                                                 {"mamba_num_heads", {1}},
+                                                 {"mamba_head_dim", {2}},
+                                                 {"depth", {2}}}},
+                                           Case{"mixed",
+                                                false,
+                                                {{"hidden_size", {1}},
+                                                 {"intermediate_size", {2}},
+                                                 {"num_attention_heads", {0}},
+                                                 {"mamba_num_heads", {1}},
+                                                 {"mamba_head_dim", {1}},
+                                                 {"depth", {1}}}},
+                                           Case{"heterogeneous_uniform_rows",
+                                                true,
+                                                {{"hidden_size", {1}},
+                                                 {"intermediate_size", {2, 2}},
+                                                 {"num_attention_heads", {1, 1}},
+                                                 {"mamba_num_heads", {1, 1, 1}},
+                                                 {"mamba_head_dim", {1, 1, 1}},
+                                                 {"depth", {1}}}},
+                                           Case{"heterogeneous_rows_differ",
+                                                true,
+                                                {{"hidden_size", {0}},
+                                                 {"intermediate_size", {2, 1}},
+                                                 {"num_attention_heads", {1, 0}},
+                                                 {"mamba_num_heads", {0, 0, 0}},
+                                                 {"mamba_head_dim", {0, 0, 0}},
+                                                 {"depth", {0}}}}),
+                         [](const ::testing::TestParamInfo<Case> &info) {
+                           return std::string(info.param.name);
+                         });
 
 TEST(GumbelNoiseTest, IsGumbelDistributedAndReproducible) {
   const int n = 200000;

@@ -87,8 +87,7 @@ TEST(SpecTest, BinaryFileIsAnError) {
   std::string binary("\x08\x96\x01\x00\xff\xfe", 6);
   auto spec = parseSpecText(binary, "model.bin");
   ASSERT_FALSE(static_cast<bool>(spec));
-  EXPECT_NE(llvm::toString(spec.takeError()).find("model.bin: not a text spec"),
-            std::string::npos);
+  EXPECT_NE(llvm::toString(spec.takeError()).find("model.bin: not a text spec"), std::string::npos);
 }
 
 TEST(SpecTest, MissingFileIsAnError) {
@@ -149,15 +148,16 @@ const Rule kRules[] = {
      "architecture.hybrid_override_pattern", "empty"},
     {"bad_pattern_char", [](ModelSpec &s) { arch(s)->set_hybrid_override_pattern("M-X*"); },
      "architecture.hybrid_override_pattern", "'X' at position 2"},
-    {"zero_hidden", [](ModelSpec &s) { arch(s)->set_hidden_size(0); },
-     "architecture.hidden_size", "must be positive"},
-    {"negative_vocab", [](ModelSpec &s) { arch(s)->set_vocab_size(-5); },
-     "architecture.vocab_size", "must be positive"},
+    {"zero_hidden", [](ModelSpec &s) { arch(s)->set_hidden_size(0); }, "architecture.hidden_size",
+     "must be positive"},
+    {"negative_vocab", [](ModelSpec &s) { arch(s)->set_vocab_size(-5); }, "architecture.vocab_size",
+     "must be positive"},
     {"zero_ffn", [](ModelSpec &s) { arch(s)->set_intermediate_size(0); },
      "architecture.intermediate_size", "must be positive"},
     {"zero_state", [](ModelSpec &s) { arch(s)->set_ssm_state_size(0); },
      "architecture.ssm_state_size", "must be positive"},
-    {"negative_unused", [](ModelSpec &s) {
+    {"negative_unused",
+     [](ModelSpec &s) {
        arch(s)->set_hybrid_override_pattern("M-M-");
        elastic(s)->clear_num_attention_heads();
        arch(s)->set_head_dim(-1);
@@ -171,8 +171,7 @@ const Rule kRules[] = {
      "architecture.layer_norm_epsilon", "must be positive"},
     {"no_budgets", [](ModelSpec &s) { elastic(s)->clear_budgets(); }, "elastic.budgets",
      "at least one budget"},
-    {"budget_out_of_range",
-     [](ModelSpec &s) { elastic(s)->mutable_budgets(2)->set_fraction(0.0); },
+    {"budget_out_of_range", [](ModelSpec &s) { elastic(s)->mutable_budgets(2)->set_fraction(0.0); },
      "elastic.budgets[2].fraction", "must be in (0, 1]"},
     {"budget_above_one", [](ModelSpec &s) { elastic(s)->mutable_budgets(1)->set_fraction(1.5); },
      "elastic.budgets[1].fraction", "must be in (0, 1]"},
@@ -208,8 +207,7 @@ const Rule kRules[] = {
     {"heterogeneous_hidden",
      [](ModelSpec &s) { elastic(s)->mutable_hidden_size()->set_heterogeneous(true); },
      "elastic.hidden_size.heterogeneous", "cannot be heterogeneous"},
-    {"axis_without_layers",
-     [](ModelSpec &s) { arch(s)->set_hybrid_override_pattern("M-M-M-"); },
+    {"axis_without_layers", [](ModelSpec &s) { arch(s)->set_hybrid_override_pattern("M-M-M-"); },
      "elastic.num_attention_heads", "no attention layers"},
     {"max_dropped_too_large", [](ModelSpec &s) { elastic(s)->set_max_dropped_layers(8); },
      "elastic.max_dropped_layers", "must be in [0, 8)"},
@@ -222,8 +220,7 @@ const Rule kRules[] = {
     {"router_hard_fraction",
      [](ModelSpec &s) { elastic(s)->mutable_router()->set_hard_sample_fraction(1.5); },
      "elastic.router.hard_sample_fraction", "[0, 1]"},
-    {"stage_steps",
-     [](ModelSpec &s) { s.mutable_training()->mutable_stages(0)->set_steps(0); },
+    {"stage_steps", [](ModelSpec &s) { s.mutable_training()->mutable_stages(0)->set_steps(0); },
      "training.stages[0].steps", "must be positive"},
     {"stage_weights_count",
      [](ModelSpec &s) { s.mutable_training()->mutable_stages(1)->add_budget_weights(0.1); },
@@ -245,11 +242,9 @@ const Rule kRules[] = {
      "training.resource_loss.dead_zone", "must not be negative"},
     {"checkpoint_every", [](ModelSpec &s) { s.mutable_training()->set_checkpoint_every(0); },
      "training.checkpoint_every", "must be positive"},
-    {"validation_fraction",
-     [](ModelSpec &s) { s.mutable_data()->set_validation_fraction(1.0); },
+    {"validation_fraction", [](ModelSpec &s) { s.mutable_data()->set_validation_fraction(1.0); },
      "data.validation_fraction", "(0, 1)"},
-    {"byte_vocab_too_small",
-     [](ModelSpec &s) { arch(s)->set_vocab_size(100); },
+    {"byte_vocab_too_small", [](ModelSpec &s) { arch(s)->set_vocab_size(100); },
      "architecture.vocab_size", "at least 256"},
 };
 

@@ -144,16 +144,11 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
 
     nlohmann::ordered_json out;
     out["name"] = spec->name();
-    out["layers"] = {{"total", numLayers},
-                     {"mamba", counts[0]},
-                     {"attention", counts[1]},
-                     {"mlp", counts[2]}};
-    out["parent"] = {{"total", number(total)},
-                     {"embedding", number(full.embedding)},
-                     {"lm_head", number(full.lmHead)},
-                     {"final_norm", number(full.finalNorm)},
-                     {"mamba", number(full.mamba)},
-                     {"attention", number(full.attention)},
+    out["layers"] = {
+        {"total", numLayers}, {"mamba", counts[0]}, {"attention", counts[1]}, {"mlp", counts[2]}};
+    out["parent"] = {{"total", number(total)},         {"embedding", number(full.embedding)},
+                     {"lm_head", number(full.lmHead)}, {"final_norm", number(full.finalNorm)},
+                     {"mamba", number(full.mamba)},    {"attention", number(full.attention)},
                      {"mlp", number(full.mlp)}};
 
     // Each choice of each axis: the parent with only that axis changed.
@@ -189,8 +184,9 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
     out["choices"] = axesJson;
     nlohmann::ordered_json budgets = nlohmann::ordered_json::array();
     for (const Budget &b : e.budgets())
-      budgets.push_back(
-          {{"name", b.name()}, {"fraction", b.fraction()}, {"target", std::llround(b.fraction() * total)}});
+      budgets.push_back({{"name", b.name()},
+                         {"fraction", b.fraction()},
+                         {"target", std::llround(b.fraction() * total)}});
     out["budgets"] = budgets;
 
     bool custom = !opts->set.empty() || opts->dropLayers > 0;
@@ -240,9 +236,8 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
       fmt::print("  {:<22} {:>8} {:>18} {:>8}\n", "axis", "choice", "params", "ratio");
       for (const auto &c : axesJson) {
         std::string axis = c["axis"];
-        std::string choice = axis == "depth"
-                                 ? fmt::format("-{}", c["choice"].get<int64_t>())
-                                 : std::to_string(c["choice"].get<int64_t>());
+        std::string choice = axis == "depth" ? fmt::format("-{}", c["choice"].get<int64_t>())
+                                             : std::to_string(c["choice"].get<int64_t>());
         double n = c["params"].get<double>();
         fmt::print("  {:<22} {:>8} {:>18} {:>8.4f}\n", axis, choice, grouped(n), n / total);
       }
@@ -259,8 +254,8 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
       double n = c["total"].get<double>();
       fmt::print("\nconfiguration{}{}\n",
                  opts->set.empty() ? "" : fmt::format(" --set {}", opts->set),
-                 opts->dropLayers ? fmt::format(" --drop-layers {} (the last {})",
-                                                opts->dropLayers, opts->dropLayers)
+                 opts->dropLayers ? fmt::format(" --drop-layers {} (the last {})", opts->dropLayers,
+                                                opts->dropLayers)
                                   : "");
       fmt::print("  {:<24} {:>18}  {:6.4f} of the parent\n", "total", grouped(n), n / total);
       fmt::print("  {:<24} {:>18}\n", "mamba", grouped(c["mamba"].get<double>()));
