@@ -1,15 +1,20 @@
 # lit configuration for Nestor's FileCheck tests.
 import os
+import sys
 import lit.formats
 
 config.name = "Nestor"
 config.test_format = lit.formats.ShTest(not lit_config.isWindows)
 config.suffixes = [".mlir", ".test", ".pbtxt"]
-config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py", "CMakeLists.txt", "unit"]
+config.excludes = ["Inputs", "lit.cfg.py", "lit.site.cfg.py", "CMakeLists.txt", "unit", "exit-code.py"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.nestor_obj_root, "test")
 
 config.substitutions.append(("%nestor_src", config.nestor_src_root))
+# Runs nestor, then prints "exit N" after its combined output, so tests check the exact exit
+# code (`not` accepts any failure).
+config.substitutions.append(("%{nestor-exit}", sys.executable + " " + os.path.join(
+    config.test_source_root, "lit", "exit-code.py")))
 config.substitutions.append(("%specs", os.path.join(config.nestor_src_root, "examples", "specs")))
 
 # Nestor's tools first, then FileCheck and friends from LLVM 22.
