@@ -1,0 +1,783 @@
+// Every verifier rule of the elastic dialect, one case each. (Two guards of the mask trait,
+// "takes a mask operand but does not declare what it masks" and "masks no declared axis",
+// cannot fire on today's ops, whose ODS types admit masks only where getMaskUses declares them;
+// they protect ops added later.)
+// RUN: nestor-opt %s -split-input-file -verify-diagnostics
+
+// expected-error @+1 {{mask size must be positive, got 0}}
+func.func @t(%m: !elastic.mask<hidden, 0>) { return }
+
+// -----
+
+// expected-error @+1 {{mask group count must be positive, got 0}}
+func.func @t(%m: !elastic.mask<attn_heads, 8, groups = 0>) { return }
+
+// -----
+
+// expected-error @+1 {{a ffn mask has no groups; only attn_heads and mamba_heads masks do}}
+func.func @t(%m: !elastic.mask<ffn, 8, groups = 2>) { return }
+
+// -----
+
+// expected-error @+1 {{mask size 8 is not divisible by its 3 groups}}
+func.func @t(%m: !elastic.mask<mamba_heads, 8, groups = 3>) { return }
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %m: !elastic.mask<hidden, 128>) {
+  // expected-error @+1 {{operand #3 must be a ffn mask, got a hidden mask}}
+  %y = elastic.mlp %x, %up, %down ffn(%m : !elastic.mask<hidden, 128>) : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %m: !elastic.mask<ffn, 96>) {
+  // expected-error @+1 {{ffn mask has size 96 but the masked dimension has size 128}}
+  %y = elastic.mlp %x, %up, %down ffn(%m : !elastic.mask<ffn, 96>) : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %m: !elastic.mask<hidden, 32>) {
+  // expected-error @+1 {{hidden mask has size 32 but the masked dimension has size 64}}
+  %y = elastic.mlp %x, %up, %down hidden(%m : !elastic.mask<hidden, 32>) : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>, %m: !elastic.mask<attn_heads, 4, groups = 4>) {
+  // expected-error @+1 {{attn_heads mask has 4 groups but the op has 2}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo heads(%m : !elastic.mask<attn_heads, 4, groups = 4>) {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects the result type to equal the input type}}
+  %y = elastic.mlp %x, %up, %down : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<?x?x32xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x96xf32>) {
+  // expected-error @+1 {{expects down_proj of shape 64x128, got 64x96}}
+  %y = elastic.mlp %x, %up, %down : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x96xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x32xf32>, %down: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects up_proj of shape 128x64, got 128x32}}
+  %y = elastic.mlp %x, %up, %down : (tensor<?x?x64xf32>, tensor<128x32xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf64>, %down: tensor<64x128xf32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %y = elastic.mlp %x, %up, %down : (tensor<?x?x64xf32>, tensor<128x64xf64>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%tok: tensor<?x?xi32>, %table: tensor<256x64xf32>) {
+  // expected-error @+1 {{expects result of shape ?x?x64, got ?x?x32}}
+  %h = elastic.embed %tok, %table : (tensor<?x?xi32>, tensor<256x64xf32>) -> tensor<?x?x32xf32>
+  return
+}
+
+// -----
+
+func.func @t(%tok: tensor<2x5xi32>, %table: tensor<256x64xf32>) {
+  // expected-error @+1 {{expects result of shape 2x5x64, got 3x5x64}}
+  %h = elastic.embed %tok, %table : (tensor<2x5xi32>, tensor<256x64xf32>) -> tensor<3x5x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%tok: tensor<?x?xi32>, %table: tensor<256x64xf32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %h = elastic.embed %tok, %table : (tensor<?x?xi32>, tensor<256x64xf32>) -> tensor<?x?x64xf64>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{expects a positive epsilon}}
+  %y = elastic.rmsnorm %x, %w {epsilon = 0.0 : f64} : (tensor<?x?x64xf32>, tensor<64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{expects the result type to equal the input type}}
+  %y = elastic.rmsnorm %x, %w : (tensor<?x?x64xf32>, tensor<64xf32>) -> tensor<?x?x32xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<32xf32>) {
+  // expected-error @+1 {{expects weight of shape 64, got 32}}
+  %y = elastic.rmsnorm %x, %w : (tensor<?x?x64xf32>, tensor<32xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf64>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %y = elastic.rmsnorm %x, %w : (tensor<?x?x64xf32>, tensor<64xf64>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{num_heads (8) must be divisible by n_groups (3)}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 3 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects a positive epsilon}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64, epsilon = -1.0 : f64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects the result type to equal the input type}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x32xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x0xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects a convolution kernel of at least 1}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x0xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<290x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects in_proj of shape 296x64, got 290x64}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<290x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<150x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects conv_weight of shape 160x4, got 150x4}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<150x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<150xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects conv_bias of shape 160, got 150}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<150xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<6xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects dt_bias of shape 8, got 6}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<6xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<6xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects a_log of shape 8, got 6}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<6xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<6xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects d_skip of shape 8, got 6}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<6xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<96xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{expects norm_weight of shape 128, got 96}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<96xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x96xf32>) {
+  // expected-error @+1 {{expects out_proj of shape 64x128, got 64x96}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x96xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf64>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf64>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>, %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{attribute 'num_heads' failed to satisfy constraint}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj {num_heads = 0 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{num_heads (4) must be divisible by num_kv_heads (3)}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4 : i64, num_kv_heads = 3 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects the result type to equal the input type}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x32xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<48x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects q_proj of shape 64x64, got 48x64}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<48x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<16x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects k_proj of shape 32x64, got 16x64}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<16x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<16x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects v_proj of shape 32x64, got 16x64}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<16x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x48xf32>) {
+  // expected-error @+1 {{expects o_proj of shape 64x64, got 64x48}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x48xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf64>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf64>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%h: tensor<?x?x64xf32>, %b: tensor<?x?x64xf32>, %k: tensor<4xf32>) {
+  // expected-error @+1 {{expects `keep` and `layer` together (a gated layer) or neither}}
+  %y = elastic.depth_gate %h, %b keep(%k : tensor<4xf32>) : tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%h: tensor<?x?x64xf32>, %b: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects `keep` and `layer` together (a gated layer) or neither}}
+  %y = elastic.depth_gate %h, %b {layer = 1 : i64} : tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%h: tensor<?x?x64xf32>, %b: tensor<?x?x64xf32>, %k: tensor<4xf32>) {
+  // expected-error @+1 {{layer 4 is out of range for 4 keep gates}}
+  %y = elastic.depth_gate %h, %b keep(%k : tensor<4xf32>) {layer = 4 : i64} : tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%h: tensor<?x?x64xf32>, %b: tensor<?x?x64xf32>, %k: tensor<4xf64>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %y = elastic.depth_gate %h, %b keep(%k : tensor<4xf64>) {layer = 1 : i64} : tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<256x32xf32>) {
+  // expected-error @+1 {{expects weight of shape 256x64, got 256x32}}
+  %y = elastic.lm_head %x, %w : (tensor<?x?x64xf32>, tensor<256x32xf32>) -> tensor<?x?x256xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<256x64xf32>) {
+  // expected-error @+1 {{expects result of shape ?x?x256, got ?x?x128}}
+  %y = elastic.lm_head %x, %w : (tensor<?x?x64xf32>, tensor<256x64xf32>) -> tensor<?x?x128xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<256x64xf32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %y = elastic.lm_head %x, %w : (tensor<?x?x64xf32>, tensor<256x64xf32>) -> tensor<?x?x256xf64>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>) {
+  // expected-error @+1 {{expects a non-negative LeakyReLU slope}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 {negative_slope = -0.5 : f64} : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>) {
+  // expected-error @+1 {{expects a result of one row of choices or one row per layer}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>) -> tensor<1x2x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>) {
+  // expected-error @+1 {{expects a static result shape}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>) -> tensor<?x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x2xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>) {
+  // expected-error @+1 {{expects w1 of shape 16x3, got 16x2}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 : (tensor<3xf32>, tensor<16x2xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<8xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>) {
+  // expected-error @+1 {{expects b1 of shape 16, got 8}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 : (tensor<3xf32>, tensor<16x3xf32>, tensor<8xf32>, tensor<6x16xf32>, tensor<6xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>) {
+  // expected-error @+1 {{expects w2 of shape 3x16, got 6x16}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<5xf32>) {
+  // expected-error @+1 {{expects b2 of shape 6, got 5}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<5xf32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf64>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %z = elastic.router %u, %w1, %b1, %w2, %b2 : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf64>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%s: tensor<i64>) {
+  // expected-error @+1 {{expects a static result shape}}
+  %g = elastic.gumbel_noise %s {stream = 0 : i64} : tensor<i64> -> tensor<?xf32>
+  return
+}
+
+// -----
+
+func.func @t(%s: tensor<i64>) {
+  // expected-error @+1 {{attribute 'stream' failed to satisfy constraint}}
+  %g = elastic.gumbel_noise %s {stream = -1 : i64} : tensor<i64> -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%z: tensor<f32>, %g: tensor<f32>, %tau: tensor<f32>, %s: tensor<f32>, %h: tensor<i1>) {
+  // expected-error @+1 {{expects logits with at least one dimension}}
+  %p = elastic.gumbel_softmax %z, %g, %tau, %s, %h : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<i1>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%z: tensor<3xf32>, %g: tensor<4xf32>, %tau: tensor<f32>, %s: tensor<f32>, %h: tensor<i1>) {
+  // expected-error @+1 {{expects logits, noise and result of one type}}
+  %p = elastic.gumbel_softmax %z, %g, %tau, %s, %h : (tensor<3xf32>, tensor<4xf32>, tensor<f32>, tensor<f32>, tensor<i1>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%z: tensor<3xf32>, %g: tensor<3xf32>, %tau: tensor<f64>, %s: tensor<f32>, %h: tensor<i1>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %p = elastic.gumbel_softmax %z, %g, %tau, %s, %h : (tensor<3xf32>, tensor<3xf32>, tensor<f64>, tensor<f32>, tensor<i1>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<0xf32>) {
+  // expected-error @+1 {{expects at least one choice}}
+  %m = elastic.prefix_mask %p {choices = array<i64>, mode = #elastic.mask_mode<hard>} : tensor<0xf32> -> !elastic.mask<hidden, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{choice 1 is 0; choices must be positive}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 0>, mode = #elastic.mask_mode<hard>} : tensor<2xf32> -> !elastic.mask<hidden, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{choices must be strictly descending (largest first), but 64 follows 48}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 48, 64>, mode = #elastic.mask_mode<hard>} : tensor<2xf32> -> !elastic.mask<hidden, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{choice 5 is not a multiple of the 2 groups (heads are trimmed per group)}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 8, 5>, mode = #elastic.mask_mode<hard>} : tensor<2xf32> -> !elastic.mask<mamba_heads, 8, groups = 2>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{first choice 48 must equal the mask size 64}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 48, 32>, mode = #elastic.mask_mode<hard>} : tensor<2xf32> -> !elastic.mask<hidden, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<1x2x2xf32>) {
+  // expected-error @+1 {{expects probabilities of one axis (rank 1) or one row per layer (rank 2)}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>} : tensor<1x2x2xf32> -> !elastic.mask<hidden, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>) {
+  // expected-error @+1 {{expects 2 probabilities (one per choice), got 3}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>} : tensor<3xf32> -> !elastic.mask<hidden, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<4x2xf32>) {
+  // expected-error @+1 {{expects `row` to pick a layer's probabilities from a rank-2 input}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>} : tensor<4x2xf32> -> !elastic.mask<ffn, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{has `row` but its probabilities have a single row}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>, row = 0 : i64} : tensor<2xf32> -> !elastic.mask<ffn, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<4x2xf32>) {
+  // expected-error @+1 {{row 4 is out of range for 4 rows}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>, row = 4 : i64} : tensor<4x2xf32> -> !elastic.mask<ffn, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{expects an order of 4 layers, got 3}}
+  %k = elastic.layer_keep %p {order = array<i64: 0, 1, 2>, mode = #elastic.mask_mode<soft>} : tensor<2xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{expects `order` to be a permutation of the layers}}
+  %k = elastic.layer_keep %p {order = array<i64: 0, 1, 1, 3>, mode = #elastic.mask_mode<soft>} : tensor<2xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{expects `order` to be a permutation of the layers}}
+  %k = elastic.layer_keep %p {order = array<i64: 0, 1, 2, 7>, mode = #elastic.mask_mode<soft>} : tensor<2xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<5xf32>) {
+  // expected-error @+1 {{expects between 1 and 4 depth choices (drop 0..K layers, K < layers), got 5}}
+  %k = elastic.layer_keep %p {order = array<i64: 0, 1, 2, 3>, mode = #elastic.mask_mode<soft>} : tensor<5xf32> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf64>) {
+  // expected-error @+1 {{mixes element types 'f64' and 'f32'}}
+  %k = elastic.layer_keep %p {order = array<i64: 0, 1, 2, 3>, mode = #elastic.mask_mode<soft>} : tensor<2xf64> -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @t(%l: tensor<2x5x256xf32>, %t: tensor<2x4xi32>) {
+  // expected-error @+1 {{expects targets of shape 2x5, got 2x4}}
+  %c = elastic.cross_entropy %l, %t : (tensor<2x5x256xf32>, tensor<2x4xi32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%l: tensor<2x5x256xf32>, %t: tensor<2x5xi32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %c = elastic.cross_entropy %l, %t : (tensor<2x5x256xf32>, tensor<2x5xi32>) -> tensor<f64>
+  return
+}
+
+// -----
+
+func.func @t(%s: tensor<?x?x256xf32>, %t: tensor<?x?x256xf32>) {
+  // expected-error @+1 {{expects a positive temperature}}
+  %k = elastic.kl_distill %s, %t {temperature = 0.0 : f64} : (tensor<?x?x256xf32>, tensor<?x?x256xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%s: tensor<?x?x256xf32>, %t: tensor<?x?x128xf32>) {
+  // expected-error @+1 {{expects teacher logits of shape ?x?x256, got ?x?x128}}
+  %k = elastic.kl_distill %s, %t : (tensor<?x?x256xf32>, tensor<?x?x128xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%s: tensor<?x?x256xf32>, %t: tensor<?x?x256xf64>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %k = elastic.kl_distill %s, %t : (tensor<?x?x256xf32>, tensor<?x?x256xf64>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>) {
+  // expected-error @+1 {{expects 2 probabilities (one per choice) in the last dimension}}
+  %e = elastic.expected_size %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<soft>} : tensor<3xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<4x2xf32>) {
+  // expected-error @+1 {{expects result of shape 4, got a scalar}}
+  %e = elastic.expected_size %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<soft>} : tensor<4x2xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{choices must be strictly descending}}
+  %e = elastic.expected_size %p {choices = array<i64: 32, 64>, mode = #elastic.mask_mode<soft>} : tensor<2xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %e = elastic.expected_size %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<soft>} : tensor<2xf32> -> tensor<f64>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<f32>, %attn_heads: tensor<f32>, %mamba_heads: tensor<f32>, %mamba_head_dim: tensor<f32>, %keep: tensor<0xf32>) {
+  // expected-error @+1 {{expects a non-empty layer pattern}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<0xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<f32>, %attn_heads: tensor<f32>, %mamba_heads: tensor<f32>, %mamba_head_dim: tensor<f32>, %keep: tensor<3xf32>) {
+  // expected-error @+1 {{pattern character 'X' at 2 is none of 'M', '*', '-'}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "M-X", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<2xf32>, %attn_heads: tensor<f32>, %mamba_heads: tensor<f32>, %mamba_head_dim: tensor<f32>, %keep: tensor<3xf32>) {
+  // expected-error @+1 {{expects ffn (one per MLP layer) of shape 1, got 2}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "M-M", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<2xf32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<f32>, %attn_heads: tensor<2xf32>, %mamba_heads: tensor<f32>, %mamba_head_dim: tensor<f32>, %keep: tensor<3xf32>) {
+  // expected-error @+1 {{expects attn_heads (one per attention layer) of shape 1, got 2}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "M-*", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f32>, tensor<2xf32>, tensor<f32>, tensor<f32>, tensor<3xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<f32>, %attn_heads: tensor<f32>, %mamba_heads: tensor<3xf32>, %mamba_head_dim: tensor<f32>, %keep: tensor<3xf32>) {
+  // expected-error @+1 {{expects mamba_heads (one per Mamba layer) of shape 2, got 3}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "M-M", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>, tensor<f32>, tensor<3xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<f32>, %attn_heads: tensor<f32>, %mamba_heads: tensor<f32>, %mamba_head_dim: tensor<1xf32>, %keep: tensor<3xf32>) {
+  // expected-error @+1 {{expects mamba_head_dim (one per Mamba layer) of shape 2, got 1}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "M-M", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<1xf32>, tensor<3xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<f32>, %attn_heads: tensor<f32>, %mamba_heads: tensor<f32>, %mamba_head_dim: tensor<f32>, %keep: tensor<2xf32>) {
+  // expected-error @+1 {{expects keep (one per layer) of shape 3, got 2}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "M-M", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<2xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%hidden: tensor<f32>, %ffn: tensor<f64>, %attn_heads: tensor<f32>, %mamba_heads: tensor<f32>, %mamba_head_dim: tensor<f32>, %keep: tensor<3xf32>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %p = elastic.param_count hidden(%hidden) ffn(%ffn) attn_heads(%attn_heads) mamba_heads(%mamba_heads) mamba_head_dim(%mamba_head_dim) keep(%keep) {pattern = "M-M", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f64>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{expects budget fractions starting with the full budget 1.0}}
+  %l = elastic.resource_loss %p, %b {fractions = array<f64: 0.9, 0.5>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{expects budget fractions starting with the full budget 1.0}}
+  %l = elastic.resource_loss %p, %b {fractions = array<f64>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{budget fraction 0.000000e+00 is outside (0, 1]}}
+  %l = elastic.resource_loss %p, %b {fractions = array<f64: 1.0, 0.0>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{expects strictly descending budget fractions}}
+  %l = elastic.resource_loss %p, %b {fractions = array<f64: 1.0, 0.5, 0.7>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{expects a positive full parameter count}}
+  %l = elastic.resource_loss %p, %b {fractions = array<f64: 1.0, 0.5>, full_params = 0.0 : f64} : (tensor<f32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{expects a non-negative dead zone and anchor weight}}
+  %l = elastic.resource_loss %p, %b {fractions = array<f64: 1.0, 0.5>, full_params = 1.0e6 : f64, dead_zone = -0.1 : f64} : (tensor<f32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>, %a: tensor<3xf64>) {
+  // expected-error @+1 {{mixes element types 'f32' and 'f64'}}
+  %l = elastic.resource_loss %p, %b anchors(%a) {fractions = array<f64: 1.0>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>, tensor<3xf64>) -> tensor<f32>
+  return
+}
