@@ -23,6 +23,7 @@ for spec in "$specs"/*.pbtxt; do
     "$spec" "$(grep -c ' = elastic\.' "$out")" "$out"
 done
 echo
-echo "== the elastic IR of the tiny spec, first layers:"
-grep -m 12 -E 'elastic\.(one_hot|router|gumbel|prefix_mask|embed|rmsnorm|mamba2)' \
-  "$build/demo/tiny-hybrid.mlir" | cut -c1-160
+echo "== the elastic IR of the tiny spec (@elastic_model): routers, masks, the first layer"
+sed -n '/func.func @elastic_model/,$p' "$build/demo/tiny-hybrid.mlir" |
+  grep -m 14 -E 'elastic\.(one_hot|router|gumbel_softmax|prefix_mask|layer_keep|embed|rmsnorm|mamba2|depth_gate)' |
+  cut -c1-150
