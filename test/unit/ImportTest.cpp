@@ -17,6 +17,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <random>
 #include <string>
 
 using namespace mlir;
@@ -176,6 +177,78 @@ TEST(ImportTest, HeterogeneousAxisGetsOneMaskRowPerLayer) {
   ASSERT_EQ(static_cast<int64_t>(rows.size()), mlpLayers);
   for (int64_t i = 0; i < mlpLayers; ++i)
     EXPECT_EQ(rows[i], i);
+}
+
+} // namespace
+
+namespace {
+
+/// Random valid specs of every shape the rules allow import into verified IR whose parameter
+/// tensors add up to the closed-form count.
+TEST(ImportTest, RandomValidSpecsImport) {
+  std::mt19937 rng(2026);
+  auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
+  for (int trial = 0; trial < 60; ++trial) {
+    spec::ModelSpec s;
+    s.set_name("random");
+    spec::Architecture *a = s.mutable_architecture();
+    std::string pattern;
+    int layers = pick(1, 9);
+    for (int i = 0; i < layers; ++i)
+      pattern += "M*-"[pick(0, 2)];
+    a->set_hybrid_override_pattern(pattern);
+    int groups = pick(1, 3), kv = pick(1, 3);
+    a->set_hidden_size(pick(3, 40));
+    a->set_intermediate_size(pick(1, 50));
+    a->set_n_groups(groups);
+    a->set_mamba_num_heads(groups * pick(1, 4));
+    a->set_mamba_head_dim(pick(1, 14));
+    a->set_ssm_state_size(pick(1, 8));
+    a->set_conv_kernel(pick(1, 5));
+    a->set_num_key_value_heads(kv);
+    a->set_num_attention_heads(kv * pick(1, 4));
+    a->set_head_dim(pick(1, 10));
+    a->set_vocab_size(256 + pick(0, 40));
+    a->set_tie_word_embeddings(pick(0, 1));
+    bool elastic = pick(0, 3) != 0;
+    if (elastic) {
+      spec::Elastic *e = s.mutable_elastic();
+      int budgets = pick(1, 4);
+      for (int b = 0; b < budgets; ++b) {
+        auto *budget = e->add_budgets();
+        budget->set_name("b" + std::to_string(b));
+        budget->set_fraction(1.0 - 0.2 * b);
+      }
+      auto choices = [&](spec::AxisChoices *axis, int64_t parent, int64_t step, bool hetero,
+                         bool present) {
+        if (!present)
+          return;
+        for (int64_t k = parent; k > 0 && axis->choices_size() < 3; k -= step * pick(1, 2))
+          axis->add_choices(k);
+        axis->set_heterogeneous(hetero && pick(0, 1));
+      };
+      auto has = [&](char c) { return pattern.find(c) != std::string::npos; };
+      choices(e->mutable_hidden_size(), a->hidden_size(), 1, false, pick(0, 1));
+      choices(e->mutable_intermediate_size(), a->intermediate_size(), 1, true, has('-'));
+      choices(e->mutable_num_attention_heads(), a->num_attention_heads(), kv, true, has('*'));
+      choices(e->mutable_mamba_num_heads(), a->mamba_num_heads(), groups, true, has('M'));
+      choices(e->mutable_mamba_head_dim(), a->mamba_head_dim(), 1, true, has('M'));
+      e->set_max_dropped_layers(pick(0, layers - 1));
+      e->set_mask_mode(pick(0, 1) ? spec::SOFT : spec::HARD);
+      e->mutable_router()->set_hidden_size(pick(1, 16));
+    }
+    llvm::Error valid = spec::validateSpec(s, "random.pbtxt");
+    ASSERT_FALSE(static_cast<bool>(valid)) << llvm::toString(std::move(valid)) << "\n"
+                                           << s.DebugString();
+    MLIRContext context;
+    auto module = importSpec(context, s);
+    ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError()) << "\n"
+                                           << s.DebugString();
+    auto expected = spec::countParams(spec::fixedSizes(s), spec::parentSizes(s)).total();
+    EXPECT_EQ(countIRParams(**module, elastic ? "elastic_model" : "model"),
+              static_cast<int64_t>(expected))
+        << s.DebugString();
+  }
 }
 
 } // namespace
