@@ -8,6 +8,28 @@
 
 include "mlir/Pass/PassBase.td"
 
+def ElasticAutodiffPass : Pass<"elastic-autodiff", "mlir::ModuleOp"> {
+  let summary = "Build the train-step function: forward, loss and every parameter's gradient";
+  let description = [{
+    Clones `@<function>` into `@<function>_train_step`, which returns the original results
+    followed by the gradient of result `loss-index` with respect to every argument marked
+    `elastic.param` (in argument order; result attribute `elastic.grad_of = "<name>"`).
+    Each op on the way builds its own vector-Jacobian product through
+    `GradientOpInterface`; cotangents of a value with several uses are summed. An activity
+    analysis skips values that do not depend on a parameter (run-time inputs, the teacher's
+    logits, masks from constants) or do not reach the loss; a parameter without a path to the
+    loss gets a zero gradient. An op on the path without a gradient rule is an error naming it.
+  }];
+  let options = [
+    Option<"function", "function", "std::string", /*default=*/"\"elastic_model\"",
+           "The function to differentiate">,
+    Option<"lossIndex", "loss-index", "unsigned", /*default=*/"1",
+           "Which result of the function is the scalar loss">
+  ];
+  let dependentDialects = ["::nestor::elastic::ElasticDialect",
+                           "::mlir::arith::ArithDialect"];
+}
+
 def ElasticCountParamsPass : Pass<"elastic-count-params", "mlir::func::FuncOp"> {
   let summary = "Annotate a model function with the element counts of its parameters";
   let description = [{

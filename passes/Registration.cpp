@@ -1,6 +1,8 @@
 //===- Registration.cpp - Register Nestor's dialects and passes -----------===//
 #include "passes/Passes.h"
 
+#include "dialects/elastic/ElasticOps.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
@@ -9,6 +11,7 @@
 void nestor::registerNestorDialects(mlir::DialectRegistry &registry) {
   registry.insert<elastic::ElasticDialect, mlir::func::FuncDialect, mlir::arith::ArithDialect,
                   mlir::tensor::TensorDialect>();
+  elastic::registerArithGradientModels(registry);
 }
 
 void nestor::registerNestorPassesAndPipelines() { registerNestorPasses(); }

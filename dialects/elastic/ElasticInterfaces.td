@@ -23,4 +23,26 @@ def Elastic_MaskedOpInterface : OpInterface<"MaskedOpInterface"> {
   ];
 }
 
+def Elastic_GradientOpInterface : OpInterface<"GradientOpInterface"> {
+  let cppNamespace = "::nestor::elastic";
+  let description = [{
+    An op that knows its vector-Jacobian product. `elastic-autodiff` asks each op on the path
+    from the parameters to the loss to build the ops computing the cotangents of its operands
+    from the cotangents of its results; it never switches over op kinds. The cotangent of a
+    tensor has the tensor's type; the cotangent of a `!elastic.mask<axis, n>` is a
+    `tensor<(n+2)xT>` holding `[d m_0 .. d m_{n-1}, d phi, d sigma]` (see `MaskType`).
+  }];
+  let methods = [
+    InterfaceMethod<
+      /*desc=*/[{Builds the VJP at `b`'s insertion point. `resultGrads` has one entry per
+                 result, null where no cotangent flows (at least one is set). Appends one
+                 entry per operand to `operandGrads`: the cotangent, or null for operands
+                 that are not differentiable (integers, run-time flags).}],
+      /*retTy=*/"::llvm::LogicalResult",
+      /*methodName=*/"buildVJP",
+      /*args=*/(ins "::mlir::OpBuilder &":$b, "::mlir::ValueRange":$resultGrads,
+                    "::llvm::SmallVectorImpl<::mlir::Value> &":$operandGrads)>
+  ];
+}
+
 #endif // NESTOR_ELASTIC_INTERFACES_TD

@@ -16,4 +16,13 @@
 #define GET_OP_CLASSES
 #include "dialects/elastic/ElasticOps.h.inc"
 
+namespace mlir {
+class DialectRegistry;
+} // namespace mlir
+
+namespace nestor::elastic {
+/// Attaches GradientOpInterface to arith.addf and arith.mulf.
+void registerArithGradientModels(mlir::DialectRegistry &registry);
+} // namespace nestor::elastic
+
 #endif // NESTOR_DIALECTS_ELASTIC_ELASTICOPS_H

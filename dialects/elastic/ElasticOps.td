@@ -31,7 +31,7 @@ class Elastic_MaskedOp<string mnemonic, list<Trait> traits = []>
 // Model ops (METHOD.md §1, §5)
 //===----------------------------------------------------------------------===//
 
-def Elastic_EmbedOp : Elastic_MaskedOp<"embed"> {
+def Elastic_EmbedOp : Elastic_MaskedOp<"embed", [DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "token embedding lookup, optionally masked over hidden channels";
   let description = [{
     `h0[b, l, :] = table[tokens[b, l], :] * m` where `m` is the hidden mask (METHOD.md §5,
@@ -53,7 +53,7 @@ def Elastic_EmbedOp : Elastic_MaskedOp<"embed"> {
   let hasVerifier = 1;
 }
 
-def Elastic_RMSNormOp : Elastic_MaskedOp<"rmsnorm"> {
+def Elastic_RMSNormOp : Elastic_MaskedOp<"rmsnorm", [DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "RMSNorm with the masked-norm correction";
   let description = [{
     Unmasked: `y = x / sqrt(mean_c x_c^2 + eps) * w`. With a hidden mask `m` (kept fraction
@@ -172,7 +172,7 @@ def Elastic_AttentionOp : Elastic_MaskedOp<"attention", [AttrSizedOperandSegment
   let hasVerifier = 1;
 }
 
-def Elastic_MLPOp : Elastic_MaskedOp<"mlp", [AttrSizedOperandSegments]> {
+def Elastic_MLPOp : Elastic_MaskedOp<"mlp", [AttrSizedOperandSegments, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "squared-ReLU MLP: down(relu(up(x))^2)";
   let description = [{
     `y = down(relu(up(x))^2)`, not gated. The `ffn` mask masks the up-projection output
@@ -198,7 +198,7 @@ def Elastic_MLPOp : Elastic_MaskedOp<"mlp", [AttrSizedOperandSegments]> {
 }
 
 def Elastic_DepthGateOp : Elastic_Op<"depth_gate",
-    [Pure, AllTypesMatch<["residual", "block", "result"]>]> {
+    [Pure, AllTypesMatch<["residual", "block", "result"]>, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "residual connection with an elastic depth gate";
   let description = [{
     `h' = h + gamma * block` with `gamma = keep[layer]` (METHOD.md §5, depth); without `keep`,
@@ -219,7 +219,7 @@ def Elastic_DepthGateOp : Elastic_Op<"depth_gate",
   let hasVerifier = 1;
 }
 
-def Elastic_LMHeadOp : Elastic_Op<"lm_head", [Pure]> {
+def Elastic_LMHeadOp : Elastic_Op<"lm_head", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "output projection to vocabulary logits";
   let description = [{
     `logits[b, l, v] = sum_c x[b, l, c] * w[v, c]`.
@@ -322,7 +322,7 @@ def Elastic_GumbelSoftmaxOp : Elastic_Op<"gumbel_softmax", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Elastic_PrefixMaskOp : Elastic_Op<"prefix_mask", [Pure]> {
+def Elastic_PrefixMaskOp : Elastic_Op<"prefix_mask", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "prefix mask over a width axis from router probabilities";
   let description = [{
     Builds the mask of one axis from the probabilities `pi` over its `choices` (channel counts,
@@ -372,7 +372,7 @@ def Elastic_LayerKeepOp : Elastic_Op<"layer_keep", [Pure]> {
 // Losses (METHOD.md §6)
 //===----------------------------------------------------------------------===//
 
-def Elastic_CrossEntropyOp : Elastic_Op<"cross_entropy", [Pure]> {
+def Elastic_CrossEntropyOp : Elastic_Op<"cross_entropy", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "next-token cross-entropy, mean over tokens";
   let description = [{
     `mean_{b,l} (logsumexp(logits[b, l]) - logits[b, l, targets[b, l]])`. Targets equal to
@@ -393,7 +393,7 @@ def Elastic_CrossEntropyOp : Elastic_Op<"cross_entropy", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Elastic_KLDistillOp : Elastic_Op<"kl_distill", [Pure]> {
+def Elastic_KLDistillOp : Elastic_Op<"kl_distill", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "forward-KL distillation loss from teacher logits, mean over tokens";
   let description = [{
     `mean_{b,l} sum_v p_T(v) (log p_T(v) - log p_S(v))` with `p = softmax(logits / T)`
@@ -496,6 +496,211 @@ def Elastic_ResourceLossOp : Elastic_Op<"resource_loss", [Pure]> {
   let assemblyFormat = [{
     $params `,` $budget (`anchors` `(` $anchors^ `)`)? attr-dict `:`
     functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+
+//===----------------------------------------------------------------------===//
+// Backward ops: the vector-Jacobian products `elastic-autodiff` builds (METHOD.md §5-§6).
+// Each takes its forward op's operands and the cotangent of the forward result and returns the
+// cotangents of the differentiable operands, in operand order. A mask's cotangent is a
+// `tensor<(n+2)xT>`: `[d m_0 .. d m_{n-1}, d phi, d sigma]`.
+//===----------------------------------------------------------------------===//
+
+def Elastic_EmbedGradOp : Elastic_MaskedOp<"embed_grad"> {
+  let summary = "VJP of elastic.embed";
+  let description = [{
+    `d table[tokens[t], c] += dh[t, c] * m_c`, `d m_c = sum_t dh[t, c] * table[tokens[t], c]`.
+
+    ```mlir
+    %dtable, %dm = elastic.embed_grad %tokens, %table, %dh hidden(%m : !elastic.mask<hidden, 64>)
+        : (tensor<?x?xi32>, tensor<256x64xf32>, tensor<?x?x64xf32>)
+        -> (tensor<256x64xf32>, tensor<66xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Tokens:$tokens, Elastic_Matrix:$table,
+                       Elastic_Activation:$result_grad, Elastic_OptionalMask:$hidden_mask);
+  let results = (outs Elastic_Matrix:$table_grad, Optional<Elastic_Vector>:$hidden_mask_grad);
+  let assemblyFormat = [{
+    $tokens `,` $table `,` $result_grad
+    (`hidden` `(` $hidden_mask^ `:` qualified(type($hidden_mask)) `)`)?
+    attr-dict `:` `(` type($tokens) `,` type($table) `,` type($result_grad) `)` `->`
+    `(` type(results) `)`
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_RMSNormGradOp : Elastic_MaskedOp<"rmsnorm_grad"> {
+  let summary = "VJP of elastic.rmsnorm";
+  let description = [{
+    With `g_c = dy_c m_c sigma w_c` and `r = (sum x^2 / d + eps phi)^(-1/2)`:
+    `dx_c = g_c r - x_c r^3 / d * sum_k g_k x_k`, `dw_c = sum dy_c m_c sigma x_c r`,
+    `dm_c = sum dy_c sigma w_c x_c r`, `d phi = -eps / 2 * sum r^3 g.x`,
+    `d sigma = sum dy.(m w x r)`.
+
+    ```mlir
+    %dx, %dw = elastic.rmsnorm_grad %x, %w, %dy
+        : (tensor<?x?x64xf32>, tensor<64xf32>, tensor<?x?x64xf32>)
+        -> (tensor<?x?x64xf32>, tensor<64xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$input, Elastic_Vector:$weight,
+                       Elastic_Activation:$result_grad, Elastic_OptionalMask:$hidden_mask,
+                       DefaultValuedAttr<F64Attr, "1.0e-5">:$epsilon);
+  let results = (outs Elastic_Activation:$input_grad, Elastic_Vector:$weight_grad,
+                      Optional<Elastic_Vector>:$hidden_mask_grad);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $result_grad
+    (`hidden` `(` $hidden_mask^ `:` qualified(type($hidden_mask)) `)`)?
+    attr-dict `:` `(` type($input) `,` type($weight) `,` type($result_grad) `)` `->`
+    `(` type(results) `)`
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_MLPGradOp : Elastic_MaskedOp<"mlp_grad",
+    [AttrSizedOperandSegments, AttrSizedResultSegments]> {
+  let summary = "VJP of elastic.mlp";
+  let description = [{
+    With `u = (x up^T) * m_f`, `a = relu(u)^2`, `y = (a down^T) * m_h`: `dz = dy * m_h`,
+    `d m_h = sum dy * (a down^T)`, `d down = dz^T a`, `du = (dz down) * 2 relu(u)`,
+    `d m_f = sum du * (x up^T)`, `d up = (du * m_f)^T x`, `dx = (du * m_f) up`.
+
+    ```mlir
+    %dx, %dup, %ddown, %dmf = elastic.mlp_grad %x, %up, %down, %dy
+        ffn(%mf : !elastic.mask<ffn, 128>)
+        : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>)
+        -> (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) ffn(tensor<130xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$input, Elastic_Matrix:$up_proj,
+                       Elastic_Matrix:$down_proj, Elastic_Activation:$result_grad,
+                       Elastic_OptionalMask:$ffn_mask, Elastic_OptionalMask:$hidden_mask);
+  let results = (outs Elastic_Activation:$input_grad, Elastic_Matrix:$up_proj_grad,
+                      Elastic_Matrix:$down_proj_grad, Optional<Elastic_Vector>:$ffn_mask_grad,
+                      Optional<Elastic_Vector>:$hidden_mask_grad);
+  let assemblyFormat = [{
+    $input `,` $up_proj `,` $down_proj `,` $result_grad
+    (`ffn` `(` $ffn_mask^ `:` qualified(type($ffn_mask)) `)`)?
+    (`hidden` `(` $hidden_mask^ `:` qualified(type($hidden_mask)) `)`)?
+    attr-dict `:` `(` type($input) `,` type($up_proj) `,` type($down_proj) `,`
+    type($result_grad) `)` `->` `(` type($input_grad) `,` type($up_proj_grad) `,`
+    type($down_proj_grad) `)` (`ffn` `(` type($ffn_mask_grad)^ `)`)?
+    (`hidden` `(` type($hidden_mask_grad)^ `)`)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_LMHeadGradOp : Elastic_Op<"lm_head_grad", [Pure]> {
+  let summary = "VJP of elastic.lm_head";
+  let description = [{
+    `dx = dlogits w`, `dw = dlogits^T x` (summed over batch and sequence).
+
+    ```mlir
+    %dx, %dw = elastic.lm_head_grad %x, %w, %dl
+        : (tensor<?x?x64xf32>, tensor<256x64xf32>, tensor<?x?x256xf32>)
+        -> (tensor<?x?x64xf32>, tensor<256x64xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$input, Elastic_Matrix:$weight,
+                       Elastic_Activation:$result_grad);
+  let results = (outs Elastic_Activation:$input_grad, Elastic_Matrix:$weight_grad);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $result_grad attr-dict `:` `(` type($input) `,` type($weight) `,`
+    type($result_grad) `)` `->` `(` type(results) `)`
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_DepthGateGradOp : Elastic_Op<"depth_gate_grad",
+    [Pure, AllTypesMatch<["block", "result_grad", "block_grad"]>]> {
+  let summary = "VJP of elastic.depth_gate with respect to the block and the keep gates";
+  let description = [{
+    `d block = gamma * dh'` and `d keep[layer] = sum dh' * block` (zero elsewhere); the
+    residual's cotangent is `dh'` itself and needs no op.
+
+    ```mlir
+    %db, %dkeep = elastic.depth_gate_grad %block, %dh keep(%keep : tensor<8xf32>)
+        {layer = 3 : i64} : tensor<?x?x64xf32>, tensor<8xf32>
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$block, Elastic_Activation:$result_grad,
+                       Optional<Elastic_Vector>:$keep,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$layer);
+  let results = (outs Elastic_Activation:$block_grad, Optional<Elastic_Vector>:$keep_grad);
+  let assemblyFormat = [{
+    $block `,` $result_grad (`keep` `(` $keep^ `:` type($keep) `)`)? attr-dict `:`
+    type($block) (`,` type($keep_grad)^)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_CrossEntropyGradOp : Elastic_Op<"cross_entropy_grad", [Pure]> {
+  let summary = "VJP of elastic.cross_entropy";
+  let description = [{
+    `dlogits[t, v] = dL / N * (softmax(logits[t])_v - (v == targets[t]))` over the N counted
+    tokens; zero for ignored ones.
+
+    ```mlir
+    %dl = elastic.cross_entropy_grad %logits, %targets, %dloss
+        : (tensor<?x?x256xf32>, tensor<?x?xi32>, tensor<f32>) -> tensor<?x?x256xf32>
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$logits, Elastic_Tokens:$targets,
+                       Elastic_Scalar:$result_grad,
+                       DefaultValuedAttr<I64Attr, "-1">:$ignore_index);
+  let results = (outs Elastic_Activation:$logits_grad);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $result_grad attr-dict `:` `(` type($logits) `,` type($targets)
+    `,` type($result_grad) `)` `->` type($logits_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_KLDistillGradOp : Elastic_Op<"kl_distill_grad", [Pure]> {
+  let summary = "VJP of elastic.kl_distill with respect to the student";
+  let description = [{
+    `dstudent[t, v] = dL / (N T) * (p_S(v) - p_T(v))` with `p = softmax(logits / T)`.
+
+    ```mlir
+    %ds = elastic.kl_distill_grad %student, %teacher, %dloss
+        : (tensor<?x?x256xf32>, tensor<?x?x256xf32>, tensor<f32>) -> tensor<?x?x256xf32>
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$student, Elastic_Activation:$teacher,
+                       Elastic_Scalar:$result_grad,
+                       DefaultValuedAttr<F64Attr, "1.0">:$temperature);
+  let results = (outs Elastic_Activation:$student_grad);
+  let assemblyFormat = [{
+    $student `,` $teacher `,` $result_grad attr-dict `:` `(` type($student) `,` type($teacher)
+    `,` type($result_grad) `)` `->` type($student_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_PrefixMaskGradOp : Elastic_Op<"prefix_mask_grad", [Pure]> {
+  let summary = "VJP of elastic.prefix_mask";
+  let description = [{
+    Soft: `d pi_i = sum_c dm_c I_i[c] + d phi k_i / n + d sigma sqrt(k_i / n)`. Hard: only the
+    argmax choice a receives `d pi_a = sum_c dm_c I_a[c]` (phi and sigma are constants there).
+    With `row`, only that row of `probs` gets a cotangent. `mask` is the forward mask type.
+
+    ```mlir
+    %dpi = elastic.prefix_mask_grad %pi, %dm {choices = array<i64: 64, 48, 32>,
+                                              mode = #elastic.mask_mode<soft>,
+                                              mask = !elastic.mask<hidden, 64>}
+        : (tensor<3xf32>, tensor<66xf32>) -> tensor<3xf32>
+    ```
+  }];
+  let arguments = (ins Elastic_FloatTensor:$probs, Elastic_Vector:$mask_grad,
+                       DenseI64ArrayAttr:$choices, Elastic_MaskModeAttr:$mode,
+                       TypeAttrOf<Elastic_MaskType>:$mask,
+                       OptionalAttr<ConfinedAttr<I64Attr, [IntNonNegative]>>:$row);
+  let results = (outs Elastic_FloatTensor:$probs_grad);
+  let assemblyFormat = [{
+    $probs `,` $mask_grad attr-dict `:` `(` type($probs) `,` type($mask_grad) `)` `->`
+    type($probs_grad)
   }];
   let hasVerifier = 1;
 }

@@ -33,3 +33,7 @@ LogicalResult MaskType::verify(function_ref<InFlightDiagnostic()> emitError, Axi
                        << " groups";
   return success();
 }
+
+RankedTensorType nestor::elastic::maskCotangentType(MaskType mask, Type elementType) {
+  return RankedTensorType::get({mask.getSize() + 2}, elementType);
+}

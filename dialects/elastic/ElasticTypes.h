@@ -8,4 +8,9 @@
 #define GET_TYPEDEF_CLASSES
 #include "dialects/elastic/ElasticTypes.h.inc"
 
+namespace nestor::elastic {
+/// The cotangent of a mask value: `tensor<(n+2)xT>` holding `[dm_0 .. dm_{n-1}, dphi, dsigma]`.
+mlir::RankedTensorType maskCotangentType(MaskType mask, mlir::Type elementType);
+} // namespace nestor::elastic
+
 #endif // NESTOR_DIALECTS_ELASTIC_ELASTICTYPES_H
