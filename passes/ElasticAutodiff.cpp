@@ -48,13 +48,14 @@ struct ElasticAutodiffPass : nestor::impl::ElasticAutodiffPassBase<ElasticAutodi
     }
     auto forwardReturn = cast<func::ReturnOp>(forward.front().getTerminator());
     if (lossIndex >= forwardReturn.getNumOperands()) {
-      forward.emitError() << "elastic-autodiff: loss-index " << lossIndex << " but @" << function
-                          << " has " << forwardReturn.getNumOperands() << " results";
+      forward.emitError() << "elastic-autodiff: loss-index " << static_cast<unsigned>(lossIndex)
+                          << " but @" << function << " has " << forwardReturn.getNumOperands()
+                          << " results";
       return signalPassFailure();
     }
     auto lossType = dyn_cast<RankedTensorType>(forwardReturn.getOperand(lossIndex).getType());
     if (!lossType || lossType.getRank() != 0 || !isa<FloatType>(lossType.getElementType())) {
-      forward.emitError() << "elastic-autodiff: result #" << lossIndex
+      forward.emitError() << "elastic-autodiff: result #" << static_cast<unsigned>(lossIndex)
                           << " is not a scalar float tensor loss";
       return signalPassFailure();
     }

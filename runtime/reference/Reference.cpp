@@ -124,6 +124,10 @@ private:
   Mask prefixMask(el::PrefixMaskOp op);
   Tensor paramCount(el::ParamCountOp op);
   Tensor resourceLoss(el::ResourceLossOp op);
+  void embedGrad(el::EmbedGradOp op);
+  void rmsnormGrad(el::RMSNormGradOp op);
+  void mlpGrad(el::MLPGradOp op);
+  Tensor prefixMaskGrad(el::PrefixMaskGradOp op);
 
   llvm::DenseMap<Value, RValue> values;
 };
@@ -402,6 +406,155 @@ Tensor Evaluator::resourceLoss(el::ResourceLossOp op) {
   return Tensor::scalar(loss);
 }
 
+/// Packs a mask cotangent: [dm..., dphi, dsigma].
+Tensor maskGrad(const std::vector<double> &dm, double dphi, double dsigma) {
+  Tensor t({static_cast<int64_t>(dm.size()) + 2});
+  std::copy(dm.begin(), dm.end(), t.data.begin());
+  t[t.numel() - 2] = dphi;
+  t[t.numel() - 1] = dsigma;
+  return t;
+}
+
+/// x^T y over rows: x [rows, a], y [rows, b] -> [b, a] (the weight gradient of y = x W^T).
+Tensor weightGrad(const Tensor &x, const Tensor &dy, int64_t a, int64_t b) {
+  int64_t rows = x.numel() / a;
+  Tensor g({b, a});
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < b; ++o)
+      for (int64_t i = 0; i < a; ++i)
+        g[o * a + i] += dy[r * b + o] * x[r * a + i];
+  return g;
+}
+
+/// dx = dy W for y = x W^T: dy [rows, out], W [out, in] -> [rows, in].
+Tensor inputGrad(const Tensor &dy, const Tensor &w, std::vector<int64_t> shape) {
+  int64_t out = w.dim(0), in = w.dim(1), rows = dy.numel() / out;
+  Tensor dx(std::move(shape));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t i = 0; i < in; ++i)
+        dx[r * in + i] += dy[r * out + o] * w[o * in + i];
+  return dx;
+}
+
+void Evaluator::embedGrad(el::EmbedGradOp op) {
+  const Tensor &tokens = tensor(op.getTokens()), &table = tensor(op.getTable());
+  const Tensor &dh = tensor(op.getResultGrad());
+  int64_t d = table.dim(1);
+  const Mask *m = mask(op.getHiddenMask());
+  Tensor dtable(table.shape);
+  std::vector<double> dm(d, 0.0);
+  for (int64_t t = 0; t < tokens.numel(); ++t) {
+    auto tok = static_cast<int64_t>(tokens[t]);
+    for (int64_t c = 0; c < d; ++c) {
+      dtable[tok * d + c] += dh[t * d + c] * (m ? m->m[c] : 1.0);
+      dm[c] += dh[t * d + c] * table[tok * d + c];
+    }
+  }
+  values[op.getTableGrad()] = std::move(dtable);
+  if (m)
+    values[op.getHiddenMaskGrad()] = maskGrad(dm, 0.0, 0.0);
+}
+
+void Evaluator::rmsnormGrad(el::RMSNormGradOp op) {
+  const Tensor &x = tensor(op.getInput()), &w = tensor(op.getWeight());
+  const Tensor &dy = tensor(op.getResultGrad());
+  int64_t d = w.dim(0), rows = x.numel() / d;
+  double eps = op.getEpsilon().convertToDouble();
+  Mask full = fullMask(d);
+  const Mask &m = op.getHiddenMask() ? *mask(op.getHiddenMask()) : full;
+  Tensor dx(x.shape), dw({d});
+  std::vector<double> dm(d, 0.0);
+  double dphi = 0.0, dsigma = 0.0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const double *xr = &x.data[r * d], *dyr = &dy.data[r * d];
+    double ss = 0.0;
+    for (int64_t c = 0; c < d; ++c)
+      ss += xr[c] * xr[c];
+    double inv = 1.0 / std::sqrt(ss / d + eps * m.phi);
+    double gx = 0.0;
+    for (int64_t c = 0; c < d; ++c) {
+      double g = dyr[c] * m.m[c] * m.sigma * w[c];
+      gx += g * xr[c];
+      dw[c] += dyr[c] * m.m[c] * m.sigma * xr[c] * inv;
+      dm[c] += dyr[c] * m.sigma * w[c] * xr[c] * inv;
+      dsigma += dyr[c] * m.m[c] * w[c] * xr[c] * inv;
+    }
+    double inv3 = inv * inv * inv;
+    for (int64_t c = 0; c < d; ++c)
+      dx[r * d + c] = dyr[c] * m.m[c] * m.sigma * w[c] * inv - xr[c] * inv3 / d * gx;
+    dphi += -0.5 * eps * inv3 * gx;
+  }
+  values[op.getInputGrad()] = std::move(dx);
+  values[op.getWeightGrad()] = std::move(dw);
+  if (op.getHiddenMask())
+    values[op.getHiddenMaskGrad()] = maskGrad(dm, dphi, dsigma);
+}
+
+void Evaluator::mlpGrad(el::MLPGradOp op) {
+  const Tensor &x = tensor(op.getInput()), &up = tensor(op.getUpProj());
+  const Tensor &down = tensor(op.getDownProj()), &dy = tensor(op.getResultGrad());
+  const Mask *mf = mask(op.getFfnMask()), *mh = mask(op.getHiddenMask());
+  int64_t f = up.dim(0), d = up.dim(1);
+  Tensor pre = linear(x, up); // x up^T, before the FFN mask
+  Tensor u = pre;
+  applyMask(u, mf);
+  Tensor a(u.shape);
+  for (int64_t i = 0; i < u.numel(); ++i)
+    a[i] = u[i] > 0.0 ? u[i] * u[i] : 0.0;
+  Tensor out = linear(a, down); // before the hidden mask
+  Tensor dz = dy;
+  applyMask(dz, mh);
+  std::vector<double> dmh(d, 0.0), dmf(f, 0.0);
+  for (int64_t i = 0; i < dy.numel(); ++i)
+    dmh[i % d] += dy[i] * out[i];
+  Tensor ddown = weightGrad(a, dz, f, d);
+  Tensor du = inputGrad(dz, down, a.shape);
+  for (int64_t i = 0; i < du.numel(); ++i) {
+    du[i] *= u[i] > 0.0 ? 2.0 * u[i] : 0.0;
+    dmf[i % f] += du[i] * pre[i];
+  }
+  applyMask(du, mf); // d pre
+  Tensor dup = weightGrad(x, du, d, f);
+  values[op.getInputGrad()] = inputGrad(du, up, x.shape);
+  values[op.getUpProjGrad()] = std::move(dup);
+  values[op.getDownProjGrad()] = std::move(ddown);
+  if (mf)
+    values[op.getFfnMaskGrad()] = maskGrad(dmf, 0.0, 0.0);
+  if (mh)
+    values[op.getHiddenMaskGrad()] = maskGrad(dmh, 0.0, 0.0);
+}
+
+Tensor Evaluator::prefixMaskGrad(el::PrefixMaskGradOp op) {
+  const Tensor &probs = tensor(op.getProbs()), &dmask = tensor(op.getMaskGrad());
+  ArrayRef<int64_t> choices = op.getChoices();
+  auto type = cast<el::MaskType>(op.getMask());
+  int64_t n = static_cast<int64_t>(choices.size()), size = type.getSize();
+  int64_t groupSize = size / type.getGroups();
+  int64_t offset = op.getRow() ? *op.getRow() * n : 0;
+  const double *pi = &probs.data[offset];
+  double dphi = dmask[size], dsigma = dmask[size + 1];
+  auto maskDot = [&](int64_t i) {
+    int64_t keep = choices[i] / type.getGroups();
+    double sum = 0.0;
+    for (int64_t c = 0; c < size; ++c)
+      if (c % groupSize < keep)
+        sum += dmask[c];
+    return sum;
+  };
+  Tensor g(probs.shape);
+  if (op.getMode() == el::MaskMode::Soft) {
+    for (int64_t i = 0; i < n; ++i) {
+      double frac = static_cast<double>(choices[i]) / size;
+      g[offset + i] = maskDot(i) + dphi * frac + dsigma * std::sqrt(frac);
+    }
+  } else {
+    int64_t a = argmax(pi, n);
+    g[offset + a] = maskDot(a);
+  }
+  return g;
+}
+
 llvm::Error Evaluator::eval(Operation *op) {
   auto set = [&](Value v, RValue r) { values[v] = std::move(r); };
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)
@@ -570,6 +723,79 @@ llvm::Error Evaluator::eval(Operation *op) {
       })
       .Case([&](el::ResourceLossOp o) {
         set(o, resourceLoss(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::EmbedGradOp o) {
+        embedGrad(o);
+        return llvm::Error::success();
+      })
+      .Case([&](el::RMSNormGradOp o) {
+        rmsnormGrad(o);
+        return llvm::Error::success();
+      })
+      .Case([&](el::MLPGradOp o) {
+        mlpGrad(o);
+        return llvm::Error::success();
+      })
+      .Case([&](el::LMHeadGradOp o) {
+        const Tensor &x = tensor(o.getInput()), &w = tensor(o.getWeight());
+        const Tensor &dl = tensor(o.getResultGrad());
+        values[o.getInputGrad()] = inputGrad(dl, w, x.shape);
+        values[o.getWeightGrad()] = weightGrad(x, dl, w.dim(1), w.dim(0));
+        return llvm::Error::success();
+      })
+      .Case([&](el::DepthGateGradOp o) {
+        const Tensor &block = tensor(o.getBlock()), &dh = tensor(o.getResultGrad());
+        double gamma = o.getKeep() ? tensor(o.getKeep())[*o.getLayer()] : 1.0;
+        Tensor db(block.shape);
+        double dgamma = 0.0;
+        for (int64_t i = 0; i < db.numel(); ++i) {
+          db[i] = gamma * dh[i];
+          dgamma += dh[i] * block[i];
+        }
+        values[o.getBlockGrad()] = std::move(db);
+        if (o.getKeep()) {
+          Tensor dkeep(tensor(o.getKeep()).shape);
+          dkeep[*o.getLayer()] = dgamma;
+          values[o.getKeepGrad()] = std::move(dkeep);
+        }
+        return llvm::Error::success();
+      })
+      .Case([&](el::CrossEntropyGradOp o) {
+        const Tensor &logits = tensor(o.getLogits()), &targets = tensor(o.getTargets());
+        double dloss = tensor(o.getResultGrad())[0];
+        int64_t v = logits.shape.back(), count = 0;
+        for (int64_t t = 0; t < targets.numel(); ++t)
+          count += static_cast<int64_t>(targets[t]) != o.getIgnoreIndexAttr().getInt();
+        Tensor g(logits.shape);
+        for (int64_t t = 0; t < targets.numel() && count > 0; ++t) {
+          auto target = static_cast<int64_t>(targets[t]);
+          if (target == o.getIgnoreIndexAttr().getInt())
+            continue;
+          auto lp = logSoftmaxRow(&logits.data[t * v], v, 1.0);
+          for (int64_t i = 0; i < v; ++i)
+            g[t * v + i] = dloss / count * (std::exp(lp[i]) - (i == target ? 1.0 : 0.0));
+        }
+        values[o.getLogitsGrad()] = std::move(g);
+        return llvm::Error::success();
+      })
+      .Case([&](el::KLDistillGradOp o) {
+        const Tensor &s = tensor(o.getStudent()), &t = tensor(o.getTeacher());
+        double dloss = tensor(o.getResultGrad())[0];
+        double temperature = o.getTemperature().convertToDouble();
+        int64_t v = s.shape.back(), tokens = s.numel() / v;
+        Tensor g(s.shape);
+        for (int64_t r = 0; r < tokens; ++r) {
+          auto ls = logSoftmaxRow(&s.data[r * v], v, temperature);
+          auto lt = logSoftmaxRow(&t.data[r * v], v, temperature);
+          for (int64_t i = 0; i < v; ++i)
+            g[r * v + i] = dloss / (tokens * temperature) * (std::exp(ls[i]) - std::exp(lt[i]));
+        }
+        values[o.getStudentGrad()] = std::move(g);
+        return llvm::Error::success();
+      })
+      .Case([&](el::PrefixMaskGradOp o) {
+        set(o, prefixMaskGrad(o));
         return llvm::Error::success();
       })
       .Case([&](arith::ConstantOp o) -> llvm::Error {
