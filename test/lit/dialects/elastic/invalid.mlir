@@ -781,3 +781,179 @@ func.func @t(%p: tensor<f32>, %b: tensor<i32>, %a: tensor<3xf64>) {
   %l = elastic.resource_loss %p, %b anchors(%a) {fractions = array<f64: 1.0>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>, tensor<3xf64>) -> tensor<f32>
   return
 }
+
+// -----
+
+func.func @t(%tok: tensor<?x?xi32>, %table: tensor<256x64xf32>, %dh: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects table_grad of type 'tensor<256x64xf32>', got 'tensor<256x32xf32>'}}
+  %d = elastic.embed_grad %tok, %table, %dh : (tensor<?x?xi32>, tensor<256x64xf32>, tensor<?x?x64xf32>) -> (tensor<256x32xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%tok: tensor<?x?xi32>, %table: tensor<256x64xf32>, %dh: tensor<?x?x64xf32>, %m: !elastic.mask<hidden, 64>) {
+  // expected-error @+1 {{expects hidden_mask_grad of type 'tensor<66xf32>', got 'tensor<64xf32>'}}
+  %d:2 = elastic.embed_grad %tok, %table, %dh hidden(%m : !elastic.mask<hidden, 64>) : (tensor<?x?xi32>, tensor<256x64xf32>, tensor<?x?x64xf32>) -> (tensor<256x64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%tok: tensor<?x?xi32>, %table: tensor<256x64xf32>, %dh: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects hidden_mask_grad exactly when its mask is given}}
+  %d:2 = elastic.embed_grad %tok, %table, %dh : (tensor<?x?xi32>, tensor<256x64xf32>, tensor<?x?x64xf32>) -> (tensor<256x64xf32>, tensor<66xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf32>, %dy: tensor<?x?x32xf32>) {
+  // expected-error @+1 {{expects result_grad of type 'tensor<?x?x64xf32>', got 'tensor<?x?x32xf32>'}}
+  %d:2 = elastic.rmsnorm_grad %x, %w, %dy : (tensor<?x?x64xf32>, tensor<64xf32>, tensor<?x?x32xf32>) -> (tensor<?x?x64xf32>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf32>, %dy: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects input_grad of type 'tensor<?x?x64xf32>', got 'tensor<?x?x64xf64>'}}
+  %d:2 = elastic.rmsnorm_grad %x, %w, %dy : (tensor<?x?x64xf32>, tensor<64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf64>, tensor<64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf32>, %dy: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects weight_grad of type 'tensor<64xf32>', got 'tensor<32xf32>'}}
+  %d:2 = elastic.rmsnorm_grad %x, %w, %dy : (tensor<?x?x64xf32>, tensor<64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<32xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %dy: tensor<?x?x32xf32>) {
+  // expected-error @+1 {{expects result_grad of type 'tensor<?x?x64xf32>', got 'tensor<?x?x32xf32>'}}
+  %d:3 = elastic.mlp_grad %x, %up, %down, %dy : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<?x?x32xf32>) -> (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %dy: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects input_grad of type 'tensor<?x?x64xf32>', got 'tensor<?x?x32xf32>'}}
+  %d:3 = elastic.mlp_grad %x, %up, %down, %dy : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x32xf32>, tensor<128x64xf32>, tensor<64x128xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %dy: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects up_proj_grad of type 'tensor<128x64xf32>', got 'tensor<64x64xf32>'}}
+  %d:3 = elastic.mlp_grad %x, %up, %down, %dy : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<64x128xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %dy: tensor<?x?x64xf32>) {
+  // expected-error @+1 {{expects down_proj_grad of type 'tensor<64x128xf32>', got 'tensor<64x64xf32>'}}
+  %d:3 = elastic.mlp_grad %x, %up, %down, %dy : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %dy: tensor<?x?x64xf32>, %m: !elastic.mask<ffn, 128>) {
+  // expected-error @+1 {{expects ffn_mask_grad of type 'tensor<130xf32>', got 'tensor<128xf32>'}}
+  %d:4 = elastic.mlp_grad %x, %up, %down, %dy ffn(%m : !elastic.mask<ffn, 128>) : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) ffn(tensor<128xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<256x64xf32>, %dl: tensor<?x?x256xf32>) {
+  // expected-error @+1 {{expects input_grad of type 'tensor<?x?x64xf32>', got 'tensor<?x?x32xf32>'}}
+  %d:2 = elastic.lm_head_grad %x, %w, %dl : (tensor<?x?x64xf32>, tensor<256x64xf32>, tensor<?x?x256xf32>) -> (tensor<?x?x32xf32>, tensor<256x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<256x64xf32>, %dl: tensor<?x?x256xf32>) {
+  // expected-error @+1 {{expects weight_grad of type 'tensor<256x64xf32>', got 'tensor<64x256xf32>'}}
+  %d:2 = elastic.lm_head_grad %x, %w, %dl : (tensor<?x?x64xf32>, tensor<256x64xf32>, tensor<?x?x256xf32>) -> (tensor<?x?x64xf32>, tensor<64x256xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%b: tensor<?x?x64xf32>, %k: tensor<3xf32>) {
+  // expected-error @+1 {{expects `keep`, `layer` and the keep cotangent together or none}}
+  %d:2 = elastic.depth_gate_grad %b, %b keep(%k : tensor<3xf32>) : tensor<?x?x64xf32>, tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%b: tensor<?x?x64xf32>, %k: tensor<3xf32>) {
+  // expected-error @+1 {{expects keep_grad of type 'tensor<3xf32>', got 'tensor<4xf32>'}}
+  %d:2 = elastic.depth_gate_grad %b, %b keep(%k : tensor<3xf32>) {layer = 0 : i64} : tensor<?x?x64xf32>, tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @t(%l: tensor<?x?x256xf32>, %t: tensor<?x?xi32>, %d: tensor<f32>) {
+  // expected-error @+1 {{expects logits_grad of type 'tensor<?x?x256xf32>', got 'tensor<?x?x128xf32>'}}
+  %g = elastic.cross_entropy_grad %l, %t, %d : (tensor<?x?x256xf32>, tensor<?x?xi32>, tensor<f32>) -> tensor<?x?x128xf32>
+  return
+}
+
+// -----
+
+func.func @t(%l: tensor<?x?x256xf32>, %d: tensor<f32>) {
+  // expected-error @+1 {{expects a positive temperature}}
+  %g = elastic.kl_distill_grad %l, %l, %d {temperature = 0.0 : f64} : (tensor<?x?x256xf32>, tensor<?x?x256xf32>, tensor<f32>) -> tensor<?x?x256xf32>
+  return
+}
+
+// -----
+
+func.func @t(%l: tensor<?x?x256xf32>, %d: tensor<f32>) {
+  // expected-error @+1 {{expects student_grad of type 'tensor<?x?x256xf32>', got 'tensor<?x?x256xf64>'}}
+  %g = elastic.kl_distill_grad %l, %l, %d : (tensor<?x?x256xf32>, tensor<?x?x256xf32>, tensor<f32>) -> tensor<?x?x256xf64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>, %dm: tensor<66xf32>) {
+  // expected-error @+1 {{expects probs_grad of type 'tensor<3xf32>', got 'tensor<2xf32>'}}
+  %g = elastic.prefix_mask_grad %p, %dm {choices = array<i64: 64, 48, 32>, mode = #elastic.mask_mode<soft>, mask = !elastic.mask<hidden, 64>} : (tensor<3xf32>, tensor<66xf32>) -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>, %dm: tensor<66xf32>) {
+  // expected-error @+1 {{expects one probability per choice}}
+  %g = elastic.prefix_mask_grad %p, %dm {choices = array<i64: 64, 48>, mode = #elastic.mask_mode<soft>, mask = !elastic.mask<hidden, 64>} : (tensor<3xf32>, tensor<66xf32>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>, %dm: tensor<66xf32>) {
+  // expected-error @+1 {{expects the first choice to be the mask size}}
+  %g = elastic.prefix_mask_grad %p, %dm {choices = array<i64: 48, 32>, mode = #elastic.mask_mode<soft>, mask = !elastic.mask<hidden, 64>} : (tensor<2xf32>, tensor<66xf32>) -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>, %dm: tensor<64xf32>) {
+  // expected-error @+1 {{expects mask_grad of type 'tensor<66xf32>', got 'tensor<64xf32>'}}
+  %g = elastic.prefix_mask_grad %p, %dm {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<soft>, mask = !elastic.mask<hidden, 64>} : (tensor<2xf32>, tensor<64xf32>) -> tensor<2xf32>
+  return
+}

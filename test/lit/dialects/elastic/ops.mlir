@@ -108,3 +108,36 @@ func.func @float64(%x: tensor<2x5x8xf64>, %w: tensor<8xf64>) -> tensor<2x5x8xf64
   %y = elastic.rmsnorm %x, %w {epsilon = 1.0e-6 : f64} : (tensor<2x5x8xf64>, tensor<8xf64>) -> tensor<2x5x8xf64>
   return %y : tensor<2x5x8xf64>
 }
+
+// CHECK-LABEL: func.func @backward
+func.func @backward(%tok: tensor<?x?xi32>, %table: tensor<256x64xf32>, %x: tensor<?x?x64xf32>,
+                    %w: tensor<64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>,
+                    %head: tensor<256x64xf32>, %dl: tensor<?x?x256xf32>, %keep: tensor<3xf32>,
+                    %pi: tensor<3xf32>, %dloss: tensor<f32>,
+                    %mh: !elastic.mask<hidden, 64>, %mf: !elastic.mask<ffn, 128>) {
+  // CHECK: elastic.embed_grad %{{.*}}, %{{.*}}, %{{.*}} hidden(%{{.*}} : !elastic.mask<hidden, 64>) : (tensor<?x?xi32>, tensor<256x64xf32>, tensor<?x?x64xf32>) -> (tensor<256x64xf32>, tensor<66xf32>)
+  %dt, %dmh = elastic.embed_grad %tok, %table, %x hidden(%mh : !elastic.mask<hidden, 64>)
+      : (tensor<?x?xi32>, tensor<256x64xf32>, tensor<?x?x64xf32>) -> (tensor<256x64xf32>, tensor<66xf32>)
+  // CHECK: elastic.rmsnorm_grad %{{.*}}, %{{.*}}, %{{.*}} {epsilon = 1.000000e-03 : f64} : (tensor<?x?x64xf32>, tensor<64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<64xf32>)
+  %dx, %dw = elastic.rmsnorm_grad %x, %w, %x {epsilon = 1.0e-3 : f64}
+      : (tensor<?x?x64xf32>, tensor<64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<64xf32>)
+  // CHECK: elastic.mlp_grad {{.*}} ffn(%{{.*}} : !elastic.mask<ffn, 128>) hidden(%{{.*}} : !elastic.mask<hidden, 64>) : ({{.*}}) -> (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) ffn(tensor<130xf32>) hidden(tensor<66xf32>)
+  %a:5 = elastic.mlp_grad %x, %up, %down, %x ffn(%mf : !elastic.mask<ffn, 128>) hidden(%mh : !elastic.mask<hidden, 64>)
+      : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>)
+      -> (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) ffn(tensor<130xf32>) hidden(tensor<66xf32>)
+  // CHECK: elastic.lm_head_grad
+  %hx, %hw = elastic.lm_head_grad %x, %head, %dl
+      : (tensor<?x?x64xf32>, tensor<256x64xf32>, tensor<?x?x256xf32>) -> (tensor<?x?x64xf32>, tensor<256x64xf32>)
+  // CHECK: elastic.depth_gate_grad %{{.*}}, %{{.*}} keep(%{{.*}} : tensor<3xf32>) {layer = 2 : i64} : tensor<?x?x64xf32>, tensor<3xf32>
+  %db, %dk = elastic.depth_gate_grad %x, %x keep(%keep : tensor<3xf32>) {layer = 2 : i64} : tensor<?x?x64xf32>, tensor<3xf32>
+  // CHECK: elastic.cross_entropy_grad
+  %dce = elastic.cross_entropy_grad %dl, %tok, %dloss
+      : (tensor<?x?x256xf32>, tensor<?x?xi32>, tensor<f32>) -> tensor<?x?x256xf32>
+  // CHECK: elastic.kl_distill_grad
+  %dkd = elastic.kl_distill_grad %dl, %dl, %dloss
+      : (tensor<?x?x256xf32>, tensor<?x?x256xf32>, tensor<f32>) -> tensor<?x?x256xf32>
+  // CHECK: elastic.prefix_mask_grad %{{.*}}, %{{.*}} {choices = array<i64: 64, 48, 32>, mask = !elastic.mask<hidden, 64>, mode = #elastic.mask_mode<soft>} : (tensor<3xf32>, tensor<66xf32>) -> tensor<3xf32>
+  %dpi = elastic.prefix_mask_grad %pi, %dmh {choices = array<i64: 64, 48, 32>, mode = #elastic.mask_mode<soft>, mask = !elastic.mask<hidden, 64>}
+      : (tensor<3xf32>, tensor<66xf32>) -> tensor<3xf32>
+  return
+}
