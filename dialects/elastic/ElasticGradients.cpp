@@ -246,3 +246,116 @@ LogicalResult PrefixMaskGradOp::verify() {
   return expectType(*this, getMaskGrad(), maskCotangentType(mask, probs.getElementType()),
                     "mask_grad");
 }
+
+//===----------------------------------------------------------------------===//
+// Router ops: VJP rules and backward ops
+//===----------------------------------------------------------------------===//
+
+LogicalResult RouterOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                 SmallVectorImpl<Value> &operandGrads) {
+  auto grad = RouterGradOp::create(
+      b, getLoc(), getW1().getType(), getB1().getType(), getW2().getType(), getB2().getType(),
+      getInput(), getW1(), getB1(), getW2(), getB2(), resultGrads[0], getNegativeSlopeAttr());
+  operandGrads.append(
+      {Value(), grad.getW1Grad(), grad.getB1Grad(), grad.getW2Grad(), grad.getB2Grad()});
+  return success();
+}
+
+LogicalResult GumbelSoftmaxOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                        SmallVectorImpl<Value> &operandGrads) {
+  Value grad =
+      GumbelSoftmaxGradOp::create(b, getLoc(), getLogits().getType(), getLogits(), getNoise(),
+                                  getTau(), getScale(), getHard(), resultGrads[0]);
+  // Noise, temperature, scale and the hard flag are run-time inputs, not parameters.
+  operandGrads.append({grad, Value(), Value(), Value(), Value()});
+  return success();
+}
+
+LogicalResult LayerKeepOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(LayerKeepGradOp::create(b, getLoc(), getProbs().getType(), getProbs(),
+                                                 resultGrads[0], getOrderAttr(), getModeAttr()));
+  return success();
+}
+
+LogicalResult ExpectedSizeOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                       SmallVectorImpl<Value> &operandGrads) {
+  operandGrads.push_back(ExpectedSizeGradOp::create(b, getLoc(), getProbs().getType(), getProbs(),
+                                                    resultGrads[0], getChoicesAttr(),
+                                                    getModeAttr()));
+  return success();
+}
+
+LogicalResult ParamCountOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                     SmallVectorImpl<Value> &operandGrads) {
+  auto grad = ParamCountGradOp::create(
+      b, getLoc(), getOperandTypes(), getHidden(), getFfn(), getAttnHeads(), getMambaHeads(),
+      getMambaHeadDim(), getKeep(), resultGrads[0], getPatternAttr(), getMambaGroupsAttr(),
+      getSsmStateSizeAttr(), getConvKernelAttr(), getNumKvHeadsAttr(), getHeadDimAttr(),
+      getVocabSizeAttr(), getTiedEmbeddingsAttr());
+  operandGrads.append(grad->result_begin(), grad->result_end());
+  return success();
+}
+
+LogicalResult ResourceLossOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                       SmallVectorImpl<Value> &operandGrads) {
+  auto grad = ResourceLossGradOp::create(
+      b, getLoc(), getParams().getType(), getAnchors().getTypes(), getParams(), getBudget(),
+      resultGrads[0], getAnchors(), getFractionsAttr(), getFullParamsAttr(), getDeadZoneAttr(),
+      getAnchorWeightAttr());
+  operandGrads.append({grad.getParamsGrad(), Value()});
+  operandGrads.append(grad.getAnchorsGrad().begin(), grad.getAnchorsGrad().end());
+  return success();
+}
+
+LogicalResult RouterGradOp::verify() {
+  if (failed(expectType(*this, getW1Grad(), getW1().getType(), "w1_grad")) ||
+      failed(expectType(*this, getB1Grad(), getB1().getType(), "b1_grad")) ||
+      failed(expectType(*this, getW2Grad(), getW2().getType(), "w2_grad")))
+    return failure();
+  auto dz = cast<RankedTensorType>(getResultGrad().getType());
+  if (!dz.hasStaticShape() ||
+      dz.getNumElements() != cast<RankedTensorType>(getB2().getType()).getNumElements())
+    return emitOpError("expects one result cotangent per router output");
+  return expectType(*this, getB2Grad(), getB2().getType(), "b2_grad");
+}
+
+LogicalResult GumbelSoftmaxGradOp::verify() {
+  if (failed(expectType(*this, getResultGrad(), getLogits().getType(), "result_grad")))
+    return failure();
+  return expectType(*this, getLogitsGrad(), getLogits().getType(), "logits_grad");
+}
+
+LogicalResult LayerKeepGradOp::verify() {
+  if (cast<RankedTensorType>(getResultGrad().getType()).getDimSize(0) !=
+      static_cast<int64_t>(getOrder().size()))
+    return emitOpError("expects one keep cotangent per layer");
+  return expectType(*this, getProbsGrad(), getProbs().getType(), "probs_grad");
+}
+
+LogicalResult ExpectedSizeGradOp::verify() {
+  auto probs = cast<RankedTensorType>(getProbs().getType());
+  if (probs.getRank() < 1 || probs.getShape().back() != static_cast<int64_t>(getChoices().size()))
+    return emitOpError("expects one probability per choice");
+  if (cast<RankedTensorType>(getResultGrad().getType()).getShape() != probs.getShape().drop_back())
+    return emitOpError("expects a cotangent per row of probabilities");
+  return expectType(*this, getProbsGrad(), getProbs().getType(), "probs_grad");
+}
+
+LogicalResult ParamCountGradOp::verify() {
+  for (auto [operand, result] :
+       llvm::zip(getOperation()->getOperands().take_front(6), getOperation()->getResults()))
+    if (operand.getType() != result.getType())
+      return emitOpError() << "expects each size's cotangent to have its type, got "
+                           << result.getType() << " for " << operand.getType();
+  return success();
+}
+
+LogicalResult ResourceLossGradOp::verify() {
+  if (getAnchors().size() != getAnchorsGrad().size())
+    return emitOpError("expects one cotangent per anchor");
+  for (auto [a, g] : llvm::zip(getAnchors(), getAnchorsGrad()))
+    if (failed(expectType(*this, g, a.getType(), "anchor cotangent")))
+      return failure();
+  return expectType(*this, getParamsGrad(), getParams().getType(), "params_grad");
+}

@@ -256,7 +256,7 @@ def Elastic_OneHotOp : Elastic_Op<"one_hot", [Pure]> {
   let assemblyFormat = "$index attr-dict `:` type($index) `->` type($result)";
 }
 
-def Elastic_RouterOp : Elastic_Op<"router", [Pure]> {
+def Elastic_RouterOp : Elastic_Op<"router", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "router MLP: W2 LeakyReLU(W1 u + b1) + b2";
   let description = [{
     `z = W2 * LeakyReLU(W1 u + b1) + b2` (METHOD.md §4). The result is `tensor<C>` (one logit per
@@ -300,7 +300,7 @@ def Elastic_GumbelNoiseOp : Elastic_Op<"gumbel_noise", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Elastic_GumbelSoftmaxOp : Elastic_Op<"gumbel_softmax", [Pure]> {
+def Elastic_GumbelSoftmaxOp : Elastic_Op<"gumbel_softmax", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "Gumbel-softmax over the last dimension, optionally straight-through hard";
   let description = [{
     `pi = softmax((scale * logits + noise) / tau)` over the last dimension (METHOD.md §4). When
@@ -347,7 +347,7 @@ def Elastic_PrefixMaskOp : Elastic_Op<"prefix_mask", [Pure, DeclareOpInterfaceMe
   let hasVerifier = 1;
 }
 
-def Elastic_LayerKeepOp : Elastic_Op<"layer_keep", [Pure]> {
+def Elastic_LayerKeepOp : Elastic_Op<"layer_keep", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "per-layer keep gates from the depth router";
   let description = [{
     The depth router's `probs[k]` is the probability of dropping the k least important layers,
@@ -414,7 +414,7 @@ def Elastic_KLDistillOp : Elastic_Op<"kl_distill", [Pure, DeclareOpInterfaceMeth
   let hasVerifier = 1;
 }
 
-def Elastic_ExpectedSizeOp : Elastic_Op<"expected_size", [Pure]> {
+def Elastic_ExpectedSizeOp : Elastic_Op<"expected_size", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "expected axis size under the router distribution";
   let description = [{
     `e = sum_i pi_i k_i` over the last dimension of `probs` (one value, or one per layer for a
@@ -434,7 +434,7 @@ def Elastic_ExpectedSizeOp : Elastic_Op<"expected_size", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Elastic_ParamCountOp : Elastic_Op<"param_count", [Pure]> {
+def Elastic_ParamCountOp : Elastic_Op<"param_count", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "closed-form, differentiable parameter count of the hybrid model";
   let description = [{
     The parameter count of METHOD.md §1 as a function of (possibly fractional) axis sizes and
@@ -473,7 +473,7 @@ def Elastic_ParamCountOp : Elastic_Op<"param_count", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Elastic_ResourceLossOp : Elastic_Op<"resource_loss", [Pure]> {
+def Elastic_ResourceLossOp : Elastic_Op<"resource_loss", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "router resource loss with dead zone and full-budget anchor";
   let description = [{
     With `b = fractions[budget]` and `P` the expected parameter count (METHOD.md §6):
@@ -701,6 +701,159 @@ def Elastic_PrefixMaskGradOp : Elastic_Op<"prefix_mask_grad", [Pure]> {
   let assemblyFormat = [{
     $probs `,` $mask_grad attr-dict `:` `(` type($probs) `,` type($mask_grad) `)` `->`
     type($probs_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_RouterGradOp : Elastic_Op<"router_grad", [Pure]> {
+  let summary = "VJP of elastic.router with respect to its weights";
+  let description = [{
+    With `a = W1 u + b1`, `h = LeakyReLU(a)` and `dz` the flattened result cotangent:
+    `db2 = dz`, `dW2 = dz h^T`, `da = (W2^T dz) * (a > 0 ? 1 : slope)`, `db1 = da`,
+    `dW1 = da u^T`. The input (a one-hot budget) gets no cotangent.
+
+    ```mlir
+    %dw1, %db1, %dw2, %db2 = elastic.router_grad %u, %w1, %b1, %w2, %b2, %dz
+        : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>,
+           tensor<2x3xf32>) -> (tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Vector:$input, Elastic_Matrix:$w1, Elastic_Vector:$b1,
+                       Elastic_Matrix:$w2, Elastic_Vector:$b2, Elastic_FloatTensor:$result_grad,
+                       DefaultValuedAttr<F64Attr, "0.1">:$negative_slope);
+  let results = (outs Elastic_Matrix:$w1_grad, Elastic_Vector:$b1_grad, Elastic_Matrix:$w2_grad,
+                      Elastic_Vector:$b2_grad);
+  let assemblyFormat = [{
+    $input `,` $w1 `,` $b1 `,` $w2 `,` $b2 `,` $result_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_GumbelSoftmaxGradOp : Elastic_Op<"gumbel_softmax_grad", [Pure]> {
+  let summary = "VJP of elastic.gumbel_softmax with respect to the logits";
+  let description = [{
+    The soft Jacobian, also for straight-through hard samples:
+    `d logits = scale / tau * pi * (dpi - sum(dpi * pi))` per row, `pi` the soft probabilities.
+
+    ```mlir
+    %dz = elastic.gumbel_softmax_grad %z, %g, %tau, %scale, %hard, %dpi
+        : (tensor<3xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>, tensor<i1>, tensor<3xf32>)
+        -> tensor<3xf32>
+    ```
+  }];
+  let arguments = (ins Elastic_FloatTensor:$logits, Elastic_FloatTensor:$noise,
+                       Elastic_Scalar:$tau, Elastic_Scalar:$scale, 0DTensorOf<[I1]>:$hard,
+                       Elastic_FloatTensor:$result_grad);
+  let results = (outs Elastic_FloatTensor:$logits_grad);
+  let assemblyFormat = [{
+    $logits `,` $noise `,` $tau `,` $scale `,` $hard `,` $result_grad attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_LayerKeepGradOp : Elastic_Op<"layer_keep_grad", [Pure]> {
+  let summary = "VJP of elastic.layer_keep";
+  let description = [{
+    With `r_j` layer j's position in `order`: soft `dpi_k = sum_{j : r_j >= k} dkeep_j`;
+    hard, only the argmax a: `dpi_a = sum_{j : r_j >= a} dkeep_j`.
+
+    ```mlir
+    %dpi = elastic.layer_keep_grad %pi, %dkeep {order = array<i64: 3, 1, 0, 2>,
+                                                mode = #elastic.mask_mode<soft>}
+        : (tensor<3xf32>, tensor<4xf32>) -> tensor<3xf32>
+    ```
+  }];
+  let arguments = (ins Elastic_Vector:$probs, Elastic_Vector:$result_grad,
+                       DenseI64ArrayAttr:$order, Elastic_MaskModeAttr:$mode);
+  let results = (outs Elastic_Vector:$probs_grad);
+  let assemblyFormat = [{
+    $probs `,` $result_grad attr-dict `:` `(` type($probs) `,` type($result_grad) `)` `->`
+    type($probs_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_ExpectedSizeGradOp : Elastic_Op<"expected_size_grad", [Pure]> {
+  let summary = "VJP of elastic.expected_size";
+  let description = [{
+    Soft: `dpi_i = de * k_i`; hard: `dpi_a = de * k_a` for the argmax a only (per row).
+
+    ```mlir
+    %dpi = elastic.expected_size_grad %pi, %de {choices = array<i64: 64, 48, 32>,
+                                                mode = #elastic.mask_mode<soft>}
+        : (tensor<3xf32>, tensor<f32>) -> tensor<3xf32>
+    ```
+  }];
+  let arguments = (ins Elastic_FloatTensor:$probs, Elastic_FloatTensor:$result_grad,
+                       DenseI64ArrayAttr:$choices, Elastic_MaskModeAttr:$mode);
+  let results = (outs Elastic_FloatTensor:$probs_grad);
+  let assemblyFormat = [{
+    $probs `,` $result_grad attr-dict `:` `(` type($probs) `,` type($result_grad) `)` `->`
+    type($probs_grad)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_ParamCountGradOp : Elastic_Op<"param_count_grad", [Pure]> {
+  let summary = "VJP of elastic.param_count";
+  let description = [{
+    The gradient of the closed-form count with respect to each size operand, scaled by the
+    result cotangent; computed by differentiating the one formula (nestor/ParamCount.h).
+    Attributes and operands are those of `elastic.param_count` plus the cotangent.
+
+    ```mlir
+    %g:6 = elastic.param_count_grad hidden(%d) ffn(%f) attn_heads(%a) mamba_heads(%h)
+        mamba_head_dim(%hp) keep(%keep) grad(%dp) {pattern = "M-*", ...}
+        : (...) -> (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Scalar:$hidden, Elastic_FloatTensor:$ffn,
+                       Elastic_FloatTensor:$attn_heads, Elastic_FloatTensor:$mamba_heads,
+                       Elastic_FloatTensor:$mamba_head_dim, Elastic_Vector:$keep,
+                       Elastic_Scalar:$result_grad,
+                       StrAttr:$pattern,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$mamba_groups,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$ssm_state_size,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$conv_kernel,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntNonNegative]>:$head_dim,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$vocab_size,
+                       BoolAttr:$tied_embeddings);
+  let results = (outs Elastic_Scalar:$hidden_grad, Elastic_FloatTensor:$ffn_grad,
+                      Elastic_FloatTensor:$attn_heads_grad, Elastic_FloatTensor:$mamba_heads_grad,
+                      Elastic_FloatTensor:$mamba_head_dim_grad, Elastic_Vector:$keep_grad);
+  let assemblyFormat = [{
+    `hidden` `(` $hidden `)` `ffn` `(` $ffn `)` `attn_heads` `(` $attn_heads `)`
+    `mamba_heads` `(` $mamba_heads `)` `mamba_head_dim` `(` $mamba_head_dim `)`
+    `keep` `(` $keep `)` `grad` `(` $result_grad `)` attr-dict `:`
+    functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_ResourceLossGradOp : Elastic_Op<"resource_loss_grad", [Pure]> {
+  let summary = "VJP of elastic.resource_loss";
+  let description = [{
+    `dP = dL * sign(P / (b F) - 1) / (b F)` (zero inside the dead zone for b < 1); at b = 1
+    each anchor gets `dL * anchor_weight * 2 (pi - one_hot(0)) / numel(pi)`, otherwise zero.
+
+    ```mlir
+    %dp, %da = elastic.resource_loss_grad %p, %budget, %dl anchors(%pi)
+        {fractions = array<f64: 1.0, 0.5>, full_params = 2.0e+06 : f64}
+        : (tensor<f32>, tensor<i32>, tensor<f32>, tensor<3xf32>) -> (tensor<f32>, tensor<3xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Scalar:$params, 0DTensorOf<[I32]>:$budget,
+                       Elastic_Scalar:$result_grad, Variadic<Elastic_FloatTensor>:$anchors,
+                       DenseF64ArrayAttr:$fractions, F64Attr:$full_params,
+                       DefaultValuedAttr<F64Attr, "0.05">:$dead_zone,
+                       DefaultValuedAttr<F64Attr, "10.0">:$anchor_weight);
+  let results = (outs Elastic_Scalar:$params_grad, Variadic<Elastic_FloatTensor>:$anchors_grad);
+  let assemblyFormat = [{
+    $params `,` $budget `,` $result_grad (`anchors` `(` $anchors^ `)`)? attr-dict `:`
+    functional-type(operands, results)
   }];
   let hasVerifier = 1;
 }

@@ -125,6 +125,8 @@ private:
   Tensor paramCount(el::ParamCountOp op);
   Tensor resourceLoss(el::ResourceLossOp op);
   void embedGrad(el::EmbedGradOp op);
+  void routerGrad(el::RouterGradOp op);
+  void resourceLossGrad(el::ResourceLossGradOp op);
   void rmsnormGrad(el::RMSNormGradOp op);
   void mlpGrad(el::MLPGradOp op);
   Tensor prefixMaskGrad(el::PrefixMaskGradOp op);
@@ -339,7 +341,21 @@ Mask Evaluator::prefixMask(el::PrefixMaskOp op) {
   return out;
 }
 
-Tensor Evaluator::paramCount(el::ParamCountOp op) {
+/// Forward-mode dual number: differentiates the one closed-form count (ParamCount.h).
+struct Dual {
+  double v = 0.0, d = 0.0;
+  Dual() = default;
+  Dual(double v) : v(v) {} // NOLINT: the formula's constants convert implicitly
+  Dual(double v, double d) : v(v), d(d) {}
+};
+Dual operator+(Dual a, Dual b) { return {a.v + b.v, a.d + b.d}; }
+Dual operator*(Dual a, Dual b) { return {a.v * b.v, a.d * b.v + a.v * b.d}; }
+
+/// The count of a param_count-like op (forward or backward: same operands first), with the
+/// operand element `seedOperand[seedIndex]` as the differentiation direction.
+template <typename OpT>
+Dual countWithSeed(OpT op, llvm::function_ref<const Tensor &(Value)> tensor, int seedOperand,
+                   int64_t seedIndex) {
   spec::FixedSizes fixed;
   for (char c : op.getPattern())
     fixed.layers.push_back(c == 'M'   ? spec::LayerKind::Mamba
@@ -352,33 +368,40 @@ Tensor Evaluator::paramCount(el::ParamCountOp op) {
   fixed.attnHeadDim = op.getHeadDim();
   fixed.vocabSize = op.getVocabSize();
   fixed.tiedEmbeddings = op.getTiedEmbeddings();
+  Value operands[6] = {op.getHidden(),     op.getFfn(),          op.getAttnHeads(),
+                       op.getMambaHeads(), op.getMambaHeadDim(), op.getKeep()};
   // A scalar applies to every layer of its kind; a vector gives one value per such layer.
-  auto perLayer = [&](Value v, int64_t index) {
-    const Tensor &t = tensor(v);
-    return t.numel() == 1 && t.shape.empty() ? t[0] : t[index];
+  auto at = [&](int operand, int64_t index) {
+    const Tensor &t = tensor(operands[operand]);
+    int64_t i = t.shape.empty() ? 0 : index;
+    return Dual(t[i], operand == seedOperand && i == seedIndex ? 1.0 : 0.0);
   };
-  spec::ModelSizes<double> sizes;
-  sizes.hidden = tensor(op.getHidden())[0];
-  const Tensor &keep = tensor(op.getKeep());
+  spec::ModelSizes<Dual> sizes;
+  sizes.hidden = at(0, 0);
   int64_t seen[3] = {0, 0, 0};
   for (auto [i, kind] : llvm::enumerate(fixed.layers)) {
-    spec::LayerSizes<double> l;
-    l.keep = keep[i];
+    spec::LayerSizes<Dual> l;
+    l.keep = at(5, static_cast<int64_t>(i));
     switch (kind) {
     case spec::LayerKind::Mamba:
-      l.mambaHeads = perLayer(op.getMambaHeads(), seen[0]);
-      l.mambaHeadDim = perLayer(op.getMambaHeadDim(), seen[0]++);
+      l.mambaHeads = at(3, seen[0]);
+      l.mambaHeadDim = at(4, seen[0]++);
       break;
     case spec::LayerKind::Attention:
-      l.attnHeads = perLayer(op.getAttnHeads(), seen[1]++);
+      l.attnHeads = at(2, seen[1]++);
       break;
     case spec::LayerKind::MLP:
-      l.ffn = perLayer(op.getFfn(), seen[2]++);
+      l.ffn = at(1, seen[2]++);
       break;
     }
     sizes.layers.push_back(l);
   }
-  return Tensor::scalar(spec::countParams(fixed, sizes).total());
+  return spec::countParams(fixed, sizes).total();
+}
+
+Tensor Evaluator::paramCount(el::ParamCountOp op) {
+  auto get = [&](Value v) -> const Tensor & { return tensor(v); };
+  return Tensor::scalar(countWithSeed(op, get, -1, 0).v);
 }
 
 Tensor Evaluator::resourceLoss(el::ResourceLossOp op) {
@@ -553,6 +576,48 @@ Tensor Evaluator::prefixMaskGrad(el::PrefixMaskGradOp op) {
     g[offset + a] = maskDot(a);
   }
   return g;
+}
+
+void Evaluator::routerGrad(el::RouterGradOp op) {
+  const Tensor &u = tensor(op.getInput()), &w1 = tensor(op.getW1()), &b1 = tensor(op.getB1());
+  const Tensor &w2 = tensor(op.getW2()), &dzIn = tensor(op.getResultGrad());
+  double slope = op.getNegativeSlope().convertToDouble();
+  Tensor a = linear(u, w1);
+  Tensor h(a.shape);
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    a[i] += b1[i];
+    h[i] = a[i] > 0.0 ? a[i] : slope * a[i];
+  }
+  Tensor dz({dzIn.numel()}, dzIn.data);
+  Tensor dh = inputGrad(dz, w2, h.shape);
+  for (int64_t i = 0; i < dh.numel(); ++i)
+    dh[i] *= a[i] > 0.0 ? 1.0 : slope;
+  values[op.getW1Grad()] = weightGrad(u, dh, u.numel(), h.numel());
+  values[op.getB1Grad()] = dh;
+  values[op.getW2Grad()] = weightGrad(h, dz, h.numel(), dz.numel());
+  values[op.getB2Grad()] = dz;
+}
+
+void Evaluator::resourceLossGrad(el::ResourceLossGradOp op) {
+  double params = tensor(op.getParams())[0], dl = tensor(op.getResultGrad())[0];
+  int64_t budget = static_cast<int64_t>(tensor(op.getBudget())[0]);
+  double b = op.getFractions()[budget], full = op.getFullParams().convertToDouble();
+  double ratio = params / (b * full) - 1.0;
+  double dp = (ratio > 0 ? 1.0 : -1.0) / (b * full);
+  if (b < 1.0 && std::abs(ratio) < op.getDeadZone().convertToDouble())
+    dp = 0.0;
+  values[op.getParamsGrad()] = Tensor::scalar(dl * dp);
+  for (auto [anchor, grad] : llvm::zip(op.getAnchors(), op.getAnchorsGrad())) {
+    const Tensor &pi = tensor(anchor);
+    Tensor g(pi.shape);
+    if (b == 1.0) {
+      int64_t n = pi.shape.back();
+      for (int64_t i = 0; i < pi.numel(); ++i)
+        g[i] = dl * op.getAnchorWeight().convertToDouble() * 2.0 *
+               (pi[i] - (i % n == 0 ? 1.0 : 0.0)) / pi.numel();
+    }
+    values[grad] = std::move(g);
+  }
 }
 
 llvm::Error Evaluator::eval(Operation *op) {
@@ -796,6 +861,72 @@ llvm::Error Evaluator::eval(Operation *op) {
       })
       .Case([&](el::PrefixMaskGradOp o) {
         set(o, prefixMaskGrad(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::RouterGradOp o) {
+        routerGrad(o);
+        return llvm::Error::success();
+      })
+      .Case([&](el::GumbelSoftmaxGradOp o) {
+        const Tensor &logits = tensor(o.getLogits()), &noise = tensor(o.getNoise());
+        const Tensor &dpi = tensor(o.getResultGrad());
+        double tau = tensor(o.getTau())[0], scale = tensor(o.getScale())[0];
+        int64_t n = logits.shape.back();
+        Tensor g(logits.shape);
+        std::vector<double> row(n);
+        for (int64_t r = 0; r < logits.numel() / n; ++r) {
+          for (int64_t i = 0; i < n; ++i)
+            row[i] = scale * logits[r * n + i] + noise[r * n + i];
+          std::vector<double> lp = logSoftmaxRow(row.data(), n, tau);
+          double dot = 0.0;
+          for (int64_t i = 0; i < n; ++i)
+            dot += dpi[r * n + i] * std::exp(lp[i]);
+          for (int64_t i = 0; i < n; ++i)
+            g[r * n + i] = scale / tau * std::exp(lp[i]) * (dpi[r * n + i] - dot);
+        }
+        set(o, std::move(g));
+        return llvm::Error::success();
+      })
+      .Case([&](el::LayerKeepGradOp o) {
+        const Tensor &pi = tensor(o.getProbs()), &dkeep = tensor(o.getResultGrad());
+        ArrayRef<int64_t> order = o.getOrder();
+        int64_t options = pi.numel(), layers = static_cast<int64_t>(order.size());
+        int64_t a = argmax(pi.data.data(), options);
+        Tensor g(pi.shape);
+        for (int64_t rank = 0; rank < layers; ++rank)
+          for (int64_t k = 0; k <= std::min(rank, options - 1); ++k)
+            if (o.getMode() == el::MaskMode::Soft || k == a)
+              g[k] += dkeep[order[rank]];
+        set(o, std::move(g));
+        return llvm::Error::success();
+      })
+      .Case([&](el::ExpectedSizeGradOp o) {
+        const Tensor &pi = tensor(o.getProbs()), &de = tensor(o.getResultGrad());
+        ArrayRef<int64_t> choices = o.getChoices();
+        int64_t n = static_cast<int64_t>(choices.size());
+        Tensor g(pi.shape);
+        for (int64_t r = 0; r < pi.numel() / n; ++r) {
+          int64_t a = argmax(&pi.data[r * n], n);
+          for (int64_t i = 0; i < n; ++i)
+            if (o.getMode() == el::MaskMode::Soft || i == a)
+              g[r * n + i] = de[r] * choices[i];
+        }
+        set(o, std::move(g));
+        return llvm::Error::success();
+      })
+      .Case([&](el::ParamCountGradOp o) {
+        auto get = [&](Value v) -> const Tensor & { return tensor(v); };
+        double dl = tensor(o.getResultGrad())[0];
+        for (int operand = 0; operand < 6; ++operand) {
+          Tensor g(tensor(o->getOperand(operand)).shape);
+          for (int64_t i = 0; i < g.numel(); ++i)
+            g[i] = dl * countWithSeed(o, get, operand, i).d;
+          values[o->getResult(operand)] = std::move(g);
+        }
+        return llvm::Error::success();
+      })
+      .Case([&](el::ResourceLossGradOp o) {
+        resourceLossGrad(o);
         return llvm::Error::success();
       })
       .Case([&](arith::ConstantOp o) -> llvm::Error {

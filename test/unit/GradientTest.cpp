@@ -211,14 +211,13 @@ TEST(GradientTest, OpWithoutGradientRuleIsAnError) {
   MLIRContext context;
   loadImportDialects(context);
   auto module = parseSourceString<ModuleOp>(R"mlir(
-func.func @f(%u: tensor<3xf32> {elastic.param = "u"}, %w1: tensor<4x3xf32> {elastic.param = "w1"},
-             %b1: tensor<4xf32>, %w2: tensor<3x4xf32>, %b2: tensor<3xf32>,
-             %p: tensor<3xf32>) -> tensor<f32> {
-  %z = elastic.router %u, %w1, %b1, %w2, %b2
-      : (tensor<3xf32>, tensor<4x3xf32>, tensor<4xf32>, tensor<3x4xf32>, tensor<3xf32>) -> tensor<3xf32>
-  %e = elastic.expected_size %z {choices = array<i64: 3, 2, 1>, mode = #elastic.mask_mode<soft>}
-      : tensor<3xf32> -> tensor<f32>
-  return %e : tensor<f32>
+func.func @f(%x: tensor<?x?x4xf32> {elastic.param = "x"}, %wq: tensor<4x4xf32>,
+             %wk: tensor<2x4xf32>, %wv: tensor<2x4xf32>, %wo: tensor<4x4xf32>,
+             %t: tensor<?x?xi32>) -> tensor<f32> {
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 2 : i64, num_kv_heads = 1 : i64, head_dim = 2 : i64}
+      : (tensor<?x?x4xf32>, tensor<4x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>, tensor<4x4xf32>) -> tensor<?x?x4xf32>
+  %ce = elastic.cross_entropy %y, %t : (tensor<?x?x4xf32>, tensor<?x?xi32>) -> tensor<f32>
+  return %ce : tensor<f32>
 }
 )mlir",
                                             &context);
@@ -233,5 +232,80 @@ func.func @f(%u: tensor<3xf32> {elastic.param = "u"}, %w1: tensor<4x3xf32> {elas
   EXPECT_TRUE(failed(pm.run(*module)));
   EXPECT_NE(diagnostics.find("has no gradient rule"), std::string::npos) << diagnostics;
 }
+
+} // namespace
+
+namespace {
+
+/// The whole imported elastic model of an MLP-only hybrid: routers, Gumbel-softmax, masks
+/// (homogeneous and heterogeneous), keep gates, KD and the resource loss with its anchor.
+struct ElasticCase {
+  const char *name;
+  nestor::spec::MaskMode mode;
+  int budget;
+};
+
+void PrintTo(const ElasticCase &c, std::ostream *os) { *os << c.name; }
+
+class ElasticModelGradientTest : public ::testing::TestWithParam<ElasticCase> {};
+
+TEST_P(ElasticModelGradientTest, MatchesFiniteDifferences) {
+  spec::ModelSpec spec;
+  spec.set_name("mlp-elastic");
+  spec::Architecture *a = spec.mutable_architecture();
+  a->set_hybrid_override_pattern("---");
+  a->set_hidden_size(6);
+  a->set_intermediate_size(9);
+  a->set_vocab_size(256);
+  spec::Elastic *e = spec.mutable_elastic();
+  for (auto [n, f] : {std::pair{"full", 1.0}, {"mid", 0.8}, {"small", 0.6}}) {
+    auto *b = e->add_budgets();
+    b->set_name(n);
+    b->set_fraction(f);
+  }
+  for (int64_t k : {6, 4, 3})
+    e->mutable_hidden_size()->add_choices(k);
+  for (int64_t k : {9, 5})
+    e->mutable_intermediate_size()->add_choices(k);
+  e->mutable_intermediate_size()->set_heterogeneous(true);
+  e->set_max_dropped_layers(2);
+  e->set_mask_mode(GetParam().mode);
+  e->mutable_router()->set_hidden_size(5);
+  spec.mutable_training()->mutable_distillation()->set_trainable_teacher(true);
+
+  MLIRContext context;
+  ImportOptions options;
+  options.float64 = true;
+  auto module = importSpec(context, spec, options);
+  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  (*module)->print(os);
+  Harness h(text, "elastic_model", 1);
+  ASSERT_TRUE(h.step);
+  std::mt19937_64 rng(17);
+  std::vector<Tensor> args = randomArgs(h.forward, rng, 2, 3);
+  auto input = [&](StringRef name) -> Tensor & {
+    for (unsigned i = 0; i < h.forward.getNumArguments(); ++i)
+      if (auto n = h.forward.getArgAttrOfType<StringAttr>(i, "elastic.input"); n && n == name)
+        return args[i];
+    ADD_FAILURE() << "no input " << name.str();
+    return args[0];
+  };
+  input("budget") = Tensor::scalar(GetParam().budget);
+  input("tau") = Tensor::scalar(1.3);
+  input("logit_scale") = Tensor::scalar(2.0);
+  input("hard_sample") = Tensor::scalar(0);
+  input("seed") = Tensor::scalar(11);
+  EXPECT_GT(checkGradients(h, args, 1, 1e-5), 1000);
+}
+
+INSTANTIATE_TEST_SUITE_P(Routers, ElasticModelGradientTest,
+                         ::testing::Values(ElasticCase{"soft_budget1", spec::SOFT, 1},
+                                           ElasticCase{"soft_full_anchor", spec::SOFT, 0},
+                                           ElasticCase{"hard_budget2", spec::HARD, 2}),
+                         [](const ::testing::TestParamInfo<ElasticCase> &info) {
+                           return std::string(info.param.name);
+                         });
 
 } // namespace

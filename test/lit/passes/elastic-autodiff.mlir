@@ -57,16 +57,16 @@ func.func @f(%s: tensor<?x?x5xf32> {elastic.param = "student"},
 
 // -----
 
-// An op on the path without a gradient rule is named in the error (the router ops get theirs
-// in a later change).
-func.func @f(%z: tensor<3xf32> {elastic.param = "z"}, %g: tensor<3xf32>, %tau: tensor<f32>,
-             %s: tensor<f32>, %hard: tensor<i1>) -> (tensor<3xf32>, tensor<f32>) {
-  %pi = elastic.gumbel_softmax %z, %g, %tau, %s, %hard
-      : (tensor<3xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>, tensor<i1>) -> tensor<3xf32>
-  // expected-error @+1 {{'elastic.expected_size' op is on the path from the parameters to the loss but has no gradient rule (GradientOpInterface)}}
-  %e = elastic.expected_size %pi {choices = array<i64: 3, 2, 1>, mode = #elastic.mask_mode<soft>}
-      : tensor<3xf32> -> tensor<f32>
-  return %pi, %e : tensor<3xf32>, tensor<f32>
+// An op on the path without a gradient rule is named in the error (attention and Mamba2 get
+// theirs in a later change).
+func.func @f(%x: tensor<?x?x4xf32> {elastic.param = "x"}, %wq: tensor<4x4xf32>,
+             %wk: tensor<2x4xf32>, %wv: tensor<2x4xf32>, %wo: tensor<4x4xf32>,
+             %t: tensor<?x?xi32>) -> (tensor<?x?x4xf32>, tensor<f32>) {
+  // expected-error @+1 {{'elastic.attention' op is on the path from the parameters to the loss but has no gradient rule (GradientOpInterface)}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 2 : i64, num_kv_heads = 1 : i64, head_dim = 2 : i64}
+      : (tensor<?x?x4xf32>, tensor<4x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>, tensor<4x4xf32>) -> tensor<?x?x4xf32>
+  %ce = elastic.cross_entropy %y, %t : (tensor<?x?x4xf32>, tensor<?x?xi32>) -> tensor<f32>
+  return %y, %ce : tensor<?x?x4xf32>, tensor<f32>
 }
 
 // -----

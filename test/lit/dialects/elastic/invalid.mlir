@@ -957,3 +957,131 @@ func.func @t(%p: tensor<2xf32>, %dm: tensor<64xf32>) {
   %g = elastic.prefix_mask_grad %p, %dm {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<soft>, mask = !elastic.mask<hidden, 64>} : (tensor<2xf32>, tensor<64xf32>) -> tensor<2xf32>
   return
 }
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>, %dz: tensor<6xf32>) {
+  // expected-error @+1 {{expects w1_grad of type 'tensor<16x3xf32>', got 'tensor<3x16xf32>'}}
+  %r:4 = elastic.router_grad %u, %w1, %b1, %w2, %b2, %dz : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<3x16xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>, %dz: tensor<6xf32>) {
+  // expected-error @+1 {{expects b1_grad of type 'tensor<16xf32>', got 'tensor<6xf32>'}}
+  %r:4 = elastic.router_grad %u, %w1, %b1, %w2, %b2, %dz : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<16x3xf32>, tensor<6xf32>, tensor<6x16xf32>, tensor<6xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>, %dz: tensor<6xf32>) {
+  // expected-error @+1 {{expects w2_grad of type 'tensor<6x16xf32>', got 'tensor<16x6xf32>'}}
+  %r:4 = elastic.router_grad %u, %w1, %b1, %w2, %b2, %dz : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<16x3xf32>, tensor<16xf32>, tensor<16x6xf32>, tensor<6xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>, %dz: tensor<6xf32>) {
+  // expected-error @+1 {{expects b2_grad of type 'tensor<6xf32>', got 'tensor<5xf32>'}}
+  %r:4 = elastic.router_grad %u, %w1, %b1, %w2, %b2, %dz : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>, tensor<6xf32>) -> (tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<5xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>, %w2: tensor<6x16xf32>, %b2: tensor<6xf32>, %dz: tensor<5xf32>) {
+  // expected-error @+1 {{expects one result cotangent per router output}}
+  %r:4 = elastic.router_grad %u, %w1, %b1, %w2, %b2, %dz : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>, tensor<5xf32>) -> (tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%z: tensor<3xf32>, %t: tensor<f32>, %h: tensor<i1>, %dz: tensor<4xf32>) {
+  // expected-error @+1 {{expects result_grad of type 'tensor<3xf32>', got 'tensor<4xf32>'}}
+  %g = elastic.gumbel_softmax_grad %z, %z, %t, %t, %h, %dz : (tensor<3xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>, tensor<i1>, tensor<4xf32>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%z: tensor<3xf32>, %t: tensor<f32>, %h: tensor<i1>) {
+  // expected-error @+1 {{expects logits_grad of type 'tensor<3xf32>', got 'tensor<3xf64>'}}
+  %g = elastic.gumbel_softmax_grad %z, %z, %t, %t, %h, %z : (tensor<3xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>, tensor<i1>, tensor<3xf32>) -> tensor<3xf64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>, %d: tensor<5xf32>) {
+  // expected-error @+1 {{expects one keep cotangent per layer}}
+  %g = elastic.layer_keep_grad %p, %d {order = array<i64: 3, 1, 0, 2>, mode = #elastic.mask_mode<soft>} : (tensor<3xf32>, tensor<5xf32>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>, %d: tensor<4xf32>) {
+  // expected-error @+1 {{expects probs_grad of type 'tensor<3xf32>', got 'tensor<4xf32>'}}
+  %g = elastic.layer_keep_grad %p, %d {order = array<i64: 3, 1, 0, 2>, mode = #elastic.mask_mode<soft>} : (tensor<3xf32>, tensor<4xf32>) -> tensor<4xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>, %d: tensor<f32>) {
+  // expected-error @+1 {{expects one probability per choice}}
+  %g = elastic.expected_size_grad %p, %d {choices = array<i64: 8, 4>, mode = #elastic.mask_mode<soft>} : (tensor<3xf32>, tensor<f32>) -> tensor<3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2x3xf32>, %d: tensor<f32>) {
+  // expected-error @+1 {{expects a cotangent per row of probabilities}}
+  %g = elastic.expected_size_grad %p, %d {choices = array<i64: 8, 6, 4>, mode = #elastic.mask_mode<soft>} : (tensor<2x3xf32>, tensor<f32>) -> tensor<2x3xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<3xf32>, %d: tensor<f32>) {
+  // expected-error @+1 {{expects probs_grad of type 'tensor<3xf32>', got 'tensor<3xf64>'}}
+  %g = elastic.expected_size_grad %p, %d {choices = array<i64: 8, 6, 4>, mode = #elastic.mask_mode<soft>} : (tensor<3xf32>, tensor<f32>) -> tensor<3xf64>
+  return
+}
+
+// -----
+
+func.func @t(%d: tensor<f32>, %k: tensor<3xf32>) {
+  // expected-error @+1 {{expects each size's cotangent to have its type}}
+  %p:6 = elastic.param_count_grad hidden(%d) ffn(%d) attn_heads(%d) mamba_heads(%d) mamba_head_dim(%d) keep(%k) grad(%d) {pattern = "M-M", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false} : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>, tensor<f32>) -> (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<2xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%d: tensor<f32>, %b: tensor<i32>, %pi: tensor<3xf32>) {
+  // expected-error @+1 {{expects one cotangent per anchor}}
+  %q = elastic.resource_loss_grad %d, %b, %d anchors(%pi) {fractions = array<f64: 1.0>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>, tensor<f32>, tensor<3xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%d: tensor<f32>, %b: tensor<i32>, %pi: tensor<3xf32>) {
+  // expected-error @+1 {{expects anchor cotangent of type 'tensor<3xf32>', got 'tensor<2xf32>'}}
+  %q:2 = elastic.resource_loss_grad %d, %b, %d anchors(%pi) {fractions = array<f64: 1.0>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>, tensor<f32>, tensor<3xf32>) -> (tensor<f32>, tensor<2xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%d: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{expects params_grad of type 'tensor<f32>', got 'tensor<f64>'}}
+  %q = elastic.resource_loss_grad %d, %b, %d {fractions = array<f64: 1.0>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>, tensor<f32>) -> tensor<f64>
+  return
+}

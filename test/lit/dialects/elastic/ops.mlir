@@ -141,3 +141,35 @@ func.func @backward(%tok: tensor<?x?xi32>, %table: tensor<256x64xf32>, %x: tenso
       : (tensor<3xf32>, tensor<66xf32>) -> tensor<3xf32>
   return
 }
+
+// CHECK-LABEL: func.func @router_backward
+func.func @router_backward(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor<16xf32>,
+                           %w2: tensor<6x16xf32>, %b2: tensor<6xf32>, %dz: tensor<2x3xf32>,
+                           %g: tensor<2x3xf32>, %tau: tensor<f32>, %hard: tensor<i1>,
+                           %pi: tensor<3xf32>, %dkeep: tensor<4xf32>, %de: tensor<2xf32>,
+                           %d: tensor<f32>, %k: tensor<3xf32>, %budget: tensor<i32>) {
+  // CHECK: elastic.router_grad {{.*}} : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>, tensor<2x3xf32>) -> (tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>)
+  %r:4 = elastic.router_grad %u, %w1, %b1, %w2, %b2, %dz
+      : (tensor<3xf32>, tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>, tensor<2x3xf32>)
+      -> (tensor<16x3xf32>, tensor<16xf32>, tensor<6x16xf32>, tensor<6xf32>)
+  // CHECK: elastic.gumbel_softmax_grad
+  %dl = elastic.gumbel_softmax_grad %dz, %g, %tau, %tau, %hard, %dz
+      : (tensor<2x3xf32>, tensor<2x3xf32>, tensor<f32>, tensor<f32>, tensor<i1>, tensor<2x3xf32>) -> tensor<2x3xf32>
+  // CHECK: elastic.layer_keep_grad %{{.*}}, %{{.*}} {mode = #elastic.mask_mode<hard>, order = array<i64: 3, 1, 0, 2>}
+  %dpi = elastic.layer_keep_grad %pi, %dkeep {order = array<i64: 3, 1, 0, 2>, mode = #elastic.mask_mode<hard>}
+      : (tensor<3xf32>, tensor<4xf32>) -> tensor<3xf32>
+  // CHECK: elastic.expected_size_grad
+  %dr = elastic.expected_size_grad %dz, %de {choices = array<i64: 8, 6, 4>, mode = #elastic.mask_mode<soft>}
+      : (tensor<2x3xf32>, tensor<2xf32>) -> tensor<2x3xf32>
+  // CHECK: elastic.param_count_grad hidden(%{{.*}}) ffn(%{{.*}}) attn_heads(%{{.*}}) mamba_heads(%{{.*}}) mamba_head_dim(%{{.*}}) keep(%{{.*}}) grad(%{{.*}})
+  %p:6 = elastic.param_count_grad hidden(%d) ffn(%d) attn_heads(%d) mamba_heads(%d) mamba_head_dim(%d) keep(%k) grad(%d)
+      {pattern = "M-M", mamba_groups = 2 : i64, ssm_state_size = 8 : i64, conv_kernel = 4 : i64,
+       num_kv_heads = 2 : i64, head_dim = 16 : i64, vocab_size = 256 : i64, tied_embeddings = false}
+      : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>, tensor<f32>)
+      -> (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>)
+  // CHECK: elastic.resource_loss_grad %{{.*}}, %{{.*}}, %{{.*}} anchors(%{{.*}}, %{{.*}})
+  %q:3 = elastic.resource_loss_grad %d, %budget, %d anchors(%pi, %dz)
+      {fractions = array<f64: 1.0, 0.5>, full_params = 1.0e6 : f64}
+      : (tensor<f32>, tensor<i32>, tensor<f32>, tensor<3xf32>, tensor<2x3xf32>) -> (tensor<f32>, tensor<3xf32>, tensor<2x3xf32>)
+  return
+}
