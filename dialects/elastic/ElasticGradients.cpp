@@ -359,3 +359,46 @@ LogicalResult ResourceLossGradOp::verify() {
       return failure();
   return expectType(*this, getParamsGrad(), getParams().getType(), "params_grad");
 }
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+LogicalResult AttentionOp::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                    SmallVectorImpl<Value> &operandGrads) {
+  Type t = elementTypeOf(getInput());
+  auto grad = AttentionGradOp::create(
+      b, getLoc(), getInput().getType(), getQProj().getType(), getKProj().getType(),
+      getVProj().getType(), getOProj().getType(), optionalCotangentType(getHeadsMask(), t),
+      optionalCotangentType(getHiddenMask(), t), getInput(), getQProj(), getKProj(), getVProj(),
+      getOProj(), resultGrads[0], getHeadsMask(), getHiddenMask(), getNumHeadsAttr(),
+      getNumKvHeadsAttr(), getHeadDimAttr());
+  operandGrads.append({grad.getInputGrad(), grad.getQProjGrad(), grad.getKProjGrad(),
+                       grad.getVProjGrad(), grad.getOProjGrad()});
+  if (getHeadsMask())
+    operandGrads.push_back(grad.getHeadsMaskGrad());
+  if (getHiddenMask())
+    operandGrads.push_back(grad.getHiddenMaskGrad());
+  return success();
+}
+
+LogicalResult AttentionGradOp::verify() {
+  Type t = elementTypeOf(getInput());
+  if (failed(expectType(*this, getResultGrad(), getInput().getType(), "result_grad")) ||
+      failed(expectType(*this, getInputGrad(), getInput().getType(), "input_grad")) ||
+      failed(expectType(*this, getQProjGrad(), getQProj().getType(), "q_proj_grad")) ||
+      failed(expectType(*this, getKProjGrad(), getKProj().getType(), "k_proj_grad")) ||
+      failed(expectType(*this, getVProjGrad(), getVProj().getType(), "v_proj_grad")) ||
+      failed(expectType(*this, getOProjGrad(), getOProj().getType(), "o_proj_grad")) ||
+      failed(expectMaskGrad(*this, getHeadsMask(), getHeadsMaskGrad(), t, "heads_mask_grad")))
+    return failure();
+  return expectMaskGrad(*this, getHiddenMask(), getHiddenMaskGrad(), t, "hidden_mask_grad");
+}
+
+LogicalResult AttentionGradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
+  if (OpOperand *operand = operandOf(*this, getHeadsMask()))
+    uses.push_back({operand->getOperandNumber(), AxisKind::AttnHeads,
+                    static_cast<int64_t>(getNumHeads()), static_cast<int64_t>(getNumKvHeads())});
+  addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getInput()));
+  return success();
+}

@@ -140,7 +140,8 @@ def Elastic_Mamba2Op : Elastic_MaskedOp<"mamba2", [AttrSizedOperandSegments]> {
   }];
 }
 
-def Elastic_AttentionOp : Elastic_MaskedOp<"attention", [AttrSizedOperandSegments]> {
+def Elastic_AttentionOp : Elastic_MaskedOp<"attention", [AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "causal grouped-query attention without positional encoding";
   let description = [{
     `softmax(Q K^T / sqrt(head_dim))` under a causal mask, no biases, no positional encoding;
@@ -854,6 +855,48 @@ def Elastic_ResourceLossGradOp : Elastic_Op<"resource_loss_grad", [Pure]> {
   let assemblyFormat = [{
     $params `,` $budget `,` $result_grad (`anchors` `(` $anchors^ `)`)? attr-dict `:`
     functional-type(operands, results)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_AttentionGradOp : Elastic_MaskedOp<"attention_grad",
+    [AttrSizedOperandSegments, AttrSizedResultSegments]> {
+  let summary = "VJP of elastic.attention";
+  let description = [{
+    With `p` the causal attention probabilities of each query head, `a_i = sum_j p_ij v_j` and
+    `o_i = m_h a_i`: `dm_h = sum_i do_i . a_i`, `dv_j += p_ij m_h do_i`,
+    `ds_ij = p_ij (dp_ij - sum_k p_ik dp_ik)` with `dp_ij = m_h do_i . v_j`, `dq_i += scale
+    sum_j ds_ij k_j`, `dk_j += scale ds_ij q_i` (summed over the query heads of a KV head),
+    then the projections' products. A heads mask's cotangent has zero norm entries.
+
+    ```mlir
+    %g:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %dy
+        {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64}
+        : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>,
+           tensor<64x64xf32>, tensor<?x?x64xf32>)
+        -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>,
+            tensor<64x64xf32>)
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$input, Elastic_Matrix:$q_proj,
+                       Elastic_Matrix:$k_proj, Elastic_Matrix:$v_proj, Elastic_Matrix:$o_proj,
+                       Elastic_Activation:$result_grad,
+                       Elastic_OptionalMask:$heads_mask, Elastic_OptionalMask:$hidden_mask,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim);
+  let results = (outs Elastic_Activation:$input_grad, Elastic_Matrix:$q_proj_grad,
+                      Elastic_Matrix:$k_proj_grad, Elastic_Matrix:$v_proj_grad,
+                      Elastic_Matrix:$o_proj_grad, Optional<Elastic_Vector>:$heads_mask_grad,
+                      Optional<Elastic_Vector>:$hidden_mask_grad);
+  let assemblyFormat = [{
+    $input `,` $q_proj `,` $k_proj `,` $v_proj `,` $o_proj `,` $result_grad
+    (`heads` `(` $heads_mask^ `:` qualified(type($heads_mask)) `)`)?
+    (`hidden` `(` $hidden_mask^ `:` qualified(type($hidden_mask)) `)`)?
+    attr-dict `:` `(` type($input) `,` type($q_proj) `,` type($k_proj) `,` type($v_proj) `,`
+    type($o_proj) `,` type($result_grad) `)` `->` `(` type($input_grad) `,` type($q_proj_grad)
+    `,` type($k_proj_grad) `,` type($v_proj_grad) `,` type($o_proj_grad) `)`
+    (`heads` `(` type($heads_mask_grad)^ `)`)? (`hidden` `(` type($hidden_mask_grad)^ `)`)?
   }];
   let hasVerifier = 1;
 }

@@ -126,6 +126,7 @@ private:
   Tensor resourceLoss(el::ResourceLossOp op);
   void embedGrad(el::EmbedGradOp op);
   void routerGrad(el::RouterGradOp op);
+  void attentionGrad(el::AttentionGradOp op);
   void resourceLossGrad(el::ResourceLossGradOp op);
   void rmsnormGrad(el::RMSNormGradOp op);
   void mlpGrad(el::MLPGradOp op);
@@ -620,6 +621,105 @@ void Evaluator::resourceLossGrad(el::ResourceLossGradOp op) {
   }
 }
 
+void Evaluator::attentionGrad(el::AttentionGradOp op) {
+  const Tensor &x = tensor(op.getInput()), &wq = tensor(op.getQProj());
+  const Tensor &wk = tensor(op.getKProj()), &wv = tensor(op.getVProj());
+  const Tensor &wo = tensor(op.getOProj()), &dy = tensor(op.getResultGrad());
+  int64_t nh = op.getNumHeads(), nkv = op.getNumKvHeads(), hd = op.getHeadDim();
+  int64_t B = x.dim(0), L = x.dim(1), d = x.dim(2);
+  const Mask *mhid = mask(op.getHiddenMask());
+  Mask heads = op.getHeadsMask() ? *mask(op.getHeadsMask()) : fullMask(nh);
+  Tensor q = linear(x, wq), k = linear(x, wk), v = linear(x, wv);
+  double scale = 1.0 / std::sqrt(static_cast<double>(hd));
+
+  // Forward again, keeping the probabilities and the unmasked head outputs a.
+  Tensor a({B, L, nh * hd}), o({B, L, nh * hd});
+  std::vector<double> probs(B * nh * L * L, 0.0);
+  auto P = [&](int64_t b, int64_t h, int64_t i, int64_t j) -> double & {
+    return probs[((b * nh + h) * L + i) * L + j];
+  };
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < nh; ++h) {
+      int64_t kvh = h / (nh / nkv);
+      for (int64_t i = 0; i < L; ++i) {
+        const double *qi = &q.data[(b * L + i) * nh * hd + h * hd];
+        double mx = -std::numeric_limits<double>::infinity();
+        for (int64_t j = 0; j <= i; ++j) {
+          const double *kj = &k.data[(b * L + j) * nkv * hd + kvh * hd];
+          double sc = 0.0;
+          for (int64_t e = 0; e < hd; ++e)
+            sc += qi[e] * kj[e];
+          P(b, h, i, j) = sc * scale;
+          mx = std::max(mx, P(b, h, i, j));
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j <= i; ++j)
+          sum += (P(b, h, i, j) = std::exp(P(b, h, i, j) - mx));
+        for (int64_t j = 0; j <= i; ++j) {
+          P(b, h, i, j) /= sum;
+          const double *vj = &v.data[(b * L + j) * nkv * hd + kvh * hd];
+          for (int64_t e = 0; e < hd; ++e)
+            a[(b * L + i) * nh * hd + h * hd + e] += P(b, h, i, j) * vj[e];
+        }
+      }
+    }
+  for (int64_t i = 0; i < a.numel(); ++i)
+    o[i] = a[i] * heads.m[(i % (nh * hd)) / hd];
+
+  Tensor out = linear(o, wo);
+  std::vector<double> dmhid(d, 0.0);
+  for (int64_t i = 0; i < dy.numel(); ++i)
+    dmhid[i % d] += dy[i] * out[i];
+  Tensor dz = dy;
+  applyMask(dz, mhid);
+  Tensor dwo = weightGrad(o, dz, nh * hd, d);
+  Tensor dout = inputGrad(dz, wo, o.shape); // d o
+  std::vector<double> dmh(nh, 0.0);
+  Tensor dq(q.shape), dk(k.shape), dv(v.shape);
+  std::vector<double> dp(L);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < nh; ++h) {
+      int64_t kvh = h / (nh / nkv);
+      for (int64_t i = 0; i < L; ++i) {
+        int64_t row = (b * L + i) * nh * hd + h * hd;
+        for (int64_t e = 0; e < hd; ++e)
+          dmh[h] += dout[row + e] * a[row + e];
+        double dot = 0.0;
+        for (int64_t j = 0; j <= i; ++j) {
+          int64_t kv = (b * L + j) * nkv * hd + kvh * hd;
+          dp[j] = 0.0;
+          for (int64_t e = 0; e < hd; ++e) {
+            double da = heads.m[h] * dout[row + e];
+            dp[j] += da * v[kv + e];
+            dv[kv + e] += P(b, h, i, j) * da;
+          }
+          dot += P(b, h, i, j) * dp[j];
+        }
+        for (int64_t j = 0; j <= i; ++j) {
+          int64_t kv = (b * L + j) * nkv * hd + kvh * hd;
+          double ds = P(b, h, i, j) * (dp[j] - dot) * scale;
+          for (int64_t e = 0; e < hd; ++e) {
+            dq[row + e] += ds * k[kv + e];
+            dk[kv + e] += ds * q[row + e];
+          }
+        }
+      }
+    }
+  Tensor dx = inputGrad(dq, wq, x.shape);
+  Tensor dxk = inputGrad(dk, wk, x.shape), dxv = inputGrad(dv, wv, x.shape);
+  for (int64_t i = 0; i < dx.numel(); ++i)
+    dx[i] += dxk[i] + dxv[i];
+  values[op.getInputGrad()] = std::move(dx);
+  values[op.getQProjGrad()] = weightGrad(x, dq, d, nh * hd);
+  values[op.getKProjGrad()] = weightGrad(x, dk, d, nkv * hd);
+  values[op.getVProjGrad()] = weightGrad(x, dv, d, nkv * hd);
+  values[op.getOProjGrad()] = std::move(dwo);
+  if (op.getHeadsMask())
+    values[op.getHeadsMaskGrad()] = maskGrad(dmh, 0.0, 0.0);
+  if (mhid)
+    values[op.getHiddenMaskGrad()] = maskGrad(dmhid, 0.0, 0.0);
+}
+
 llvm::Error Evaluator::eval(Operation *op) {
   auto set = [&](Value v, RValue r) { values[v] = std::move(r); };
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)
@@ -861,6 +961,10 @@ llvm::Error Evaluator::eval(Operation *op) {
       })
       .Case([&](el::PrefixMaskGradOp o) {
         set(o, prefixMaskGrad(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::AttentionGradOp o) {
+        attentionGrad(o);
         return llvm::Error::success();
       })
       .Case([&](el::RouterGradOp o) {

@@ -211,12 +211,16 @@ TEST(GradientTest, OpWithoutGradientRuleIsAnError) {
   MLIRContext context;
   loadImportDialects(context);
   auto module = parseSourceString<ModuleOp>(R"mlir(
-func.func @f(%x: tensor<?x?x4xf32> {elastic.param = "x"}, %wq: tensor<4x4xf32>,
-             %wk: tensor<2x4xf32>, %wv: tensor<2x4xf32>, %wo: tensor<4x4xf32>,
-             %t: tensor<?x?xi32>) -> tensor<f32> {
-  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 2 : i64, num_kv_heads = 1 : i64, head_dim = 2 : i64}
-      : (tensor<?x?x4xf32>, tensor<4x4xf32>, tensor<2x4xf32>, tensor<2x4xf32>, tensor<4x4xf32>) -> tensor<?x?x4xf32>
-  %ce = elastic.cross_entropy %y, %t : (tensor<?x?x4xf32>, tensor<?x?xi32>) -> tensor<f32>
+func.func @f(%x: tensor<?x?x64xf32> {elastic.param = "x"}, %in_proj: tensor<296x64xf32>,
+             %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>,
+             %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>,
+             %out_proj: tensor<64x128xf32>, %t: tensor<?x?xi32>) -> tensor<f32> {
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj
+      {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64}
+      : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>,
+         tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>)
+      -> tensor<?x?x64xf32>
+  %ce = elastic.cross_entropy %y, %t : (tensor<?x?x64xf32>, tensor<?x?xi32>) -> tensor<f32>
   return %ce : tensor<f32>
 }
 )mlir",
@@ -237,8 +241,9 @@ func.func @f(%x: tensor<?x?x4xf32> {elastic.param = "x"}, %wq: tensor<4x4xf32>,
 
 namespace {
 
-/// The whole imported elastic model of an MLP-only hybrid: routers, Gumbel-softmax, masks
-/// (homogeneous and heterogeneous), keep gates, KD and the resource loss with its anchor.
+/// The whole imported elastic model of an MLP + attention hybrid (GQA, head dim 3): routers,
+/// Gumbel-softmax, masks (homogeneous and heterogeneous), keep gates, KD, CE and the resource
+/// loss with its anchor.
 struct ElasticCase {
   const char *name;
   nestor::spec::MaskMode mode;
@@ -251,11 +256,14 @@ class ElasticModelGradientTest : public ::testing::TestWithParam<ElasticCase> {}
 
 TEST_P(ElasticModelGradientTest, MatchesFiniteDifferences) {
   spec::ModelSpec spec;
-  spec.set_name("mlp-elastic");
+  spec.set_name("mlp-attention-elastic");
   spec::Architecture *a = spec.mutable_architecture();
-  a->set_hybrid_override_pattern("---");
+  a->set_hybrid_override_pattern("-*-*");
   a->set_hidden_size(6);
   a->set_intermediate_size(9);
+  a->set_num_attention_heads(4);
+  a->set_num_key_value_heads(2);
+  a->set_head_dim(3);
   a->set_vocab_size(256);
   spec::Elastic *e = spec.mutable_elastic();
   for (auto [n, f] : {std::pair{"full", 1.0}, {"mid", 0.8}, {"small", 0.6}}) {
@@ -268,6 +276,9 @@ TEST_P(ElasticModelGradientTest, MatchesFiniteDifferences) {
   for (int64_t k : {9, 5})
     e->mutable_intermediate_size()->add_choices(k);
   e->mutable_intermediate_size()->set_heterogeneous(true);
+  for (int64_t k : {4, 2})
+    e->mutable_num_attention_heads()->add_choices(k);
+  e->mutable_num_attention_heads()->set_heterogeneous(GetParam().mode == spec::SOFT);
   e->set_max_dropped_layers(2);
   e->set_mask_mode(GetParam().mode);
   e->mutable_router()->set_hidden_size(5);
