@@ -402,3 +402,46 @@ LogicalResult AttentionGradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
   addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
+
+//===----------------------------------------------------------------------===//
+// Mamba2
+//===----------------------------------------------------------------------===//
+
+LogicalResult Mamba2Op::buildVJP(OpBuilder &b, ValueRange resultGrads,
+                                 SmallVectorImpl<Value> &operandGrads) {
+  Type t = elementTypeOf(getInput());
+  auto grad = Mamba2GradOp::create(
+      b, getLoc(), getInput().getType(), getInProj().getType(), getConvWeight().getType(),
+      getConvBias().getType(), getDtBias().getType(), getALog().getType(), getDSkip().getType(),
+      getNormWeight().getType(), getOutProj().getType(), optionalCotangentType(getHeadsMask(), t),
+      optionalCotangentType(getChannelsMask(), t), optionalCotangentType(getHiddenMask(), t),
+      getInput(), getInProj(), getConvWeight(), getConvBias(), getDtBias(), getALog(), getDSkip(),
+      getNormWeight(), getOutProj(), resultGrads[0], getHeadsMask(), getChannelsMask(),
+      getHiddenMask(), getNumHeadsAttr(), getHeadDimAttr(), getNGroupsAttr(), getStateSizeAttr(),
+      getEpsilonAttr());
+  // Results 0..8 follow operands 0..8; the present mask cotangents follow in order.
+  operandGrads.append(grad->result_begin(), grad->result_begin() + 9);
+  for (Value g : {grad.getHeadsMaskGrad(), grad.getChannelsMaskGrad(), grad.getHiddenMaskGrad()})
+    if (g)
+      operandGrads.push_back(g);
+  return success();
+}
+
+LogicalResult Mamba2GradOp::verify() {
+  Type t = elementTypeOf(getInput());
+  if (failed(expectMaskGrad(*this, getHeadsMask(), getHeadsMaskGrad(), t, "heads_mask_grad")) ||
+      failed(
+          expectMaskGrad(*this, getChannelsMask(), getChannelsMaskGrad(), t, "channels_mask_grad")))
+    return failure();
+  return expectMaskGrad(*this, getHiddenMask(), getHiddenMaskGrad(), t, "hidden_mask_grad");
+}
+
+LogicalResult Mamba2GradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
+  if (OpOperand *operand = operandOf(*this, getHeadsMask()))
+    uses.push_back({operand->getOperandNumber(), AxisKind::MambaHeads,
+                    static_cast<int64_t>(getNumHeads()), static_cast<int64_t>(getNGroups())});
+  addUse(uses, *this, getChannelsMask(), AxisKind::MambaHeadDim,
+         static_cast<int64_t>(getHeadDim()));
+  addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getInput()));
+  return success();
+}

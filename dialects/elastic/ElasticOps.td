@@ -77,7 +77,8 @@ def Elastic_RMSNormOp : Elastic_MaskedOp<"rmsnorm", [DeclareOpInterfaceMethods<E
   let hasVerifier = 1;
 }
 
-def Elastic_Mamba2Op : Elastic_MaskedOp<"mamba2", [AttrSizedOperandSegments]> {
+def Elastic_Mamba2Op : Elastic_MaskedOp<"mamba2", [AttrSizedOperandSegments,
+    DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "Mamba2 mixer (in_proj, causal conv, SSD scan, gated group norm, out_proj)";
   let description = [{
     The Mamba2 mixer of METHOD.md §1 with H = `num_heads` heads of P = `head_dim` channels,
@@ -897,6 +898,65 @@ def Elastic_AttentionGradOp : Elastic_MaskedOp<"attention_grad",
     type($o_proj) `,` type($result_grad) `)` `->` `(` type($input_grad) `,` type($q_proj_grad)
     `,` type($k_proj_grad) `,` type($v_proj_grad) `,` type($o_proj_grad) `)`
     (`heads` `(` type($heads_mask_grad)^ `)`)? (`hidden` `(` type($hidden_mask_grad)^ `)`)?
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_Mamba2GradOp : Elastic_MaskedOp<"mamba2_grad",
+    [AttrSizedOperandSegments, AttrSizedResultSegments,
+     AllTypesMatch<["input", "input_grad", "result_grad"]>,
+     AllTypesMatch<["in_proj", "in_proj_grad"]>,
+     AllTypesMatch<["conv_weight", "conv_weight_grad"]>,
+     AllTypesMatch<["conv_bias", "conv_bias_grad"]>, AllTypesMatch<["dt_bias", "dt_bias_grad"]>,
+     AllTypesMatch<["a_log", "a_log_grad"]>, AllTypesMatch<["d_skip", "d_skip_grad"]>,
+     AllTypesMatch<["norm_weight", "norm_weight_grad"]>,
+     AllTypesMatch<["out_proj", "out_proj_grad"]>]> {
+  let summary = "VJP of elastic.mamba2";
+  let description = [{
+    The exact backward of the Mamba2 mixer (each cotangent has its operand's type): out_proj, the gated group norm (with the
+    masked-norm correction), the gate `dy = dg silu(z)`, `dz = dg y silu'(z)`, the SSM recurrence
+    by the sequential backward of METHOD.md §9 (`dS_t = dy_t C_t + a_{t+1} dS_{t+1}`, ...,
+    `dA_log = dA A`, `d dt = dDelta sigmoid(dt + dt_bias)`), the causal convolution and SiLU,
+    the masks of z, x, dt and conv-x, and in_proj. Results are in operand order; each mask's
+    cotangent carries its norm entries (`phi = phi_h phi_p`, `sigma = sigma_h sigma_p`).
+
+    ```mlir
+    %g:9 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w,
+        %out_proj, %dy {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64,
+        state_size = 8 : i64} : (...) -> (...)
+    ```
+  }];
+  let arguments = (ins Elastic_Activation:$input, Elastic_Matrix:$in_proj,
+                       Elastic_Matrix:$conv_weight, Elastic_Vector:$conv_bias,
+                       Elastic_Vector:$dt_bias, Elastic_Vector:$a_log, Elastic_Vector:$d_skip,
+                       Elastic_Vector:$norm_weight, Elastic_Matrix:$out_proj,
+                       Elastic_Activation:$result_grad,
+                       Elastic_OptionalMask:$heads_mask, Elastic_OptionalMask:$channels_mask,
+                       Elastic_OptionalMask:$hidden_mask,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$n_groups,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$state_size,
+                       DefaultValuedAttr<F64Attr, "1.0e-5">:$epsilon);
+  let results = (outs Elastic_Activation:$input_grad, Elastic_Matrix:$in_proj_grad,
+                      Elastic_Matrix:$conv_weight_grad, Elastic_Vector:$conv_bias_grad,
+                      Elastic_Vector:$dt_bias_grad, Elastic_Vector:$a_log_grad,
+                      Elastic_Vector:$d_skip_grad, Elastic_Vector:$norm_weight_grad,
+                      Elastic_Matrix:$out_proj_grad, Optional<Elastic_Vector>:$heads_mask_grad,
+                      Optional<Elastic_Vector>:$channels_mask_grad,
+                      Optional<Elastic_Vector>:$hidden_mask_grad);
+  let assemblyFormat = [{
+    $input `,` $in_proj `,` $conv_weight `,` $conv_bias `,` $dt_bias `,` $a_log `,` $d_skip `,`
+    $norm_weight `,` $out_proj `,` $result_grad
+    (`heads` `(` $heads_mask^ `:` qualified(type($heads_mask)) `)`)?
+    (`channels` `(` $channels_mask^ `:` qualified(type($channels_mask)) `)`)?
+    (`hidden` `(` $hidden_mask^ `:` qualified(type($hidden_mask)) `)`)?
+    attr-dict `:` `(` type($input) `,` type($in_proj) `,` type($conv_weight) `,`
+    type($conv_bias) `,` type($dt_bias) `,` type($a_log) `,` type($d_skip) `,`
+    type($norm_weight) `,` type($out_proj) `,` type($result_grad) `)`
+    (`heads` `(` type($heads_mask_grad)^ `)`)?
+    (`channels` `(` type($channels_mask_grad)^ `)`)?
+    (`hidden` `(` type($hidden_mask_grad)^ `)`)?
   }];
   let hasVerifier = 1;
 }

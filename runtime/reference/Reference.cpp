@@ -127,6 +127,7 @@ private:
   void embedGrad(el::EmbedGradOp op);
   void routerGrad(el::RouterGradOp op);
   void attentionGrad(el::AttentionGradOp op);
+  void mamba2Grad(el::Mamba2GradOp op);
   void resourceLossGrad(el::ResourceLossGradOp op);
   void rmsnormGrad(el::RMSNormGradOp op);
   void mlpGrad(el::MLPGradOp op);
@@ -720,6 +721,218 @@ void Evaluator::attentionGrad(el::AttentionGradOp op) {
     values[op.getHiddenMaskGrad()] = maskGrad(dmhid, 0.0, 0.0);
 }
 
+void Evaluator::mamba2Grad(el::Mamba2GradOp op) {
+  const Tensor &x = tensor(op.getInput()), &win = tensor(op.getInProj());
+  const Tensor &convW = tensor(op.getConvWeight()), &convB = tensor(op.getConvBias());
+  const Tensor &dtBias = tensor(op.getDtBias()), &aLog = tensor(op.getALog());
+  const Tensor &dSkip = tensor(op.getDSkip()), &normW = tensor(op.getNormWeight());
+  const Tensor &wout = tensor(op.getOutProj()), &dyOut = tensor(op.getResultGrad());
+  int64_t H = op.getNumHeads(), P = op.getHeadDim(), G = op.getNGroups();
+  int64_t N = op.getStateSize(), K = convW.dim(1), HP = H * P, GN = G * N;
+  int64_t conv = HP + 2 * GN, B = x.dim(0), L = x.dim(1), d = x.dim(2);
+  double eps = op.getEpsilon().convertToDouble();
+  Mask heads = op.getHeadsMask() ? *mask(op.getHeadsMask()) : fullMask(H);
+  Mask chans = op.getChannelsMask() ? *mask(op.getChannelsMask()) : fullMask(P);
+  const Mask *mhid = mask(op.getHiddenMask());
+  std::vector<double> mzx(HP);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t p = 0; p < P; ++p)
+      mzx[h * P + p] = heads.m[h] * chans.m[p];
+
+  // Forward again, keeping every intermediate (the reference trades memory for clarity).
+  Tensor proj = linear(x, win); // unmasked
+  int64_t R = proj.dim(2);
+  auto pr = [&](int64_t b, int64_t t, int64_t c) { return proj[(b * L + t) * R + c]; };
+  auto cin = [&](int64_t b, int64_t t, int64_t c) { // conv input, x part masked
+    double v = pr(b, t, HP + c);
+    return c < HP ? v * mzx[c] : v;
+  };
+  Tensor pre({B, L, conv}), xbc({B, L, conv});
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t c = 0; c < conv; ++c) {
+        double acc = convB[c];
+        for (int64_t k = 0; k < K; ++k)
+          if (int64_t src = t - (K - 1) + k; src >= 0)
+            acc += convW[c * K + k] * cin(b, src, c);
+        int64_t i = (b * L + t) * conv + c;
+        pre[i] = acc;
+        xbc[i] = c < HP ? silu(acc) * mzx[c] : silu(acc);
+      }
+  int64_t perGroup = H / G;
+  Tensor delta({B, L, H}), ssmY({B, L, HP}), gated({B, L, HP});
+  std::vector<double> states(B * H * (L + 1) * P * N, 0.0); // S_0 .. S_L
+  auto S = [&](int64_t b, int64_t h, int64_t t) {
+    return &states[((b * H + h) * (L + 1) + t) * P * N];
+  };
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      int64_t g = h / perGroup;
+      double A = -std::exp(aLog[h]);
+      for (int64_t t = 0; t < L; ++t) {
+        const double *row = &xbc.data[(b * L + t) * conv];
+        const double *xs = row + h * P, *Bt = row + HP + g * N, *Ct = row + HP + GN + g * N;
+        double dl = softplus(pr(b, t, HP + conv + h) * heads.m[h] + dtBias[h]);
+        delta[(b * L + t) * H + h] = dl;
+        double decay = std::exp(dl * A);
+        const double *prev = S(b, h, t);
+        double *cur = S(b, h, t + 1);
+        for (int64_t p = 0; p < P; ++p) {
+          double y = dSkip[h] * xs[p];
+          for (int64_t n = 0; n < N; ++n) {
+            cur[p * N + n] = decay * prev[p * N + n] + dl * xs[p] * Bt[n];
+            y += cur[p * N + n] * Ct[n];
+          }
+          int64_t i = (b * L + t) * HP + h * P + p;
+          ssmY[i] = y;
+          gated[i] = y * silu(pr(b, t, h * P + p) * mzx[h * P + p]);
+        }
+      }
+    }
+  double phi = heads.phi * chans.phi, sigma = heads.sigma * chans.sigma;
+  int64_t groupSize = HP / G;
+  Tensor normed({B, L, HP});
+  std::vector<double> rinv(B * L * G);
+  for (int64_t r = 0; r < B * L; ++r)
+    for (int64_t g = 0; g < G; ++g) {
+      const double *v = &gated.data[r * HP + g * groupSize];
+      double ss = 0.0;
+      for (int64_t c = 0; c < groupSize; ++c)
+        ss += v[c] * v[c];
+      double inv = rinv[r * G + g] = 1.0 / std::sqrt(ss / groupSize + eps * phi);
+      for (int64_t c = 0; c < groupSize; ++c)
+        normed[r * HP + g * groupSize + c] = sigma * normW[g * groupSize + c] * v[c] * inv;
+    }
+  Tensor out = linear(normed, wout);
+
+  // Backward: out_proj and the hidden mask.
+  std::vector<double> dmhid(d, 0.0);
+  for (int64_t i = 0; i < dyOut.numel(); ++i)
+    dmhid[i % d] += dyOut[i] * out[i];
+  Tensor dz = dyOut;
+  applyMask(dz, mhid);
+  Tensor dwout = weightGrad(normed, dz, HP, d);
+  Tensor dn = inputGrad(dz, wout, normed.shape);
+  // The gated group norm.
+  Tensor dgated({B, L, HP}), dnormW({HP});
+  double dphi = 0.0, dsigma = 0.0;
+  for (int64_t r = 0; r < B * L; ++r)
+    for (int64_t g = 0; g < G; ++g) {
+      int64_t base = r * HP + g * groupSize;
+      double inv = rinv[r * G + g], gx = 0.0;
+      for (int64_t c = 0; c < groupSize; ++c) {
+        double v = gated[base + c];
+        gx += dn[base + c] * sigma * normW[g * groupSize + c] * v;
+        dnormW[g * groupSize + c] += dn[base + c] * sigma * v * inv;
+        dsigma += dn[base + c] * normW[g * groupSize + c] * v * inv;
+      }
+      double inv3 = inv * inv * inv;
+      for (int64_t c = 0; c < groupSize; ++c)
+        dgated[base + c] = dn[base + c] * sigma * normW[g * groupSize + c] * inv -
+                           gated[base + c] * inv3 / groupSize * gx;
+      dphi += -0.5 * eps * inv3 * gx;
+    }
+  // The gate, then the recurrence backward (METHOD.md §9) per head.
+  Tensor dproj(proj.shape), dxbc({B, L, conv}), ddtBias({H}), daLog({H}), dD({H});
+  std::vector<double> dmzx(HP, 0.0), dmh(H, 0.0);
+  std::vector<double> dyS(P), dS(P * N), dSnext(P * N);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      int64_t g = h / perGroup;
+      double A = -std::exp(aLog[h]), dA = 0.0;
+      std::fill(dSnext.begin(), dSnext.end(), 0.0);
+      double decayNext = 0.0;
+      for (int64_t t = L - 1; t >= 0; --t) {
+        const double *row = &xbc.data[(b * L + t) * conv];
+        const double *xs = row + h * P, *Bt = row + HP + g * N, *Ct = row + HP + GN + g * N;
+        double *dxs = &dxbc.data[(b * L + t) * conv + h * P];
+        double *dBt = &dxbc.data[(b * L + t) * conv + HP + g * N];
+        double *dCt = &dxbc.data[(b * L + t) * conv + HP + GN + g * N];
+        for (int64_t p = 0; p < P; ++p) {
+          int64_t i = (b * L + t) * HP + h * P + p, c = h * P + p;
+          double zm = pr(b, t, c) * mzx[c], sg = sigmoid(zm);
+          dyS[p] = dgated[i] * silu(zm);
+          double dzm = dgated[i] * ssmY[i] * sg * (1.0 + zm * (1.0 - sg));
+          dproj[(b * L + t) * R + c] += dzm * mzx[c];
+          dmzx[c] += dzm * pr(b, t, c);
+        }
+        double dl = delta[(b * L + t) * H + h], decay = std::exp(dl * A);
+        const double *cur = S(b, h, t + 1), *prev = S(b, h, t);
+        double dDelta = 0.0, dotPrev = 0.0;
+        for (int64_t p = 0; p < P; ++p) {
+          double dxp = dSkip[h] * dyS[p];
+          dD[h] += dyS[p] * xs[p];
+          for (int64_t n = 0; n < N; ++n) {
+            double ds = dS[p * N + n] = dyS[p] * Ct[n] + decayNext * dSnext[p * N + n];
+            dCt[n] += cur[p * N + n] * dyS[p];
+            dBt[n] += dl * ds * xs[p];
+            dxp += dl * ds * Bt[n];
+            dDelta += xs[p] * ds * Bt[n];
+            dotPrev += ds * prev[p * N + n];
+          }
+          dxs[p] += dxp;
+        }
+        dDelta += A * decay * dotPrev;
+        dA += dl * decay * dotPrev;
+        double dtIn = pr(b, t, HP + conv + h) * heads.m[h] + dtBias[h];
+        double ddt = dDelta * sigmoid(dtIn);
+        ddtBias[h] += ddt;
+        dproj[(b * L + t) * R + HP + conv + h] += ddt * heads.m[h];
+        dmh[h] += ddt * pr(b, t, HP + conv + h);
+        std::swap(dS, dSnext);
+        decayNext = decay;
+      }
+      daLog[h] += dA * A;
+    }
+  // SiLU, the conv-x mask, and the causal convolution.
+  Tensor dconvW(convW.shape), dconvB(convB.shape);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < L; ++t)
+      for (int64_t c = 0; c < conv; ++c) {
+        int64_t i = (b * L + t) * conv + c;
+        double sg = sigmoid(pre[i]);
+        double act = pre[i] * sg, dact = dxbc[i];
+        if (c < HP) {
+          dmzx[c] += dact * act;
+          dact *= mzx[c];
+        }
+        double dpre = dact * sg * (1.0 + pre[i] * (1.0 - sg));
+        dconvB[c] += dpre;
+        for (int64_t k = 0; k < K; ++k)
+          if (int64_t src = t - (K - 1) + k; src >= 0) {
+            dconvW[c * K + k] += dpre * cin(b, src, c);
+            double dcin = dpre * convW[c * K + k];
+            if (c < HP) {
+              dproj[(b * L + src) * R + HP + c] += dcin * mzx[c];
+              dmzx[c] += dcin * pr(b, src, HP + c);
+            } else {
+              dproj[(b * L + src) * R + HP + c] += dcin;
+            }
+          }
+      }
+  std::vector<double> dmp(P, 0.0);
+  for (int64_t h = 0; h < H; ++h)
+    for (int64_t p = 0; p < P; ++p) {
+      dmh[h] += dmzx[h * P + p] * chans.m[p];
+      dmp[p] += dmzx[h * P + p] * heads.m[h];
+    }
+  values[op.getInputGrad()] = inputGrad(dproj, win, x.shape);
+  values[op.getInProjGrad()] = weightGrad(x, dproj, d, R);
+  values[op.getConvWeightGrad()] = std::move(dconvW);
+  values[op.getConvBiasGrad()] = std::move(dconvB);
+  values[op.getDtBiasGrad()] = std::move(ddtBias);
+  values[op.getALogGrad()] = std::move(daLog);
+  values[op.getDSkipGrad()] = std::move(dD);
+  values[op.getNormWeightGrad()] = std::move(dnormW);
+  values[op.getOutProjGrad()] = std::move(dwout);
+  if (op.getHeadsMask())
+    values[op.getHeadsMaskGrad()] = maskGrad(dmh, dphi * chans.phi, dsigma * chans.sigma);
+  if (op.getChannelsMask())
+    values[op.getChannelsMaskGrad()] = maskGrad(dmp, dphi * heads.phi, dsigma * heads.sigma);
+  if (mhid)
+    values[op.getHiddenMaskGrad()] = maskGrad(dmhid, 0.0, 0.0);
+}
+
 llvm::Error Evaluator::eval(Operation *op) {
   auto set = [&](Value v, RValue r) { values[v] = std::move(r); };
   return llvm::TypeSwitch<Operation *, llvm::Error>(op)
@@ -961,6 +1174,10 @@ llvm::Error Evaluator::eval(Operation *op) {
       })
       .Case([&](el::PrefixMaskGradOp o) {
         set(o, prefixMaskGrad(o));
+        return llvm::Error::success();
+      })
+      .Case([&](el::Mamba2GradOp o) {
+        mamba2Grad(o);
         return llvm::Error::success();
       })
       .Case([&](el::AttentionGradOp o) {

@@ -57,20 +57,13 @@ func.func @f(%s: tensor<?x?x5xf32> {elastic.param = "student"},
 
 // -----
 
-// An op on the path without a gradient rule is named in the error (Mamba2 gets its rule in a
-// later change).
-func.func @f(%x: tensor<?x?x64xf32> {elastic.param = "x"}, %in_proj: tensor<296x64xf32>,
-             %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %dt_bias: tensor<8xf32>,
-             %a_log: tensor<8xf32>, %d: tensor<8xf32>, %norm_w: tensor<128xf32>,
-             %out_proj: tensor<64x128xf32>, %t: tensor<?x?xi32>) -> (tensor<?x?x64xf32>, tensor<f32>) {
-  // expected-error @+1 {{'elastic.mamba2' op is on the path from the parameters to the loss but has no gradient rule (GradientOpInterface)}}
-  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w, %out_proj
-      {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64}
-      : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>,
-         tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>)
-      -> tensor<?x?x64xf32>
-  %ce = elastic.cross_entropy %y, %t : (tensor<?x?x64xf32>, tensor<?x?xi32>) -> tensor<f32>
-  return %y, %ce : tensor<?x?x64xf32>, tensor<f32>
+// An op on the path without a gradient rule is named in the error.
+func.func @f(%x: tensor<3xf32> {elastic.param = "x"}, %y: tensor<3xf32>) -> (tensor<3xf32>, tensor<f32>) {
+  // expected-error @+1 {{'arith.subf' op is on the path from the parameters to the loss but has no gradient rule (GradientOpInterface)}}
+  %d = arith.subf %x, %y : tensor<3xf32>
+  %e = elastic.expected_size %d {choices = array<i64: 3, 2, 1>, mode = #elastic.mask_mode<soft>}
+      : tensor<3xf32> -> tensor<f32>
+  return %d, %e : tensor<3xf32>, tensor<f32>
 }
 
 // -----
