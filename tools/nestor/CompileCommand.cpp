@@ -1,18 +1,21 @@
 //===- CompileCommand.cpp - `nestor compile` --------------------------------===//
 //
 // Runs the compiler pipeline on a spec and prints the requested stage. Today's stages: the
-// elastic IR the importer builds (`--emit mlir`). Later stages (kernels, CUDA, PTX) join the
-// `--emit` choices as the backends land.
+// elastic IR the importer builds (`--emit mlir`) and the train step after elastic-autodiff
+// (`--emit train-step`). Later stages (kernels, CUDA, PTX) join the `--emit` choices as the
+// backends land.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
 #include "nestor/Import.h"
 #include "nestor/Spec.h"
+#include "passes/Passes.h"
 
 #include "CLI/CLI.hpp"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OperationSupport.h"
+#include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/ToolOutputFile.h"
@@ -36,7 +39,7 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
   auto opts = std::make_shared<CompileOptions>();
   app.add_option("SPEC", opts->specPath, "Model spec (.pbtxt)")->required();
   app.add_option("--emit", opts->emit, "Stage to print")
-      ->check(CLI::IsMember({"mlir"}))
+      ->check(CLI::IsMember({"mlir", "train-step"}))
       ->capture_default_str();
   app.add_option("--target", opts->target, "Backend")
       ->check(CLI::IsMember({"cpu"}))
@@ -61,6 +64,15 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
     auto module = importSpec(context, *spec, importOptions);
     if (!module)
       return reportError(module.takeError());
+
+    if (opts->emit == "train-step") {
+      // Forward, losses and every parameter's gradient (elastic-autodiff).
+      mlir::PassManager pm(&context);
+      pm.addPass(createElasticAutodiffPass(
+          {spec->has_elastic() ? "elastic_model" : "model", /*lossIndex=*/1}));
+      if (mlir::failed(pm.run(**module)))
+        return reportError(llvm::createStringError("elastic-autodiff failed"), 1);
+    }
 
     std::string error;
     auto out = mlir::openOutputFile(opts->output, &error);

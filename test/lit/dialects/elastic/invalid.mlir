@@ -1085,3 +1085,83 @@ func.func @t(%d: tensor<f32>, %b: tensor<i32>) {
   %q = elastic.resource_loss_grad %d, %b, %d {fractions = array<f64: 1.0>, full_params = 1.0e6 : f64} : (tensor<f32>, tensor<i32>, tensor<f32>) -> tensor<f64>
   return
 }
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects input_grad of type 'tensor<?x?x64xf32>', got 'tensor<?x?x32xf32>'}}
+  %a:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %x {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x32xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects q_proj_grad of type 'tensor<64x64xf32>', got 'tensor<32x64xf32>'}}
+  %a:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %x {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects k_proj_grad of type 'tensor<32x64xf32>', got 'tensor<64x64xf32>'}}
+  %a:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %x {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects v_proj_grad of type 'tensor<32x64xf32>', got 'tensor<64x64xf32>'}}
+  %a:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %x {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{expects o_proj_grad of type 'tensor<64x64xf32>', got 'tensor<32x64xf32>'}}
+  %a:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %x {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>, %m: !elastic.mask<attn_heads, 4, groups = 2>) {
+  // expected-error @+1 {{expects heads_mask_grad exactly when its mask is given}}
+  %a:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %x heads(%m : !elastic.mask<attn_heads, 4, groups = 2>) {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>, %dy: tensor<?x?x32xf32>) {
+  // expected-error @+1 {{expects result_grad of type 'tensor<?x?x64xf32>', got 'tensor<?x?x32xf32>'}}
+  %a:5 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %dy {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x32xf32>) -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %v8: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>, %mc: !elastic.mask<mamba_head_dim, 16>) {
+  // expected-error @+1 {{expects channels_mask_grad of type 'tensor<18xf32>', got 'tensor<16xf32>'}}
+  %m:10 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %v8, %v8, %v8, %norm_w, %out_proj, %x channels(%mc : !elastic.mask<mamba_head_dim, 16>) {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) channels(tensor<16xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %v8: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>, %mm: !elastic.mask<mamba_heads, 8, groups = 2>) {
+  // expected-error @+1 {{expects heads_mask_grad of type 'tensor<10xf32>', got 'tensor<8xf32>'}}
+  %m:10 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %v8, %v8, %v8, %norm_w, %out_proj, %x heads(%mm : !elastic.mask<mamba_heads, 8, groups = 2>) {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) heads(tensor<8xf32>)
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %v8: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>, %mh: !elastic.mask<hidden, 64>) {
+  // expected-error @+1 {{expects hidden_mask_grad of type 'tensor<66xf32>', got 'tensor<64xf32>'}}
+  %m:10 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %v8, %v8, %v8, %norm_w, %out_proj, %x hidden(%mh : !elastic.mask<hidden, 64>) {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) hidden(tensor<64xf32>)
+  return
+}

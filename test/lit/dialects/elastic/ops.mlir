@@ -173,3 +173,28 @@ func.func @router_backward(%u: tensor<3xf32>, %w1: tensor<16x3xf32>, %b1: tensor
       : (tensor<f32>, tensor<i32>, tensor<f32>, tensor<3xf32>, tensor<2x3xf32>) -> (tensor<f32>, tensor<3xf32>, tensor<2x3xf32>)
   return
 }
+
+// CHECK-LABEL: func.func @mixer_backward
+func.func @mixer_backward(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>,
+                          %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>,
+                          %ma: !elastic.mask<attn_heads, 4, groups = 2>,
+                          %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>,
+                          %conv_b: tensor<160xf32>, %v8: tensor<8xf32>, %norm_w: tensor<128xf32>,
+                          %out_proj: tensor<64x128xf32>,
+                          %mm: !elastic.mask<mamba_heads, 8, groups = 2>,
+                          %mc: !elastic.mask<mamba_head_dim, 16>, %mh: !elastic.mask<hidden, 64>) {
+  // CHECK: elastic.attention_grad {{.*}} heads(%{{.*}} : !elastic.mask<attn_heads, 4, groups = 2>) {{.*}} -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) heads(tensor<6xf32>)
+  %a:6 = elastic.attention_grad %x, %wq, %wk, %wv, %wo, %x heads(%ma : !elastic.mask<attn_heads, 4, groups = 2>)
+      {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64}
+      : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>, tensor<?x?x64xf32>)
+      -> (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) heads(tensor<6xf32>)
+  // CHECK: elastic.mamba2_grad {{.*}} heads(%{{.*}} : !elastic.mask<mamba_heads, 8, groups = 2>) channels(%{{.*}} : !elastic.mask<mamba_head_dim, 16>) hidden(%{{.*}} : !elastic.mask<hidden, 64>) {{.*}} heads(tensor<10xf32>) channels(tensor<18xf32>) hidden(tensor<66xf32>)
+  %m:12 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %v8, %v8, %v8, %norm_w, %out_proj, %x
+      heads(%mm : !elastic.mask<mamba_heads, 8, groups = 2>)
+      channels(%mc : !elastic.mask<mamba_head_dim, 16>) hidden(%mh : !elastic.mask<hidden, 64>)
+      {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64}
+      : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>,
+         tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>)
+      heads(tensor<10xf32>) channels(tensor<18xf32>) hidden(tensor<66xf32>)
+  return
+}
