@@ -125,3 +125,109 @@ TEST(SSDTest, SequentialFollowsTheRecurrenceByHand) {
 }
 
 } // namespace
+
+namespace {
+
+/// All cotangents of one problem as a flat vector: dx, db, dc, dDelta, dA, dD, dState.
+template <typename T> struct Backward {
+  std::vector<double> run(const Problem &prob, const std::vector<double> &dyIn, bool chunked,
+                          int64_t chunk) {
+    auto xs = prob.cast<T>(prob.x), bs = prob.cast<T>(prob.b), cs = prob.cast<T>(prob.c);
+    auto ds = prob.cast<T>(prob.delta), st = prob.cast<T>(prob.state), dy = prob.cast<T>(dyIn);
+    int64_t L = prob.L, P = prob.P, N = prob.N, pad = prob.pad;
+    std::vector<T> y(L * (P + 1));
+    SSDHead<T> h;
+    h.length = L, h.headDim = P, h.stateSize = N;
+    h.x = xs.data(), h.xStride = P + pad, h.b = bs.data(), h.bStride = N + pad;
+    h.c = cs.data(), h.cStride = N + pad, h.delta = ds.data(), h.deltaStride = 2;
+    h.a = T(prob.a), h.d = T(prob.d), h.y = y.data(), h.yStride = P + 1, h.state = st.data();
+    std::vector<T> dx(xs.size()), db(bs.size()), dc(cs.size()), dd(ds.size()), dstate(P * N);
+    SSDHeadGrad<T> g;
+    g.dy = dy.data(), g.dx = dx.data(), g.db = db.data(), g.dc = dc.data(), g.dDelta = dd.data();
+    g.dState = dstate.data();
+    if (chunked)
+      ssdChunkedBackward(h, chunk, g);
+    else
+      ssdSequentialBackward(h, g);
+    std::vector<double> out;
+    for (auto *v : {&dx, &db, &dc, &dd, &dstate})
+      out.insert(out.end(), v->begin(), v->end());
+    out.push_back(g.dA);
+    out.push_back(g.dD);
+    return out;
+  }
+};
+
+/// <dy, y(prob)> in float64, for finite differences.
+double objective(const Problem &prob, const std::vector<double> &dy) {
+  std::vector<double> y = prob.run<double>(false, 1);
+  double sum = 0.0;
+  for (int64_t t = 0; t < prob.L; ++t)
+    for (int64_t p = 0; p < prob.P; ++p)
+      sum += y[t * prob.P + p] * dy[t * (prob.P + 1) + p];
+  return sum;
+}
+
+std::vector<double> randomCotangent(const Problem &prob, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<double> dy(prob.L * (prob.P + 1));
+  for (double &v : dy)
+    v = normal(rng);
+  return dy;
+}
+
+TEST(SSDBackwardTest, SequentialMatchesFiniteDifferences) {
+  Problem prob(9, 77);
+  std::vector<double> dy = randomCotangent(prob, 5);
+  std::vector<double> grad = Backward<double>().run(prob, dy, false, 1);
+  // Perturb a sample of every input: x, B, C, delta, the initial state, A, D.
+  size_t offset = 0;
+  std::vector<double> *inputs[] = {&prob.x, &prob.b, &prob.c, &prob.delta, &prob.state};
+  int checked = 0;
+  for (std::vector<double> *v : inputs) {
+    for (size_t i = 0; i < v->size(); i += 3) {
+      double saved = (*v)[i], eps = 1e-6;
+      (*v)[i] = saved + eps;
+      double plus = objective(prob, dy);
+      (*v)[i] = saved - eps;
+      double minus = objective(prob, dy);
+      (*v)[i] = saved;
+      EXPECT_NEAR(grad[offset + i], (plus - minus) / (2 * eps), 1e-6) << "input " << checked;
+      ++checked;
+    }
+    offset += v->size();
+  }
+  for (double *scalar : {&prob.a, &prob.d}) {
+    double saved = *scalar, eps = 1e-6;
+    *scalar = saved + eps;
+    double plus = objective(prob, dy);
+    *scalar = saved - eps;
+    double minus = objective(prob, dy);
+    *scalar = saved;
+    EXPECT_NEAR(grad[offset++], (plus - minus) / (2 * eps), 1e-6);
+  }
+  EXPECT_GT(checked, 50);
+}
+
+class SSDChunkedBackwardTest : public ::testing::TestWithParam<std::tuple<int64_t, int64_t>> {};
+
+TEST_P(SSDChunkedBackwardTest, MatchesSequentialBackward) {
+  auto [chunk, which] = GetParam();
+  int64_t lengths[] = {1, 7, chunk - 1, chunk + 1, 3 * chunk + 5};
+  int64_t L = lengths[which];
+  Problem prob(L, 2000 + L);
+  std::vector<double> dy = randomCotangent(prob, 9 + L);
+  std::vector<double> exact = Backward<double>().run(prob, dy, false, chunk);
+  EXPECT_LT(maxRelErr(Backward<double>().run(prob, dy, true, chunk), exact), 1e-11);
+  double seq32 = maxRelErr(Backward<float>().run(prob, dy, false, chunk), exact);
+  double chunk32 = maxRelErr(Backward<float>().run(prob, dy, true, chunk), exact);
+  EXPECT_LE(chunk32, 2.0 * seq32 + 1e-6)
+      << "float32: chunked " << chunk32 << " vs sequential " << seq32;
+}
+
+INSTANTIATE_TEST_SUITE_P(Lengths, SSDChunkedBackwardTest,
+                         ::testing::Combine(::testing::Values(4, 16, 64),
+                                            ::testing::Values(0, 1, 2, 3, 4)));
+
+} // namespace

@@ -45,6 +45,27 @@ template <typename T> void ssdChunked(const SSDHead<T> &head, int64_t chunk, T *
 
 int64_t ssdChunkedScratchSize(int64_t headDim, int64_t stateSize, int64_t chunk);
 
+/// Cotangents of one head's scan. `dy` is the output cotangent (with yStride); the kernels
+/// accumulate (+=) into dx, db, dc, dDelta (same strides as the inputs) and into dA, dD, and
+/// set dState to the initial state's cotangent (when both it and head.state are given).
+/// head.state must hold the *initial* state (or be null for zero); it is not modified.
+template <typename T> struct SSDHeadGrad {
+  const T *dy = nullptr;
+  T *dx = nullptr, *db = nullptr, *dc = nullptr, *dDelta = nullptr;
+  T dA = 0, dD = 0;
+  T *dState = nullptr; // [P, N]
+};
+
+/// The sequential backward of METHOD.md §9 (the exact oracle), recomputing the states.
+template <typename T> void ssdSequentialBackward(const SSDHead<T> &head, SSDHeadGrad<T> &grad);
+
+/// The chunked backward: per chunk, the cotangents of the intra-chunk (C.B) terms, of the
+/// inter-chunk read of the incoming state and of the chunk's state update, with the chunk-entry
+/// states recomputed by a forward pass; the cumulative-decay cotangents flow into dDelta and dA
+/// through a reverse cumulative sum.
+template <typename T>
+void ssdChunkedBackward(const SSDHead<T> &head, int64_t chunk, SSDHeadGrad<T> &grad);
+
 } // namespace nestor::cpu
 
 #endif // NESTOR_CODEGEN_CPU_SSD_H
