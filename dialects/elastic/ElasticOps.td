@@ -807,8 +807,13 @@ def Elastic_ParamCountGradOp : Elastic_Op<"param_count_grad", [Pure]> {
 
     ```mlir
     %g:6 = elastic.param_count_grad hidden(%d) ffn(%f) attn_heads(%a) mamba_heads(%h)
-        mamba_head_dim(%hp) keep(%keep) grad(%dp) {pattern = "M-*", ...}
-        : (...) -> (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>)
+        mamba_head_dim(%hp) keep(%keep) grad(%dp)
+        {pattern = "M-*", mamba_groups = 2 : i64, ssm_state_size = 8 : i64,
+         conv_kernel = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64,
+         vocab_size = 256 : i64, tied_embeddings = false}
+        : (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>,
+           tensor<f32>)
+        -> (tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<f32>, tensor<3xf32>)
     ```
   }];
   let arguments = (ins Elastic_Scalar:$hidden, Elastic_FloatTensor:$ffn,
@@ -921,9 +926,12 @@ def Elastic_Mamba2GradOp : Elastic_MaskedOp<"mamba2_grad",
     cotangent carries its norm entries (`phi = phi_h phi_p`, `sigma = sigma_h sigma_p`).
 
     ```mlir
-    %g:9 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w,
-        %out_proj, %dy {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64,
-        state_size = 8 : i64} : (...) -> (...)
+    %g:10 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %dt_bias, %a_log, %d, %norm_w,
+        %out_proj, %dy heads(%mh : !elastic.mask<mamba_heads, 8, groups = 2>)
+        {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64}
+        : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>,
+           tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>,
+           tensor<?x?x64xf32>) heads(tensor<10xf32>)
     ```
   }];
   let arguments = (ins Elastic_Activation:$input, Elastic_Matrix:$in_proj,
