@@ -97,25 +97,22 @@ llvm::Error nestor::permuteParams(const spec::ModelSpec &spec, const ModelPermut
     return it->second;
   };
   const std::vector<int64_t> &hid = perm.hidden;
-  auto cols = [&](const std::string &name, int64_t begin,
-                  const std::vector<int64_t> &order) -> llvm::Error {
+  using Reorder = void (*)(Tensor &, int64_t, const std::vector<int64_t> &);
+  auto reorder = [&](Reorder how, const std::string &name, int64_t begin,
+                     const std::vector<int64_t> &order) -> llvm::Error {
     if (order.empty())
       return llvm::Error::success();
     auto t = param(name);
     if (!t)
       return t.takeError();
-    permuteCols(*t, begin, order);
+    how(*t, begin, order);
     return llvm::Error::success();
   };
-  auto rows = [&](const std::string &name, int64_t begin,
-                  const std::vector<int64_t> &order) -> llvm::Error {
-    if (order.empty())
-      return llvm::Error::success();
-    auto t = param(name);
-    if (!t)
-      return t.takeError();
-    permuteRows(*t, begin, order);
-    return llvm::Error::success();
+  auto rows = [&](const std::string &name, int64_t begin, const std::vector<int64_t> &order) {
+    return reorder(permuteRows, name, begin, order);
+  };
+  auto cols = [&](const std::string &name, int64_t begin, const std::vector<int64_t> &order) {
+    return reorder(permuteCols, name, begin, order);
   };
   auto blocks = [](const std::vector<int64_t> &heads, int64_t size) {
     return headChannelOrder(heads, {}, static_cast<int64_t>(heads.size()), size);

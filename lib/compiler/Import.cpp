@@ -74,6 +74,8 @@ private:
     Value hidden;
     SmallVector<Value> ffn, attnHeads, mambaHeads, mambaHeadDim; // one per layer (or null)
     Value keep;
+    explicit Masks(size_t layers)
+        : ffn(layers), attnHeads(layers), mambaHeads(layers), mambaHeadDim(layers) {}
   };
 
   void declareModelParams(Signature &sig);
@@ -257,10 +259,7 @@ void Importer::buildDense(ModuleOp module) {
   Type results[] = {activation(arch.vocab_size()), tensor({})};
   func::FuncOp func = createFunc(module, "model", sig, results, 2);
   OpBuilder b = OpBuilder::atBlockEnd(&func.front());
-  Masks none;
-  size_t n = layers.size();
-  none.ffn.resize(n), none.attnHeads.resize(n), none.mambaHeads.resize(n);
-  none.mambaHeadDim.resize(n);
+  Masks none(layers.size());
   Value logits = buildBody(b, func, func.getArgument(0), none);
   Value ce = CrossEntropyOp::create(b, loc, tensor({}), logits, func.getArgument(1));
   func::ReturnOp::create(b, loc, ValueRange{logits, ce});
@@ -275,10 +274,7 @@ void Importer::buildParent(ModuleOp module) {
   Type results[] = {activation(arch.vocab_size())};
   func::FuncOp func = createFunc(module, "parent", sig, results, 1);
   OpBuilder b = OpBuilder::atBlockEnd(&func.front());
-  Masks none;
-  size_t n = layers.size();
-  none.ffn.resize(n), none.attnHeads.resize(n), none.mambaHeads.resize(n);
-  none.mambaHeadDim.resize(n);
+  Masks none(layers.size());
   Value logits = buildBody(b, func, func.getArgument(0), none);
   func::ReturnOp::create(b, loc, logits);
   func->setAttr("elastic.result_names", b.getStrArrayAttr({"logits"}));
@@ -345,10 +341,7 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
     return GumbelSoftmaxOp::create(b, loc, type, logits, noise, tau, logitScale, hard);
   };
 
-  Masks masks;
-  size_t n = layers.size();
-  masks.ffn.resize(n), masks.attnHeads.resize(n), masks.mambaHeads.resize(n);
-  masks.mambaHeadDim.resize(n);
+  Masks masks(layers.size());
   SmallVector<Value> anchors;
   // Expected sizes for the resource loss; non-elastic axes stay at the parent size.
   Value expHidden = scalarConstant(b, double(arch.hidden_size()));

@@ -359,10 +359,8 @@ template <typename OpT>
 Dual countWithSeed(OpT op, llvm::function_ref<const Tensor &(Value)> tensor, int seedOperand,
                    int64_t seedIndex) {
   spec::FixedSizes fixed;
-  for (char c : op.getPattern())
-    fixed.layers.push_back(c == 'M'   ? spec::LayerKind::Mamba
-                           : c == '*' ? spec::LayerKind::Attention
-                                      : spec::LayerKind::MLP);
+  // The op's verifier has checked the pattern.
+  fixed.layers = llvm::cantFail(spec::parsePattern(op.getPattern()));
   fixed.mambaGroups = op.getMambaGroups();
   fixed.ssmStateSize = op.getSsmStateSize();
   fixed.convKernel = op.getConvKernel();
