@@ -243,6 +243,7 @@ struct ElasticCase {
   const char *name;
   nestor::spec::MaskMode mode;
   int budget;
+  int dropLayers = -1; // >= 0: bias the depth router to drop this many layers
 };
 
 void PrintTo(const ElasticCase &c, std::ostream *os) { *os << c.name; }
@@ -316,15 +317,22 @@ TEST_P(ElasticModelGradientTest, MatchesFiniteDifferences) {
   input("logit_scale") = Tensor::scalar(2.0);
   input("hard_sample") = Tensor::scalar(0);
   input("seed") = Tensor::scalar(11);
+  if (GetParam().dropLayers >= 0) {
+    for (unsigned i = 0; i < h.forward.getNumArguments(); ++i)
+      if (auto n = h.forward.getArgAttrOfType<StringAttr>(i, "elastic.param");
+          n && n.getValue() == "routers.depth.fc2.bias")
+        args[i][GetParam().dropLayers] += 8.0;
+  }
   EXPECT_GT(checkGradients(h, args, 1, 1e-7), 1000);
 }
 
-INSTANTIATE_TEST_SUITE_P(Routers, ElasticModelGradientTest,
-                         ::testing::Values(ElasticCase{"soft_budget1", spec::SOFT, 1},
-                                           ElasticCase{"soft_full_anchor", spec::SOFT, 0},
-                                           ElasticCase{"hard_budget2", spec::HARD, 2}),
-                         [](const ::testing::TestParamInfo<ElasticCase> &info) {
-                           return std::string(info.param.name);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Routers, ElasticModelGradientTest,
+    ::testing::Values(ElasticCase{"soft_budget1", spec::SOFT, 1},
+                      ElasticCase{"soft_full_anchor", spec::SOFT, 0},
+                      ElasticCase{"hard_budget2", spec::HARD, 2},
+                      ElasticCase{"hard_two_layers_dropped", spec::HARD, 1, 2},
+                      ElasticCase{"soft_mostly_one_dropped", spec::SOFT, 2, 1}),
+    [](const ::testing::TestParamInfo<ElasticCase> &info) { return std::string(info.param.name); });
 
 } // namespace
