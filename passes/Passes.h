@@ -7,6 +7,7 @@
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassManager.h"
+#include "mlir/Pass/PassOptions.h"
 
 namespace nestor {
 
@@ -15,6 +16,22 @@ namespace nestor {
 
 #define GEN_PASS_REGISTRATION
 #include "passes/Passes.h.inc"
+
+/// Options of the `nestor-train-step` pipeline.
+struct TrainStepPipelineOptions : public mlir::PassPipelineOptions<TrainStepPipelineOptions> {
+  Option<std::string> function{*this, "function",
+                               llvm::cl::desc("The model function to differentiate"),
+                               llvm::cl::init("elastic_model")};
+  Option<unsigned> lossIndex{*this, "loss-index",
+                             llvm::cl::desc("Which result of the function is the loss"),
+                             llvm::cl::init(1)};
+};
+
+/// Forward, losses and gradients in one `@<function>_train_step` (elastic-autodiff).
+void buildTrainStepPipeline(mlir::OpPassManager &pm, const TrainStepPipelineOptions &options);
+
+/// Registers the pipelines above with nestor-opt's pass registry.
+void registerNestorPipelines();
 
 /// Registers Nestor's dialects (elastic, and the upstream dialects its IR uses) in `registry`.
 void registerNestorDialects(mlir::DialectRegistry &registry);

@@ -14,4 +14,7 @@ void nestor::registerNestorDialects(mlir::DialectRegistry &registry) {
   elastic::registerArithGradientModels(registry);
 }
 
-void nestor::registerNestorPassesAndPipelines() { registerNestorPasses(); }
+void nestor::registerNestorPassesAndPipelines() {
+  registerNestorPasses();
+  registerNestorPipelines();
+}

@@ -68,8 +68,9 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
     if (opts->emit == "train-step") {
       // Forward, losses and every parameter's gradient (elastic-autodiff).
       mlir::PassManager pm(&context);
-      pm.addPass(createElasticAutodiffPass(
-          {spec->has_elastic() ? "elastic_model" : "model", /*lossIndex=*/1}));
+      TrainStepPipelineOptions pipeline;
+      pipeline.function = spec->has_elastic() ? "elastic_model" : "model";
+      buildTrainStepPipeline(pm, pipeline);
       if (mlir::failed(pm.run(**module)))
         return reportError(llvm::createStringError("elastic-autodiff failed"), 1);
     }

@@ -1,0 +1,22 @@
+//===- Pipelines.cpp - Nestor's pass pipelines ------------------------------===//
+//
+// Pipelines are plain functions over OpPassManager, shared by the driver (`nestor compile`) and
+// nestor-opt (registered under the same names).
+//
+//===----------------------------------------------------------------------===//
+#include "passes/Passes.h"
+
+#include "mlir/Pass/PassRegistry.h"
+
+using namespace mlir;
+
+void nestor::buildTrainStepPipeline(OpPassManager &pm, const TrainStepPipelineOptions &options) {
+  pm.addPass(createElasticAutodiffPass({options.function, options.lossIndex}));
+}
+
+void nestor::registerNestorPipelines() {
+  PassPipelineRegistration<TrainStepPipelineOptions>(
+      "nestor-train-step",
+      "The train step of a model function: forward, losses and every parameter's gradient",
+      buildTrainStepPipeline);
+}
