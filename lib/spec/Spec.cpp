@@ -191,6 +191,9 @@ private:
   std::string error;
 };
 
+/// The largest size any field may have.
+constexpr int64_t kMaxSize = int64_t(1) << 24;
+
 bool Validator::checkArchitecture() {
   if (!spec.has_architecture())
     return fail("architecture", "is missing; every spec describes its parent model");
@@ -213,6 +216,8 @@ bool Validator::checkArchitecture() {
     int64_t value;
     bool used;
   } fields[] = {
+      {"hidden_size", a.hidden_size(), true},
+      {"vocab_size", a.vocab_size(), true},
       {"intermediate_size", a.intermediate_size(), hasMLP},
       {"mamba_num_heads", a.mamba_num_heads(), hasMamba},
       {"mamba_head_dim", a.mamba_head_dim(), hasMamba},
@@ -229,6 +234,11 @@ bool Validator::checkArchitecture() {
       return fail(field, "must be positive" +
                              llvm::Twine(f.used ? " (the pattern has layers that use it)" : "") +
                              ", got " + llvm::Twine(f.value));
+    // Products of sizes index tensors in 64-bit arithmetic; no real model comes near this.
+    if (f.value > kMaxSize)
+      return fail(
+          field,
+          llvm::formatv("{0} is larger than the supported maximum {1}", f.value, kMaxSize).str());
   }
   if (hasMamba && a.mamba_num_heads() % a.n_groups() != 0)
     return fail("architecture.mamba_num_heads",

@@ -152,6 +152,8 @@ const Rule kRules[] = {
      "must be positive"},
     {"negative_vocab", [](ModelSpec &s) { arch(s)->set_vocab_size(-5); }, "architecture.vocab_size",
      "must be positive"},
+    {"huge_hidden", [](ModelSpec &s) { arch(s)->set_hidden_size(int64_t(1) << 40); },
+     "architecture.hidden_size", "larger than the supported maximum 16777216"},
     {"zero_ffn", [](ModelSpec &s) { arch(s)->set_intermediate_size(0); },
      "architecture.intermediate_size", "must be positive"},
     {"zero_state", [](ModelSpec &s) { arch(s)->set_ssm_state_size(0); },
