@@ -38,6 +38,10 @@ llvm::Error validateSpec(const ModelSpec &spec, llvm::StringRef fileName);
 /// Reads, parses and validates a spec file. Missing, empty or binary files are errors.
 llvm::Expected<ModelSpec> loadSpecFile(llvm::StringRef path);
 
+/// Where a path named in a spec (e.g. `data.text_files`) lies: relative paths are relative to the
+/// directory of the spec file, so a spec and its data move together.
+std::string resolveSpecRelativePath(llvm::StringRef specPath, llvm::StringRef path);
+
 /// Values of optional fields with their documented defaults applied.
 double layerNormEpsilon(const Architecture &arch);
 int64_t routerHiddenSize(const Elastic &elastic);

@@ -8,14 +8,18 @@
 #include "nestor/Spec.h"
 
 #include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/Twine.h"
 #include "llvm/Support/ConvertUTF.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <set>
 
@@ -77,6 +81,14 @@ llvm::StringRef nestor::spec::layerKindName(LayerKind kind) {
   return "unknown";
 }
 
+std::string nestor::spec::resolveSpecRelativePath(llvm::StringRef specPath, llvm::StringRef path) {
+  if (llvm::sys::path::is_absolute(path))
+    return path.str();
+  llvm::SmallString<256> resolved = llvm::sys::path::parent_path(specPath);
+  llvm::sys::path::append(resolved, path);
+  return std::string(resolved);
+}
+
 double nestor::spec::layerNormEpsilon(const Architecture &arch) {
   return arch.has_layer_norm_epsilon() ? arch.layer_norm_epsilon() : 1e-5;
 }
@@ -95,15 +107,16 @@ double nestor::spec::routerLeakyReluSlope(const Elastic &elastic) {
 
 namespace {
 
-/// Keeps the first error (later ones are usually consequences of it), 1-based.
+/// Keeps the first error (later ones are usually consequences of it) at protobuf's position:
+/// 0-based, with tabs expanded to multiples of 8 columns.
 class FirstErrorCollector : public google::protobuf::io::ErrorCollector {
 public:
   void AddError(int line, google::protobuf::io::ColumnNumber column,
                 const std::string &message) override {
     if (!hasError) {
       hasError = true;
-      this->line = line + 1;
-      this->column = column + 1;
+      this->line = line;
+      this->column = column;
       this->message = message;
     }
   }
@@ -114,14 +127,112 @@ public:
   std::string message;
 };
 
+class IgnoreErrors : public google::protobuf::io::ErrorCollector {
+  void AddError(int, google::protobuf::io::ColumnNumber, const std::string &) override {}
+};
+
+using Token = google::protobuf::io::Tokenizer::Token;
+
+/// The tokens of `text` as TextFormat's parser sees them (same tokenizer, same settings), so an
+/// error position can be moved onto the token the error is about.
+std::vector<Token> tokenize(llvm::StringRef text) {
+  google::protobuf::io::ArrayInputStream input(text.data(), static_cast<int>(text.size()));
+  IgnoreErrors ignore;
+  google::protobuf::io::Tokenizer tokenizer(&input, &ignore);
+  tokenizer.set_comment_style(google::protobuf::io::Tokenizer::SH_COMMENT_STYLE);
+  tokenizer.set_allow_f_after_float(true);
+  tokenizer.set_require_space_after_number(false);
+  std::vector<Token> tokens;
+  while (tokenizer.Next())
+    tokens.push_back(tokenizer.current());
+  return tokens;
+}
+
+bool before(const Token &t, int line, int column) {
+  return t.line < line || (t.line == line && t.column < column);
+}
+
+/// Errors the parser reports only after it consumed the offending token, so protobuf's position
+/// is that of the token after it (e.g. the ':' after an unknown field name).
+bool reportedAfterTheToken(llvm::StringRef message) {
+  return message.contains("has no field named") ||
+         message.contains("is specified multiple times") ||
+         message.contains("is specified along with") ||
+         message.starts_with("Unknown enumeration value") ||
+         message.starts_with("Invalid value for boolean field");
+}
+
+/// Converts protobuf's tab-expanded 0-based column on `line` to a 1-based byte column, the
+/// convention of compilers and editors.
+int byteColumn(llvm::StringRef text, int line, int column) {
+  llvm::SmallVector<llvm::StringRef> lines;
+  text.split(lines, '\n');
+  if (line < 0 || line >= static_cast<int>(lines.size()))
+    return column + 1;
+  llvm::StringRef l = lines[line];
+  int visual = 0;
+  size_t byte = 0;
+  for (; byte < l.size() && visual < column; ++byte)
+    visual = l[byte] == '\t' ? visual + 8 - visual % 8 : visual + 1;
+  return static_cast<int>(byte + (visual < column ? column - visual : 0)) + 1;
+}
+
+/// "FILE:LINE:COL: message", with the position on the offending token and, at the end of the
+/// input, the brace that was left open.
+std::string describeParseError(llvm::StringRef text, llvm::StringRef fileName,
+                               const FirstErrorCollector &error) {
+  int line = error.line, column = error.column;
+  std::string message = error.message;
+  std::vector<Token> tokens = tokenize(text);
+  if (reportedAfterTheToken(message)) {
+    auto it = llvm::find_if(llvm::reverse(tokens),
+                            [&](const Token &t) { return before(t, line, column); });
+    if (it != tokens.rend())
+      line = it->line, column = it->column;
+  }
+  // At the end of the input protobuf names an empty token; say what is missing instead.
+  bool atEnd = tokens.empty() || before(tokens.back(), line, column);
+  llvm::StringRef m(message);
+  if (atEnd && (m.ends_with("got: ") || m.ends_with("found \"\"."))) {
+    message =
+        m.ends_with("got: ") ? (m + "end of file").str() : (m.drop_back(3) + "end of file.").str();
+    std::vector<const Token *> open;
+    for (const Token &t : tokens) {
+      if (t.text == "{" || t.text == "<" || t.text == "[")
+        open.push_back(&t);
+      else if (!open.empty() && (t.text == "}" || t.text == ">" || t.text == "]"))
+        open.pop_back();
+    }
+    if (!open.empty())
+      message += llvm::formatv(" (the '{0}' at {1}:{2} is never closed)", open.back()->text,
+                               open.back()->line + 1,
+                               byteColumn(text, open.back()->line, open.back()->column))
+                     .str();
+  }
+  return llvm::formatv("{0}:{1}:{2}: {3}", fileName, line + 1, byteColumn(text, line, column),
+                       message)
+      .str();
+}
+
+/// Binary data: NUL bytes, invalid UTF-8, or control characters a text file does not contain
+/// (protobuf's wire format is full of them).
+bool looksBinary(llvm::StringRef text) {
+  const auto *begin = reinterpret_cast<const llvm::UTF8 *>(text.data());
+  if (!llvm::isLegalUTF8String(&begin, begin + text.size()))
+    return true;
+  return llvm::any_of(text, [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return (u < 0x20 && !llvm::is_contained(llvm::StringRef("\t\n\v\f\r"), c)) || u == 0x7f;
+  });
+}
+
 } // namespace
 
 llvm::Expected<ModelSpec> nestor::spec::parseSpecText(llvm::StringRef text,
                                                       llvm::StringRef fileName) {
   if (text.trim().empty())
     return llvm::createStringError((fileName + ": the spec file is empty").str());
-  const auto *begin = reinterpret_cast<const llvm::UTF8 *>(text.data());
-  if (text.contains('\0') || !llvm::isLegalUTF8String(&begin, begin + text.size()))
+  if (looksBinary(text))
     return llvm::createStringError(
         (fileName + ": not a text spec (binary data); expected protobuf text format").str());
   ModelSpec spec;
@@ -131,9 +242,7 @@ llvm::Expected<ModelSpec> nestor::spec::parseSpecText(llvm::StringRef text,
   if (!parser.ParseFromString(std::string(text), &spec)) {
     if (!errors.hasError)
       return llvm::createStringError((fileName + ": cannot parse the spec").str());
-    return llvm::createStringError(
-        llvm::formatv("{0}:{1}:{2}: {3}", fileName, errors.line, errors.column, errors.message)
-            .str());
+    return llvm::createStringError(describeParseError(text, fileName, errors));
   }
   return spec;
 }
@@ -163,7 +272,8 @@ public:
   Validator(const ModelSpec &spec, llvm::StringRef fileName) : spec(spec), fileName(fileName) {}
 
   llvm::Error run() {
-    if (!checkArchitecture() || !checkElastic() || !checkTraining() || !checkData())
+    if (!checkScalars(spec, "") || !checkArchitecture() || !checkElastic() || !checkTraining() ||
+        !checkData())
       return llvm::createStringError(error);
     return llvm::Error::success();
   }
@@ -177,6 +287,7 @@ private:
     return value > 0 || fail(field, "must be positive, got " + llvm::Twine(value));
   }
 
+  bool checkScalars(const google::protobuf::Message &message, const std::string &path);
   bool checkArchitecture();
   bool checkAxis(llvm::StringRef name, const AxisChoices &axis, int64_t parent, int64_t groups,
                  llvm::StringRef groupField, std::optional<LayerKind> kind);
@@ -193,6 +304,54 @@ private:
 
 /// The largest size any field may have.
 constexpr int64_t kMaxSize = int64_t(1) << 24;
+
+/// Rules that hold for every field of a type, found by reflection so that no field added to the
+/// schema later escapes them: doubles are finite (text format accepts "nan" and "inf"), and enum
+/// fields hold a declared value (proto3 enums accept any integer).
+bool Validator::checkScalars(const google::protobuf::Message &message, const std::string &path) {
+  using google::protobuf::FieldDescriptor;
+  const google::protobuf::Reflection *reflection = message.GetReflection();
+  std::vector<const FieldDescriptor *> fields;
+  reflection->ListFields(message, &fields);
+  for (const FieldDescriptor *f : fields) {
+    std::string name = path.empty() ? f->name() : path + "." + f->name();
+    int count = f->is_repeated() ? reflection->FieldSize(message, f) : 1;
+    for (int i = 0; i < count; ++i) {
+      std::string at = f->is_repeated() ? llvm::formatv("{0}[{1}]", name, i).str() : name;
+      switch (f->cpp_type()) {
+      case FieldDescriptor::CPPTYPE_MESSAGE:
+        if (!checkScalars(f->is_repeated() ? reflection->GetRepeatedMessage(message, f, i)
+                                           : reflection->GetMessage(message, f),
+                          at))
+          return false;
+        break;
+      case FieldDescriptor::CPPTYPE_DOUBLE: {
+        double v = f->is_repeated() ? reflection->GetRepeatedDouble(message, f, i)
+                                    : reflection->GetDouble(message, f);
+        if (!std::isfinite(v))
+          return fail(at, llvm::formatv("must be a finite number, got {0}", v).str());
+        break;
+      }
+      case FieldDescriptor::CPPTYPE_ENUM: {
+        int v = f->is_repeated() ? reflection->GetRepeatedEnumValue(message, f, i)
+                                 : reflection->GetEnumValue(message, f);
+        if (!f->enum_type()->FindValueByNumber(v)) {
+          std::string known;
+          for (int j = 1; j < f->enum_type()->value_count(); ++j)
+            known += (j > 1 ? ", " : "") + f->enum_type()->value(j)->name();
+          return fail(at, llvm::formatv("{0} is not a {1} (expected one of {2})", v,
+                                        f->enum_type()->name(), known)
+                              .str());
+        }
+        break;
+      }
+      default:
+        break;
+      }
+    }
+  }
+  return true;
+}
 
 bool Validator::checkArchitecture() {
   if (!spec.has_architecture())
@@ -463,9 +622,18 @@ bool Validator::checkData() {
                                 spec.architecture().vocab_size())
                       .str());
   }
-  for (int i = 0; i < d.text_files_size(); ++i)
+  for (int i = 0; i < d.text_files_size(); ++i) {
+    std::string at = llvm::formatv("data.text_files[{0}]", i).str();
     if (d.text_files(i).empty())
-      return fail(llvm::formatv("data.text_files[{0}]", i).str(), "is empty");
+      return fail(at, "is empty");
+    std::string path = resolveSpecRelativePath(fileName, d.text_files(i));
+    llvm::sys::fs::file_status status;
+    if (llvm::sys::fs::status(path, status) || !llvm::sys::fs::exists(status))
+      return fail(at, "'" + path + "' does not exist" +
+                          (path != d.text_files(i) ? " (relative to the spec's directory)" : ""));
+    if (!llvm::sys::fs::is_regular_file(status))
+      return fail(at, "'" + path + "' is not a regular file");
+  }
   const ReasoningData &r = d.reasoning();
   for (auto [name, value, present] :
        {std::tuple{"max_digits_short", r.max_digits_short(), r.has_max_digits_short()},

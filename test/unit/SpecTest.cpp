@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
@@ -69,12 +70,44 @@ TEST(SpecTest, ParseErrorHasFileLineColumn) {
   EXPECT_EQ(message.rfind("bad.pbtxt:3:16:", 0), 0u) << message;
 }
 
-TEST(SpecTest, UnknownFieldIsAParseError) {
-  auto spec = parseSpecText("name: \"x\"\narchitecture { hiden_size: 4 }\n", "typo.pbtxt");
-  ASSERT_FALSE(static_cast<bool>(spec));
-  std::string message = llvm::toString(spec.takeError());
-  EXPECT_EQ(message.rfind("typo.pbtxt:2:", 0), 0u) << message;
-  EXPECT_NE(message.find("hiden_size"), std::string::npos) << message;
+std::string parseError(llvm::StringRef text) {
+  auto spec = parseSpecText(text, "p.pbtxt");
+  return spec ? std::string() : llvm::toString(spec.takeError());
+}
+
+// Protobuf reports these errors at the token after the offending one; the position must still
+// point at the offending token.
+TEST(SpecTest, ParseErrorPointsAtTheOffendingToken) {
+  EXPECT_EQ(parseError("name: \"x\"\narchitecture { hiden_size: 4 }\n"),
+            "p.pbtxt:2:16: Message type \"nestor.spec.Architecture\" has no field named "
+            "\"hiden_size\".");
+  EXPECT_EQ(parseError("architecture {\n  hidden_size: 4\n  hidden_size: 5\n}\n")
+                .rfind("p.pbtxt:3:3: Non-repeated field \"hidden_size\"", 0),
+            0u);
+  EXPECT_EQ(parseError("elastic { mask_mode: MEDIUM }\n")
+                .rfind("p.pbtxt:1:22: Unknown enumeration value of \"MEDIUM\"", 0),
+            0u);
+  EXPECT_EQ(parseError("architecture {\n  tie_word_embeddings: maybe\n}\n")
+                .rfind("p.pbtxt:2:24: Invalid value for boolean field", 0),
+            0u);
+  // Errors protobuf reports at the bad token itself stay there.
+  EXPECT_EQ(parseError("architecture {\n  hidden_size: 64 64\n}\n")
+                .rfind("p.pbtxt:2:19: Expected identifier, got: 64", 0),
+            0u);
+}
+
+// Columns count bytes as editors and compilers do; protobuf expands tabs to 8 columns.
+TEST(SpecTest, ParseErrorColumnsCountTabsAsOneColumn) {
+  EXPECT_EQ(parseError("architecture {\n\thidden_size: oops\n}\n")
+                .rfind("p.pbtxt:2:15: Expected integer, got: oops", 0),
+            0u);
+  EXPECT_EQ(parseError("architecture {\n\t\tx: 1\n}\n").rfind("p.pbtxt:2:3: Message type", 0), 0u);
+}
+
+TEST(SpecTest, ParseErrorAtEndOfFileNamesTheOpenBrace) {
+  EXPECT_EQ(parseError("name: \"x\"\narchitecture {\n  hidden_size: 4\n  # not a { brace\n"),
+            "p.pbtxt:5:1: Expected identifier, got: end of file (the '{' at 2:14 is never "
+            "closed)");
 }
 
 TEST(SpecTest, EmptyFileIsAnError) {
@@ -88,6 +121,28 @@ TEST(SpecTest, BinaryFileIsAnError) {
   auto spec = parseSpecText(binary, "model.bin");
   ASSERT_FALSE(static_cast<bool>(spec));
   EXPECT_NE(llvm::toString(spec.takeError()).find("model.bin: not a text spec"), std::string::npos);
+}
+
+TEST(SpecTest, ControlCharactersAreBinary) {
+  // Valid UTF-8 without NUL bytes, but protobuf wire format, not text.
+  std::string wire("\x0a\x04tiny\x12\x02\x10\x08", 10);
+  auto spec = parseSpecText(wire, "model.pb");
+  ASSERT_FALSE(static_cast<bool>(spec));
+  EXPECT_NE(llvm::toString(spec.takeError()).find("model.pb: not a text spec"), std::string::npos);
+}
+
+TEST(SpecTest, CommentsOnlyFileHasNoArchitecture) {
+  auto spec = parseSpecText("# nothing here yet\n", "c.pbtxt");
+  ASSERT_TRUE(static_cast<bool>(spec));
+  EXPECT_EQ(validationError(*spec), "test.pbtxt: architecture: is missing; every spec describes "
+                                    "its parent model");
+}
+
+TEST(SpecTest, DirectoryIsAnError) {
+  auto spec = loadSpecFile(srcRoot() + "/examples/specs");
+  ASSERT_FALSE(static_cast<bool>(spec));
+  EXPECT_NE(llvm::toString(spec.takeError()).find("examples/specs: cannot read"),
+            std::string::npos);
 }
 
 TEST(SpecTest, MissingFileIsAnError) {
@@ -114,6 +169,44 @@ TEST(SpecTest, LoadValidatesAndNamesTheFile) {
   std::string message = llvm::toString(spec.takeError());
   EXPECT_EQ(message.rfind(std::string(path.str()) + ": architecture.mamba_num_heads", 0), 0u)
       << message;
+}
+
+// Sizes of layer types the pattern does not use may be left out.
+TEST(SpecTest, UnusedSizesMayBeZero) {
+  ModelSpec spec = tinySpec();
+  Architecture *a = spec.mutable_architecture();
+  a->set_hybrid_override_pattern("M-M-");
+  a->clear_num_attention_heads(), a->clear_num_key_value_heads(), a->clear_head_dim();
+  spec.mutable_elastic()->clear_num_attention_heads();
+  EXPECT_EQ(validationError(spec), "");
+}
+
+// Text files are found relative to the spec's directory, and a missing one is named.
+TEST(SpecTest, TextFilesAreRelativeToTheSpec) {
+  llvm::SmallString<128> dir;
+  ASSERT_FALSE(llvm::sys::fs::createUniqueDirectory("nestor-spec", dir));
+  std::string specFile = (dir + "/spec.pbtxt").str();
+  std::string text = readFile(srcRoot() + "/examples/specs/tiny-hybrid.pbtxt");
+  auto write = [](const std::string &path, const std::string &body) {
+    std::ofstream out(path);
+    out << body;
+  };
+  size_t data = text.find("data {");
+  ASSERT_NE(data, std::string::npos);
+  text.insert(data + 6, " text_files: \"corpus.txt\"");
+  write(specFile, text);
+  auto missing = loadSpecFile(specFile);
+  ASSERT_FALSE(static_cast<bool>(missing));
+  EXPECT_EQ(llvm::toString(missing.takeError()),
+            specFile + ": data.text_files[0]: '" + (dir + "/corpus.txt").str() +
+                "' does not exist (relative to the spec's directory)");
+  write((dir + "/corpus.txt").str(), "hello\n");
+  auto found = loadSpecFile(specFile);
+  EXPECT_TRUE(static_cast<bool>(found)) << llvm::toString(found.takeError());
+  EXPECT_EQ(resolveSpecRelativePath(specFile, "/abs/x.txt"), "/abs/x.txt");
+  llvm::sys::fs::remove((dir + "/corpus.txt").str());
+  llvm::sys::fs::remove(specFile);
+  llvm::sys::fs::remove(dir);
 }
 
 /// One broken spec: what to break, and the field path and text the error must contain.
@@ -248,6 +341,150 @@ const Rule kRules[] = {
      "data.validation_fraction", "(0, 1)"},
     {"byte_vocab_too_small", [](ModelSpec &s) { arch(s)->set_vocab_size(100); },
      "architecture.vocab_size", "at least 256"},
+    {"zero_conv_kernel", [](ModelSpec &s) { arch(s)->set_conv_kernel(0); },
+     "architecture.conv_kernel", "must be positive (the pattern has layers that use it)"},
+    {"zero_groups", [](ModelSpec &s) { arch(s)->set_n_groups(0); }, "architecture.n_groups",
+     "must be positive"},
+    {"zero_mamba_heads", [](ModelSpec &s) { arch(s)->set_mamba_num_heads(0); },
+     "architecture.mamba_num_heads", "must be positive"},
+    {"zero_mamba_head_dim", [](ModelSpec &s) { arch(s)->set_mamba_head_dim(0); },
+     "architecture.mamba_head_dim", "must be positive"},
+    {"zero_attention_heads", [](ModelSpec &s) { arch(s)->set_num_attention_heads(0); },
+     "architecture.num_attention_heads", "must be positive"},
+    {"zero_kv_heads", [](ModelSpec &s) { arch(s)->set_num_key_value_heads(0); },
+     "architecture.num_key_value_heads", "must be positive"},
+    {"zero_head_dim", [](ModelSpec &s) { arch(s)->set_head_dim(0); }, "architecture.head_dim",
+     "must be positive"},
+    {"negative_epsilon", [](ModelSpec &s) { arch(s)->set_layer_norm_epsilon(-1e-5); },
+     "architecture.layer_norm_epsilon", "must be positive"},
+    {"nan_budget", [](ModelSpec &s) { elastic(s)->mutable_budgets(1)->set_fraction(NAN); },
+     "elastic.budgets[1].fraction", "must be a finite number, got nan"},
+    {"infinite_learning_rate",
+     [](ModelSpec &s) { s.mutable_training()->mutable_optimizer()->set_learning_rate(INFINITY); },
+     "training.optimizer.learning_rate", "must be a finite number"},
+    {"nan_budget_weight",
+     [](ModelSpec &s) { s.mutable_training()->mutable_stages(1)->set_budget_weights(0, NAN); },
+     "training.stages[1].budget_weights[0]", "must be a finite number"},
+    {"unknown_mask_mode", [](ModelSpec &s) { elastic(s)->set_mask_mode(static_cast<MaskMode>(7)); },
+     "elastic.mask_mode", "7 is not a MaskMode (expected one of HARD, SOFT)"},
+    {"unknown_difficulty",
+     [](ModelSpec &s) {
+       s.mutable_training()->mutable_stages(0)->set_difficulty(static_cast<DataDifficulty>(9));
+     },
+     "training.stages[0].difficulty", "9 is not a DataDifficulty"},
+    {"unknown_tokenizer",
+     [](ModelSpec &s) { s.mutable_data()->set_tokenizer(static_cast<Tokenizer>(-1)); },
+     "data.tokenizer", "-1 is not a Tokenizer"},
+    {"heterogeneous_without_choices",
+     [](ModelSpec &s) {
+       elastic(s)->mutable_intermediate_size()->clear_choices();
+       elastic(s)->mutable_intermediate_size()->set_heterogeneous(true);
+     },
+     "elastic.intermediate_size", "lists no choices"},
+    {"router_slope", [](ModelSpec &s) { elastic(s)->mutable_router()->set_leaky_relu_slope(-1); },
+     "elastic.router.leaky_relu_slope", "must not be negative"},
+    {"router_init_std", [](ModelSpec &s) { elastic(s)->mutable_router()->set_init_std(0); },
+     "elastic.router.init_std", "must be positive"},
+    {"router_tau_initial", [](ModelSpec &s) { elastic(s)->mutable_router()->set_tau_initial(0); },
+     "elastic.router.tau_initial", "must be positive"},
+    {"router_tau_final_zero", [](ModelSpec &s) { elastic(s)->mutable_router()->set_tau_final(0); },
+     "elastic.router.tau_final", "(0, tau_initial]"},
+    {"router_logit_scale_initial",
+     [](ModelSpec &s) { elastic(s)->mutable_router()->set_logit_scale_initial(0); },
+     "elastic.router.logit_scale_initial", "must be positive"},
+    {"router_logit_scale_final",
+     [](ModelSpec &s) { elastic(s)->mutable_router()->set_logit_scale_final(-2); },
+     "elastic.router.logit_scale_final", "must be positive"},
+    {"router_hard_fraction_negative",
+     [](ModelSpec &s) { elastic(s)->mutable_router()->set_hard_sample_fraction(-0.1); },
+     "elastic.router.hard_sample_fraction", "[0, 1]"},
+    {"router_lr_multiplier",
+     [](ModelSpec &s) { elastic(s)->mutable_router()->set_lr_multiplier(0); },
+     "elastic.router.lr_multiplier", "must be positive"},
+    {"optimizer_min_lr",
+     [](ModelSpec &s) { s.mutable_training()->mutable_optimizer()->set_min_learning_rate(-1); },
+     "training.optimizer.min_learning_rate", "must not be negative"},
+    {"optimizer_beta1",
+     [](ModelSpec &s) { s.mutable_training()->mutable_optimizer()->set_beta1(-0.1); },
+     "training.optimizer.beta1", "[0, 1)"},
+    {"optimizer_epsilon",
+     [](ModelSpec &s) { s.mutable_training()->mutable_optimizer()->set_epsilon(0); },
+     "training.optimizer.epsilon", "must be positive"},
+    {"optimizer_weight_decay",
+     [](ModelSpec &s) { s.mutable_training()->mutable_optimizer()->set_weight_decay(-1); },
+     "training.optimizer.weight_decay", "must not be negative"},
+    {"optimizer_warmup",
+     [](ModelSpec &s) { s.mutable_training()->mutable_optimizer()->set_warmup_steps(-1); },
+     "training.optimizer.warmup_steps", "must not be negative"},
+    {"optimizer_grad_clip",
+     [](ModelSpec &s) { s.mutable_training()->mutable_optimizer()->set_grad_clip_norm(-1); },
+     "training.optimizer.grad_clip_norm", "must not be negative"},
+    {"parent_optimizer",
+     [](ModelSpec &s) {
+       s.mutable_training()->mutable_parent()->mutable_optimizer()->set_learning_rate(-1);
+     },
+     "training.parent.optimizer.learning_rate", "must be positive"},
+    {"parent_steps_negative",
+     [](ModelSpec &s) { s.mutable_training()->mutable_parent()->set_steps(-1); },
+     "training.parent.steps", "must not be negative"},
+    {"parent_sequence_length",
+     [](ModelSpec &s) { s.mutable_training()->mutable_parent()->set_sequence_length(0); },
+     "training.parent.sequence_length", "must be positive"},
+    {"parent_batch_size",
+     [](ModelSpec &s) { s.mutable_training()->mutable_parent()->set_batch_size(-4); },
+     "training.parent.batch_size", "must be positive"},
+    {"stage_sequence_length",
+     [](ModelSpec &s) { s.mutable_training()->mutable_stages(1)->set_sequence_length(0); },
+     "training.stages[1].sequence_length", "must be positive"},
+    {"stage_batch_size",
+     [](ModelSpec &s) { s.mutable_training()->mutable_stages(0)->set_batch_size(0); },
+     "training.stages[0].batch_size", "must be positive"},
+    {"stage_weights_all_zero",
+     [](ModelSpec &s) {
+       for (int j = 0; j < 3; ++j)
+         s.mutable_training()->mutable_stages(1)->set_budget_weights(j, 0.0);
+     },
+     "training.stages[1].budget_weights", "must not all be zero"},
+    {"ce_weight",
+     [](ModelSpec &s) { s.mutable_training()->mutable_distillation()->set_ce_weight(-1); },
+     "training.distillation.ce_weight", "must not be negative"},
+    {"resource_weight",
+     [](ModelSpec &s) { s.mutable_training()->mutable_resource_loss()->set_weight(-1); },
+     "training.resource_loss.weight", "must not be negative"},
+    {"full_anchor_weight",
+     [](ModelSpec &s) {
+       s.mutable_training()->mutable_resource_loss()->set_full_anchor_weight(-1);
+     },
+     "training.resource_loss.full_anchor_weight", "must not be negative"},
+    {"importance_batches",
+     [](ModelSpec &s) { s.mutable_training()->mutable_importance()->set_calibration_batches(0); },
+     "training.importance.calibration_batches", "must be positive"},
+    {"importance_batch_size",
+     [](ModelSpec &s) { s.mutable_training()->mutable_importance()->set_batch_size(0); },
+     "training.importance.batch_size", "must be positive"},
+    {"importance_sequence_length",
+     [](ModelSpec &s) { s.mutable_training()->mutable_importance()->set_sequence_length(-1); },
+     "training.importance.sequence_length", "must be positive"},
+    {"eval_every", [](ModelSpec &s) { s.mutable_training()->set_eval_every(-1); },
+     "training.eval_every", "must be positive"},
+    {"eval_batches", [](ModelSpec &s) { s.mutable_training()->set_eval_batches(0); },
+     "training.eval_batches", "must be positive"},
+    {"validation_fraction_zero",
+     [](ModelSpec &s) { s.mutable_data()->set_validation_fraction(0.0); },
+     "data.validation_fraction", "(0, 1)"},
+    {"empty_text_file", [](ModelSpec &s) { s.mutable_data()->add_text_files(""); },
+     "data.text_files[0]", "is empty"},
+    {"missing_text_file",
+     [](ModelSpec &s) { s.mutable_data()->add_text_files("/nonexistent/corpus.txt"); },
+     "data.text_files[0]", "'/nonexistent/corpus.txt' does not exist"},
+    {"text_file_is_a_directory", [](ModelSpec &s) { s.mutable_data()->add_text_files("/"); },
+     "data.text_files[0]", "is not a regular file"},
+    {"reasoning_digits",
+     [](ModelSpec &s) { s.mutable_data()->mutable_reasoning()->set_max_digits_long(0); },
+     "data.reasoning.max_digits_long", "must be positive"},
+    {"reasoning_steps",
+     [](ModelSpec &s) { s.mutable_data()->mutable_reasoning()->set_max_steps_short(-2); },
+     "data.reasoning.max_steps_short", "must be positive"},
 };
 
 INSTANTIATE_TEST_SUITE_P(Rules, ValidationRuleTest, ::testing::ValuesIn(kRules),
