@@ -50,19 +50,10 @@ LogicalResult expectMaskGrad(Operation *op, Value mask, Value grad, Type element
   return expectType(op, grad, cotangentType(mask, elementType), name);
 }
 
-OpOperand *operandOf(Operation *op, Value v) {
-  if (!v)
-    return nullptr;
-  for (OpOperand &operand : op->getOpOperands())
-    if (operand.get() == v)
-      return &operand;
-  return nullptr;
-}
-
-void addUse(SmallVectorImpl<MaskUse> &uses, Operation *op, Value mask, AxisKind axis,
-            int64_t size) {
-  if (OpOperand *operand = operandOf(op, mask))
-    uses.push_back({operand->getOperandNumber(), axis, size, 1});
+void addUse(SmallVectorImpl<MaskUse> &uses, OpOperand *operand, AxisKind axis, int64_t size,
+            int64_t groups = 1) {
+  if (operand)
+    uses.push_back({operand->getOperandNumber(), axis, size, groups});
 }
 
 int64_t lastDim(Value v) { return cast<RankedTensorType>(v.getType()).getShape().back(); }
@@ -173,7 +164,7 @@ LogicalResult EmbedGradOp::verify() {
 }
 
 LogicalResult EmbedGradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getTable()));
+  addUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getTable()));
   return success();
 }
 
@@ -187,7 +178,7 @@ LogicalResult RMSNormGradOp::verify() {
 }
 
 LogicalResult RMSNormGradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getInput()));
+  addUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
 
@@ -203,9 +194,9 @@ LogicalResult MLPGradOp::verify() {
 }
 
 LogicalResult MLPGradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  addUse(uses, *this, getFfnMask(), AxisKind::FFN,
+  addUse(uses, maskOperand(getFfnMaskMutable()), AxisKind::FFN,
          cast<RankedTensorType>(getUpProj().getType()).getDimSize(0));
-  addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getInput()));
+  addUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
 
@@ -239,7 +230,7 @@ LogicalResult PrefixMaskGradOp::verify() {
   if (failed(expectType(*this, getProbsGrad(), getProbs().getType(), "probs_grad")))
     return failure();
   auto probs = cast<RankedTensorType>(getProbs().getType());
-  if (probs.getShape().back() != static_cast<int64_t>(getChoices().size()))
+  if (probs.getRank() < 1 || probs.getShape().back() != static_cast<int64_t>(getChoices().size()))
     return emitOpError("expects one probability per choice");
   if (getChoices().empty() || getChoices().front() != mask.getSize())
     return emitOpError("expects the first choice to be the mask size");
@@ -396,10 +387,9 @@ LogicalResult AttentionGradOp::verify() {
 }
 
 LogicalResult AttentionGradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  if (OpOperand *operand = operandOf(*this, getHeadsMask()))
-    uses.push_back({operand->getOperandNumber(), AxisKind::AttnHeads,
-                    static_cast<int64_t>(getNumHeads()), static_cast<int64_t>(getNumKvHeads())});
-  addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getInput()));
+  addUse(uses, maskOperand(getHeadsMaskMutable()), AxisKind::AttnHeads,
+         static_cast<int64_t>(getNumHeads()), static_cast<int64_t>(getNumKvHeads()));
+  addUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
 
@@ -437,11 +427,10 @@ LogicalResult Mamba2GradOp::verify() {
 }
 
 LogicalResult Mamba2GradOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  if (OpOperand *operand = operandOf(*this, getHeadsMask()))
-    uses.push_back({operand->getOperandNumber(), AxisKind::MambaHeads,
-                    static_cast<int64_t>(getNumHeads()), static_cast<int64_t>(getNGroups())});
-  addUse(uses, *this, getChannelsMask(), AxisKind::MambaHeadDim,
+  addUse(uses, maskOperand(getHeadsMaskMutable()), AxisKind::MambaHeads,
+         static_cast<int64_t>(getNumHeads()), static_cast<int64_t>(getNGroups()));
+  addUse(uses, maskOperand(getChannelsMaskMutable()), AxisKind::MambaHeadDim,
          static_cast<int64_t>(getHeadDim()));
-  addUse(uses, *this, getHiddenMask(), AxisKind::Hidden, lastDim(getInput()));
+  addUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }

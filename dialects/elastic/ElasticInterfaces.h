@@ -15,6 +15,12 @@ struct MaskUse {
   int64_t groups = 1;
 };
 
+/// The operand of an optional mask (ODS `getXMaskMutable()`), or null when absent. Found by
+/// position, not by value: one mask value may fill two operands.
+inline mlir::OpOperand *maskOperand(mlir::MutableOperandRange range) {
+  return range.empty() ? nullptr : &*range.begin();
+}
+
 /// Verifies that every `!elastic.mask` operand of `op` is declared by its MaskedOpInterface and
 /// has the declared axis, size and group count.
 llvm::LogicalResult verifyMaskConsistency(mlir::Operation *op);

@@ -93,13 +93,22 @@ void addMaskUse(SmallVectorImpl<MaskUse> &uses, OpOperand *operand, AxisKind axi
     uses.push_back({operand->getOperandNumber(), axis, size, groups});
 }
 
-OpOperand *maskOperand(TypedValue<MaskType> mask, Operation *op) {
-  if (!mask)
-    return nullptr;
-  for (OpOperand &operand : op->getOpOperands())
-    if (operand.get() == mask)
-      return &operand;
-  return nullptr;
+StringRef article(AxisKind axis) { return axis == AxisKind::AttnHeads ? "an" : "a"; }
+
+/// Sizes in attributes stay below 2^24 so that products of a few of them fit in int64.
+LogicalResult expectSaneSizes(Operation *op, ArrayRef<std::pair<StringRef, int64_t>> sizes) {
+  for (auto [name, value] : sizes)
+    if (value > (int64_t(1) << 24))
+      return op->emitOpError() << name << " = " << value
+                               << " is larger than the supported maximum 16777216";
+  return success();
+}
+
+/// Probabilities have a static shape (one entry per choice).
+LogicalResult expectStaticProbs(Operation *op, Value probs) {
+  if (!cast<RankedTensorType>(probs.getType()).hasStaticShape())
+    return op->emitOpError("expects probabilities of static shape");
+  return success();
 }
 
 } // namespace
@@ -130,10 +139,12 @@ LogicalResult nestor::elastic::verifyMaskConsistency(Operation *op) {
       return op->emitOpError() << "mask operand #" << index << " masks no declared axis";
     auto type = cast<MaskType>(op->getOperand(index).getType());
     if (type.getAxis() != use->axis)
-      return op->emitOpError() << "operand #" << index << " must be a "
-                               << stringifyAxisKind(use->axis) << " mask, got a "
+      return op->emitOpError() << "operand #" << index << " must be " << article(use->axis) << " "
+                               << stringifyAxisKind(use->axis) << " mask, got "
+                               << article(type.getAxis()) << " "
                                << stringifyAxisKind(type.getAxis()) << " mask";
-    if (type.getSize() != use->size)
+    // A dimension unknown until run time cannot be checked here.
+    if (!ShapedType::isDynamic(use->size) && type.getSize() != use->size)
       return op->emitOpError() << stringifyAxisKind(use->axis) << " mask has size "
                                << type.getSize() << " but the masked dimension has size "
                                << use->size;
@@ -157,7 +168,7 @@ LogicalResult EmbedOp::verify() {
 }
 
 LogicalResult EmbedOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  addMaskUse(uses, maskOperand(getHiddenMask(), *this), AxisKind::Hidden, dim(getTable(), 1));
+  addMaskUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, dim(getTable(), 1));
   return success();
 }
 
@@ -166,7 +177,7 @@ LogicalResult EmbedOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult RMSNormOp::verify() {
-  if (getEpsilon().convertToDouble() <= 0.0)
+  if (!(getEpsilon().convertToDouble() > 0.0))
     return emitOpError("expects a positive epsilon");
   if (getInput().getType() != getResult().getType())
     return emitOpError("expects the result type to equal the input type");
@@ -176,7 +187,7 @@ LogicalResult RMSNormOp::verify() {
 }
 
 LogicalResult RMSNormOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  addMaskUse(uses, maskOperand(getHiddenMask(), *this), AxisKind::Hidden, lastDim(getInput()));
+  addMaskUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
 
@@ -185,10 +196,15 @@ LogicalResult RMSNormOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult Mamba2Op::verify() {
+  if (failed(expectSaneSizes(*this, {{"num_heads", getNumHeads()},
+                                     {"head_dim", getHeadDim()},
+                                     {"n_groups", getNGroups()},
+                                     {"state_size", getStateSize()}})))
+    return failure();
   int64_t h = getNumHeads(), p = getHeadDim(), g = getNGroups();
   if (h % g != 0)
     return emitOpError() << "num_heads (" << h << ") must be divisible by n_groups (" << g << ")";
-  if (getEpsilon().convertToDouble() <= 0.0)
+  if (!(getEpsilon().convertToDouble() > 0.0))
     return emitOpError("expects a positive epsilon");
   if (getInput().getType() != getResult().getType())
     return emitOpError("expects the result type to equal the input type");
@@ -210,11 +226,10 @@ LogicalResult Mamba2Op::verify() {
 }
 
 LogicalResult Mamba2Op::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  Operation *op = *this;
-  addMaskUse(uses, maskOperand(getHeadsMask(), op), AxisKind::MambaHeads, getNumHeads(),
+  addMaskUse(uses, maskOperand(getHeadsMaskMutable()), AxisKind::MambaHeads, getNumHeads(),
              getNGroups());
-  addMaskUse(uses, maskOperand(getChannelsMask(), op), AxisKind::MambaHeadDim, getHeadDim());
-  addMaskUse(uses, maskOperand(getHiddenMask(), op), AxisKind::Hidden, lastDim(getInput()));
+  addMaskUse(uses, maskOperand(getChannelsMaskMutable()), AxisKind::MambaHeadDim, getHeadDim());
+  addMaskUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
 
@@ -223,6 +238,10 @@ LogicalResult Mamba2Op::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult AttentionOp::verify() {
+  if (failed(expectSaneSizes(*this, {{"num_heads", getNumHeads()},
+                                     {"num_kv_heads", getNumKvHeads()},
+                                     {"head_dim", getHeadDim()}})))
+    return failure();
   int64_t nh = getNumHeads(), nkv = getNumKvHeads(), hd = getHeadDim();
   if (nh % nkv != 0)
     return emitOpError() << "num_heads (" << nh << ") must be divisible by num_kv_heads (" << nkv
@@ -239,10 +258,9 @@ LogicalResult AttentionOp::verify() {
 }
 
 LogicalResult AttentionOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  Operation *op = *this;
-  addMaskUse(uses, maskOperand(getHeadsMask(), op), AxisKind::AttnHeads, getNumHeads(),
+  addMaskUse(uses, maskOperand(getHeadsMaskMutable()), AxisKind::AttnHeads, getNumHeads(),
              getNumKvHeads());
-  addMaskUse(uses, maskOperand(getHiddenMask(), op), AxisKind::Hidden, lastDim(getInput()));
+  addMaskUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
 
@@ -262,9 +280,8 @@ LogicalResult MLPOp::verify() {
 }
 
 LogicalResult MLPOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
-  Operation *op = *this;
-  addMaskUse(uses, maskOperand(getFfnMask(), op), AxisKind::FFN, dim(getUpProj(), 0));
-  addMaskUse(uses, maskOperand(getHiddenMask(), op), AxisKind::Hidden, lastDim(getInput()));
+  addMaskUse(uses, maskOperand(getFfnMaskMutable()), AxisKind::FFN, dim(getUpProj(), 0));
+  addMaskUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
   return success();
 }
 
@@ -299,7 +316,7 @@ LogicalResult LMHeadOp::verify() {
 //===----------------------------------------------------------------------===//
 
 LogicalResult RouterOp::verify() {
-  if (getNegativeSlope().convertToDouble() < 0.0)
+  if (!(getNegativeSlope().convertToDouble() >= 0.0))
     return emitOpError("expects a non-negative LeakyReLU slope");
   auto resultType = cast<RankedTensorType>(getResult().getType());
   if (resultType.getRank() != 1 && resultType.getRank() != 2)
@@ -339,6 +356,8 @@ LogicalResult PrefixMaskOp::verify() {
   if (choices.front() != mask.getSize())
     return emitOpError() << "first choice " << choices.front() << " must equal the mask size "
                          << mask.getSize();
+  if (failed(expectStaticProbs(*this, getProbs())))
+    return failure();
   auto probs = cast<RankedTensorType>(getProbs().getType());
   if (probs.getRank() != 1 && probs.getRank() != 2)
     return emitOpError("expects probabilities of one axis (rank 1) or one row per layer "
@@ -357,6 +376,10 @@ LogicalResult PrefixMaskOp::verify() {
 }
 
 LogicalResult LayerKeepOp::verify() {
+  if (failed(expectStaticProbs(*this, getProbs())))
+    return failure();
+  if (ShapedType::isDynamic(dim(getResult(), 0)))
+    return emitOpError("expects one keep gate per layer (a static result shape)");
   int64_t layers = dim(getResult(), 0);
   ArrayRef<int64_t> order = getOrder();
   if (static_cast<int64_t>(order.size()) != layers)
@@ -386,7 +409,7 @@ LogicalResult CrossEntropyOp::verify() {
 }
 
 LogicalResult KLDistillOp::verify() {
-  if (getTemperature().convertToDouble() <= 0.0)
+  if (!(getTemperature().convertToDouble() > 0.0))
     return emitOpError("expects a positive temperature");
   auto student = cast<RankedTensorType>(getStudent().getType());
   if (failed(expectShape(*this, getTeacher(), student.getShape(), "teacher logits")))
@@ -395,7 +418,8 @@ LogicalResult KLDistillOp::verify() {
 }
 
 LogicalResult ExpectedSizeOp::verify() {
-  if (failed(verifyChoices(*this, getChoices(), /*groups=*/1)))
+  if (failed(verifyChoices(*this, getChoices(), /*groups=*/1)) ||
+      failed(expectStaticProbs(*this, getProbs())))
     return failure();
   auto probs = cast<RankedTensorType>(getProbs().getType());
   if (probs.getRank() < 1 || probs.getShape().back() != static_cast<int64_t>(getChoices().size()))
@@ -453,9 +477,9 @@ LogicalResult ResourceLossOp::verify() {
     if (i > 0 && f >= fractions[i - 1])
       return emitOpError("expects strictly descending budget fractions");
   }
-  if (getFullParams().convertToDouble() <= 0.0)
+  if (!(getFullParams().convertToDouble() > 0.0))
     return emitOpError("expects a positive full parameter count");
-  if (getDeadZone().convertToDouble() < 0.0 || getAnchorWeight().convertToDouble() < 0.0)
+  if (!(getDeadZone().convertToDouble() >= 0.0) || !(getAnchorWeight().convertToDouble() >= 0.0))
     return emitOpError("expects a non-negative dead zone and anchor weight");
   return expectSameElementType(*this, getParams(), getOperation()->getOperands());
 }

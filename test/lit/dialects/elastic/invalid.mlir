@@ -1,11 +1,10 @@
 // Every verifier rule of the elastic dialect (ElasticOps.cpp, ElasticTypes.cpp, the backward
 // ops' verifiers), one case each, plus the mask-consistency trait on each masked forward op and a
-// few representative ODS-generated constraint errors. Two guards of the mask trait have no case:
-// "takes a mask operand but does not declare what it masks" cannot fire on today's ops, whose ODS
-// types admit masks only where getMaskUses declares them; "mask operand #N masks no declared axis"
-// is reached today only when one mask value is passed as two mask operands (getMaskUses finds
-// operands by value, so the second one is never declared), a misleading report of that input
-// that a test should not pin down.
+// few representative ODS-generated constraint errors. Two guards of the mask trait have no case
+// because no op can reach them today: "takes a mask operand but does not declare what it masks"
+// (ODS types admit masks only where getMaskUses declares them) and "mask operand #N masks no
+// declared axis" (getMaskUses finds operands by position, so even one mask value passed as two
+// operands is declared twice). They protect ops added later.
 // RUN: nestor-opt %s -split-input-file -verify-diagnostics
 
 // expected-error @+1 {{mask size must be positive, got 0}}
@@ -139,7 +138,7 @@ func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tens
 // -----
 
 func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>, %m: !elastic.mask<mamba_heads, 4, groups = 2>) {
-  // expected-error @+1 {{operand #5 must be a attn_heads mask, got a mamba_heads mask}}
+  // expected-error @+1 {{operand #5 must be an attn_heads mask, got a mamba_heads mask}}
   %y = elastic.attention %x, %wq, %wk, %wv, %wo heads(%m : !elastic.mask<mamba_heads, 4, groups = 2>) {num_heads = 4 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
   return
 }
@@ -1361,5 +1360,103 @@ func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tens
 func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %v8: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>, %mh: !elastic.mask<hidden, 64>) {
   // expected-error @+1 {{expects hidden_mask_grad of type 'tensor<66xf32>', got 'tensor<64xf32>'}}
   %m:10 = elastic.mamba2_grad %x, %in_proj, %conv_w, %conv_b, %v8, %v8, %v8, %norm_w, %out_proj, %x hidden(%mh : !elastic.mask<hidden, 64>) {num_heads = 8 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>, tensor<?x?x64xf32>) hidden(tensor<64xf32>)
+  return
+}
+
+// -----
+
+// A rank-0 probs operand is an error, not a crash.
+func.func @t(%p: tensor<f32>, %dm: tensor<66xf32>) {
+  // expected-error @+1 {{expects one probability per choice}}
+  %g = elastic.prefix_mask_grad %p, %dm {choices = array<i64: 64>, mode = #elastic.mask_mode<soft>, mask = !elastic.mask<hidden, 64>} : (tensor<f32>, tensor<66xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+// One mask value in two operands: each operand is checked for its own axis.
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x128xf32>, %m: !elastic.mask<ffn, 128>) {
+  // expected-error @+1 {{operand #4 must be a hidden mask, got a ffn mask}}
+  %y = elastic.mlp %x, %up, %down ffn(%m : !elastic.mask<ffn, 128>) hidden(%m : !elastic.mask<ffn, 128>) : (tensor<?x?x64xf32>, tensor<128x64xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<?xf32>) {
+  // expected-error @+1 {{expects probabilities of static shape}}
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>} : tensor<?xf32> -> !elastic.mask<hidden, 64>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<?xf32>) {
+  // expected-error @+1 {{expects probabilities of static shape}}
+  %k = elastic.layer_keep %p {order = array<i64: 0, 1>, mode = #elastic.mask_mode<soft>} : tensor<?xf32> -> tensor<2xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<2xf32>) {
+  // expected-error @+1 {{expects one keep gate per layer (a static result shape)}}
+  %k = elastic.layer_keep %p {order = array<i64: 0, 1>, mode = #elastic.mask_mode<soft>} : tensor<2xf32> -> tensor<?xf32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<?xf32>) {
+  // expected-error @+1 {{expects probabilities of static shape}}
+  %e = elastic.expected_size %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<soft>} : tensor<?xf32> -> tensor<f32>
+  return
+}
+
+// -----
+
+// A masked dimension unknown until run time is not checked against the mask.
+func.func @t(%x: tensor<?x?x?xf32>, %w: tensor<?xf32>, %m: !elastic.mask<hidden, 64>) -> tensor<?x?x?xf32> {
+  %y = elastic.rmsnorm %x, %w hidden(%m : !elastic.mask<hidden, 64>) : (tensor<?x?x?xf32>, tensor<?xf32>) -> tensor<?x?x?xf32>
+  return %y : tensor<?x?x?xf32>
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{expects a positive epsilon}}
+  %y = elastic.rmsnorm %x, %w {epsilon = 0x7FF8000000000000 : f64} : (tensor<?x?x64xf32>, tensor<64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%s: tensor<?x?x5xf32>) {
+  // expected-error @+1 {{expects a positive temperature}}
+  %k = elastic.kl_distill %s, %s {temperature = 0x7FF8000000000000 : f64} : (tensor<?x?x5xf32>, tensor<?x?x5xf32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%p: tensor<f32>, %b: tensor<i32>) {
+  // expected-error @+1 {{expects a positive full parameter count}}
+  %l = elastic.resource_loss %p, %b {fractions = array<f64: 1.0>, full_params = 0x7FF8000000000000 : f64} : (tensor<f32>, tensor<i32>) -> tensor<f32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf32>, %wv: tensor<32x64xf32>, %wo: tensor<64x64xf32>) {
+  // expected-error @+1 {{num_heads = 4611686018427387904 is larger than the supported maximum 16777216}}
+  %y = elastic.attention %x, %wq, %wk, %wv, %wo {num_heads = 4611686018427387904 : i64, num_kv_heads = 2 : i64, head_dim = 16 : i64} : (tensor<?x?x64xf32>, tensor<64x64xf32>, tensor<32x64xf32>, tensor<32x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %v8: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
+  // expected-error @+1 {{num_heads = 4611686018427387904 is larger than the supported maximum 16777216}}
+  %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %v8, %v8, %v8, %norm_w, %out_proj {num_heads = 4611686018427387904 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
   return
 }
