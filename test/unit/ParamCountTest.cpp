@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <limits>
 
 using namespace nestor::spec;
 
@@ -47,6 +48,11 @@ TEST(ParamCountTest, LayerFormulasMatchTheWeightTensors) {
   double mamba =
       d + (2 * hp + 2 * gn + H) * d + (hp + 2 * gn) * 4 + (hp + 2 * gn) + 3 * H + hp + d * hp;
   EXPECT_EQ(mambaLayerParams(f, d, H, P), mamba);
+  // The same three counts worked out by hand, so a slip shared by formula and test shows:
+  // Mamba 7 + 7*40 + 24*4 + 24 + 12 + 12 + 84, attention 7 + 210 + 140 + 210, MLP 7 + 63 + 63.
+  EXPECT_EQ(mamba, 515.0);
+  EXPECT_EQ(attentionLayerParams(f, d, nh), 567.0);
+  EXPECT_EQ(mlpLayerParams(f, d, F), 133.0);
   // Attention: norm, q, k, v, o.
   EXPECT_EQ(attentionLayerParams(f, d, nh), d + nh * 5 * d + 2 * (2 * 5 * d) + d * nh * 5);
   // MLP: norm, up, down.
@@ -128,20 +134,48 @@ TEST(ParamCountTest, DualNumberDerivativeMatchesFiniteDifferences) {
   }
 }
 
-TEST(ParamCountTest, EveryChoiceIsSmallerThanTheParent) {
-  ModelSpec spec = load("nemotron-nano-12b-v2.pbtxt");
-  FixedSizes f = fixedSizes(spec);
-  double parent = countParams(f, parentSizes(spec)).total();
-  const Elastic &e = spec.elastic();
-  for (int i = 1; i < e.hidden_size().choices_size(); ++i) {
+/// Every axis of every example spec: each smaller choice (and each further dropped layer) gives a
+/// strictly smaller count, so the nesting of METHOD.md §2 is also a nesting of sizes.
+TEST(ParamCountTest, CountIsMonotonicInEveryAxis) {
+  for (const char *name :
+       {"tiny-hybrid.pbtxt", "nemotron-nano-12b-v2.pbtxt", "nemotron-nano-9b-v2.pbtxt"}) {
+    ModelSpec spec = load(name);
+    FixedSizes f = fixedSizes(spec);
+    const Elastic &e = spec.elastic();
+    struct Axis {
+      const AxisChoices &choices;
+      double LayerSizes<double>::*field; // nullptr: hidden
+    } axes[] = {{e.hidden_size(), nullptr},
+                {e.intermediate_size(), &LayerSizes<double>::ffn},
+                {e.num_attention_heads(), &LayerSizes<double>::attnHeads},
+                {e.mamba_num_heads(), &LayerSizes<double>::mambaHeads},
+                {e.mamba_head_dim(), &LayerSizes<double>::mambaHeadDim}};
+    for (const Axis &axis : axes) {
+      ASSERT_GE(axis.choices.choices_size(), 2) << name << ": every example axis is elastic";
+      double previous = std::numeric_limits<double>::infinity();
+      for (int64_t k : axis.choices.choices()) {
+        ModelSizes<double> s = parentSizes(spec);
+        if (!axis.field)
+          s.hidden = double(k);
+        for (auto &l : s.layers)
+          if (axis.field)
+            l.*axis.field = double(k);
+        double n = countParams(f, s).total();
+        EXPECT_LT(n, previous) << name << " choice " << k;
+        previous = n;
+      }
+    }
     ModelSizes<double> s = parentSizes(spec);
-    s.hidden = double(e.hidden_size().choices(i));
-    double n = countParams(f, s).total();
-    EXPECT_LT(n, parent);
-    // Smaller choices nest: each count below the previous one.
-    ModelSizes<double> prev = parentSizes(spec);
-    prev.hidden = double(e.hidden_size().choices(i - 1));
-    EXPECT_LT(n, countParams(f, prev).total());
+    double previous = countParams(f, s).total();
+    for (size_t i = 0; i < s.layers.size(); ++i) {
+      s.layers[i].keep = 0.0;
+      double n = countParams(f, s).total();
+      EXPECT_LT(n, previous) << name << " dropping layer " << i;
+      previous = n;
+    }
+    // With every layer dropped only the embedding, head and final norm remain.
+    auto b = countParams(f, s);
+    EXPECT_EQ(b.total(), b.embedding + b.lmHead + b.finalNorm);
   }
 }
 
