@@ -136,11 +136,9 @@ llvm::Error applySet(llvm::StringRef text, const ModelSpec &spec, ModelSizes<dou
           llvm::formatv("--set {0}: {1} is larger than the parent's {2}", key, value, axis->parent)
               .str());
     if (axis->groups > 1 && value % axis->groups != 0)
-      return llvm::createStringError(
-          llvm::formatv("--set {0}: {1} is not a multiple of {2} ({3}); heads are trimmed "
-                        "equally within each group",
-                        key, value, axis->groupField, axis->groups)
-              .str());
+      return llvm::createStringError(llvm::formatv("--set {0}: {1} is not a multiple of {2} ({3})",
+                                                   key, value, axis->groupField, axis->groups)
+                                         .str());
     setAxis(sizes, *axis, value);
   }
   return llvm::Error::success();
