@@ -495,9 +495,9 @@ bool Validator::checkElastic() {
                               e.max_dropped_layers())
                     .str());
   const Router &r = e.router();
-  if (r.has_hidden_size() && r.hidden_size() <= 0)
+  if (r.has_hidden_size() && (r.hidden_size() <= 0 || r.hidden_size() > kMaxSize))
     return fail("elastic.router.hidden_size",
-                "must be positive, got " + llvm::Twine(r.hidden_size()));
+                llvm::formatv("must be in [1, {0}], got {1}", kMaxSize, r.hidden_size()).str());
   if (r.has_leaky_relu_slope() && r.leaky_relu_slope() < 0.0)
     return fail("elastic.router.leaky_relu_slope", "must not be negative");
   if (r.has_init_std() && !(r.init_std() > 0.0))

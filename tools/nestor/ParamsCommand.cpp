@@ -354,7 +354,9 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
         fmt::print("  {:<22} {:>8.3f} {:>18}\n", b.name(), b.fraction(),
                    grouped(b.fraction() * total));
     }
-    if (opts->budgetTable) {
+    if (opts->budgetTable && !spec->has_elastic())
+      fmt::print("\nbudget table: none (a dense spec has no budgets)\n");
+    if (opts->budgetTable && spec->has_elastic()) {
       fmt::print(
           "\nbudget table: the homogeneous configuration closest to each target\n"
           "  (dropped layers are the last ones; the trained router makes the real choice)\n");
