@@ -230,6 +230,8 @@ bool looksBinary(llvm::StringRef text) {
 
 llvm::Expected<ModelSpec> nestor::spec::parseSpecText(llvm::StringRef text,
                                                       llvm::StringRef fileName) {
+  // Editors on Windows write a UTF-8 byte-order mark; it is not part of the text.
+  text.consume_front("\xEF\xBB\xBF");
   if (text.trim().empty())
     return llvm::createStringError((fileName + ": the spec file is empty").str());
   if (looksBinary(text))

@@ -123,6 +123,15 @@ TEST(SpecTest, BinaryFileIsAnError) {
   EXPECT_NE(llvm::toString(spec.takeError()).find("model.bin: not a text spec"), std::string::npos);
 }
 
+TEST(SpecTest, ByteOrderMarkAndCRLFAreText) {
+  std::string text = "\xEF\xBB\xBF" + readFile(srcRoot() + "/examples/specs/tiny-hybrid.pbtxt");
+  auto spec = parseSpecText(text, "bom.pbtxt");
+  ASSERT_TRUE(static_cast<bool>(spec)) << llvm::toString(spec.takeError());
+  EXPECT_EQ(spec->name(), "tiny-hybrid");
+  EXPECT_EQ(parseError("\xEF\xBB\xBFname: \"x\"\r\narchitecture {\r\n  hidden_size: oops\r\n}\r\n"),
+            "p.pbtxt:3:16: Expected integer, got: oops");
+}
+
 TEST(SpecTest, ControlCharactersAreBinary) {
   // Valid UTF-8 without NUL bytes, but protobuf wire format, not text.
   std::string wire("\x0a\x04tiny\x12\x02\x10\x08", 10);
