@@ -84,16 +84,44 @@ struct Harness {
   OwningOpRef<ModuleOp> module;
   func::FuncOp forward, step;
 
-  explicit Harness(const std::string &text, StringRef name, unsigned lossIndex) {
+  /// Parses `text` and differentiates @name.
+  Harness(const std::string &text, StringRef name, unsigned lossIndex) {
     loadImportDialects(context);
     module = parseSourceString<ModuleOp>(text, &context);
     EXPECT_TRUE(module);
+    differentiate(name, lossIndex);
+  }
+
+  /// Imports `spec` in float64 and differentiates @name.
+  Harness(const spec::ModelSpec &spec, StringRef name, unsigned lossIndex) {
+    ImportOptions options;
+    options.float64 = true;
+    auto imported = importSpec(context, spec, options);
+    EXPECT_TRUE(static_cast<bool>(imported)) << llvm::toString(imported.takeError());
+    if (!imported)
+      return;
+    module = std::move(*imported);
+    differentiate(name, lossIndex);
+  }
+
+  void differentiate(StringRef name, unsigned lossIndex) {
+    if (!module)
+      return;
     PassManager pm(&context);
     pm.addPass(createElasticAutodiffPass({name.str(), lossIndex}));
     EXPECT_TRUE(succeeded(pm.run(*module)));
     forward = module->lookupSymbol<func::FuncOp>(name);
     step = module->lookupSymbol<func::FuncOp>((name + "_train_step").str());
     EXPECT_TRUE(forward && step);
+  }
+
+  /// The argument of @forward (and of the step) that is run-time input `name`.
+  Tensor &input(std::vector<Tensor> &args, StringRef name) {
+    for (unsigned i = 0; i < forward.getNumArguments(); ++i)
+      if (auto n = forward.getArgAttrOfType<StringAttr>(i, "elastic.input"); n && n == name)
+        return args[i];
+    ADD_FAILURE() << "no input " << name.str();
+    return args[0];
   }
 };
 
@@ -199,15 +227,7 @@ TEST(GradientTest, DenseImportedModelMatchesFiniteDifferences) {
   a->set_intermediate_size(9);
   a->set_vocab_size(256);
   a->set_tie_word_embeddings(true);
-  MLIRContext context;
-  ImportOptions options;
-  options.float64 = true;
-  auto module = importSpec(context, spec, options);
-  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  (*module)->print(os);
-  Harness h(text, "model", 1);
+  Harness h(spec, "model", 1);
   ASSERT_TRUE(h.step);
   // Tied embeddings: one parameter with two uses, its cotangents summed. Results: logits,
   // loss, then the embedding, 2 x (norm, up, down) and the final norm.
@@ -303,30 +323,15 @@ TEST_P(ElasticModelGradientTest, MatchesFiniteDifferences) {
   e->mutable_router()->set_hidden_size(5);
   spec.mutable_training()->mutable_distillation()->set_trainable_teacher(true);
 
-  MLIRContext context;
-  ImportOptions options;
-  options.float64 = true;
-  auto module = importSpec(context, spec, options);
-  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  (*module)->print(os);
-  Harness h(text, "elastic_model", 1);
+  Harness h(spec, "elastic_model", 1);
   ASSERT_TRUE(h.step);
   std::mt19937_64 rng(17);
   std::vector<Tensor> args = randomArgs(h.forward, rng, 2, 3);
-  auto input = [&](StringRef name) -> Tensor & {
-    for (unsigned i = 0; i < h.forward.getNumArguments(); ++i)
-      if (auto n = h.forward.getArgAttrOfType<StringAttr>(i, "elastic.input"); n && n == name)
-        return args[i];
-    ADD_FAILURE() << "no input " << name.str();
-    return args[0];
-  };
-  input("budget") = Tensor::scalar(GetParam().budget);
-  input("tau") = Tensor::scalar(1.3);
-  input("logit_scale") = Tensor::scalar(2.0);
-  input("hard_sample") = Tensor::scalar(0);
-  input("seed") = Tensor::scalar(11);
+  h.input(args, "budget") = Tensor::scalar(GetParam().budget);
+  h.input(args, "tau") = Tensor::scalar(1.3);
+  h.input(args, "logit_scale") = Tensor::scalar(2.0);
+  h.input(args, "hard_sample") = Tensor::scalar(0);
+  h.input(args, "seed") = Tensor::scalar(11);
   if (GetParam().dropLayers >= 0) {
     for (unsigned i = 0; i < h.forward.getNumArguments(); ++i)
       if (auto n = h.forward.getArgAttrOfType<StringAttr>(i, "elastic.param");
@@ -357,33 +362,15 @@ TEST(GradientTest, TinySpecSampledGradientsMatchFiniteDifferences) {
                          "/examples/specs/tiny-hybrid.pbtxt");
   ASSERT_TRUE(static_cast<bool>(spec)) << llvm::toString(spec.takeError());
   spec->mutable_elastic()->set_mask_mode(spec::SOFT);
-  MLIRContext context;
-  ImportOptions options;
-  options.float64 = true;
-  auto module = importSpec(context, *spec, options);
-  ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
-  std::string text;
-  llvm::raw_string_ostream os(text);
-  (*module)->print(os);
-  Harness h(text, "elastic_model", 1);
+  Harness h(*spec, "elastic_model", 1);
   ASSERT_TRUE(h.step);
   std::mt19937_64 rng(31);
   std::vector<Tensor> args = randomArgs(h.forward, rng, 1, 5);
-  for (unsigned i = 0; i < h.forward.getNumArguments(); ++i) {
-    auto n = h.forward.getArgAttrOfType<StringAttr>(i, "elastic.input");
-    if (!n)
-      continue;
-    if (n == "budget")
-      args[i] = Tensor::scalar(1);
-    else if (n == "tau")
-      args[i] = Tensor::scalar(1.0);
-    else if (n == "logit_scale")
-      args[i] = Tensor::scalar(1.5);
-    else if (n == "hard_sample")
-      args[i] = Tensor::scalar(0);
-    else if (n == "seed")
-      args[i] = Tensor::scalar(4);
-  }
+  h.input(args, "budget") = Tensor::scalar(1);
+  h.input(args, "tau") = Tensor::scalar(1.0);
+  h.input(args, "logit_scale") = Tensor::scalar(1.5);
+  h.input(args, "hard_sample") = Tensor::scalar(0);
+  h.input(args, "seed") = Tensor::scalar(4);
   // Weights at a realistic scale, so activations stay O(1) through 8 layers of width 256.
   for (unsigned i = 0; i < h.forward.getNumArguments(); ++i)
     if (h.forward.getArgAttr(i, "elastic.param"))
