@@ -3,6 +3,7 @@
 #define NESTOR_PASSES_PASSES_H
 
 #include "dialects/elastic/ElasticDialect.h"
+#include "dialects/kernel/KernelOps.h"
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/Pass/Pass.h"

@@ -8,6 +8,24 @@
 
 include "mlir/Pass/PassBase.td"
 
+def ConvertElasticToKernelPass : Pass<"convert-elastic-to-kernel", "mlir::ModuleOp"> {
+  let summary = "Lower elastic ops to kernel-dialect ops (GEMMs, fused kernels, host steps)";
+  let description = [{
+    Each elastic op lowers through its own conversion pattern: projections become
+    `kernel.gemm`, norms, masks, activations, the Mamba2 conv/scan/gate-norm, attention and the
+    losses become their fused kernels, backward ops recompute forward intermediates with the
+    same kernel ops (so CSE shares them with the forward), and the small router, mask and
+    budget ops become `kernel.host` steps. Masks become `tensor<(n+2)xT>`; the dynamic batch and
+    sequence dimensions become `batch` and `seq-len`. Ops whose masks are hard prefix masks are
+    marked `prefix_dense`.
+  }];
+  let options = [
+    Option<"batch", "batch", "int64_t", /*default=*/"1", "Batch size (sequences per step)">,
+    Option<"seqLen", "seq-len", "int64_t", /*default=*/"1", "Sequence length (tokens)">
+  ];
+  let dependentDialects = ["::nestor::kernel::KernelDialect"];
+}
+
 def ElasticAutodiffPass : Pass<"elastic-autodiff", "mlir::ModuleOp"> {
   let summary = "Build the train-step function: forward, loss and every parameter's gradient";
   let description = [{

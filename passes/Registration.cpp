@@ -2,6 +2,7 @@
 #include "passes/Passes.h"
 
 #include "dialects/elastic/ElasticOps.h"
+#include "dialects/kernel/KernelOps.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -9,7 +10,7 @@
 #include "mlir/IR/DialectRegistry.h"
 
 void nestor::registerNestorDialects(mlir::DialectRegistry &registry) {
-  registry.insert<elastic::ElasticDialect, mlir::func::FuncDialect, mlir::arith::ArithDialect,
+  registry.insert<elastic::ElasticDialect, kernel::KernelDialect, mlir::func::FuncDialect, mlir::arith::ArithDialect,
                   mlir::tensor::TensorDialect>();
   elastic::registerArithGradientModels(registry);
 }

@@ -1,0 +1,71 @@
+//===- KernelOps.cpp - Verifiers of the kernel dialect ---------------------===//
+#include "dialects/kernel/KernelOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/OpImplementation.h"
+
+using namespace mlir;
+using namespace nestor::kernel;
+
+#define GET_OP_CLASSES
+#include "dialects/kernel/KernelOps.cpp.inc"
+
+namespace {
+/// The matrix view of a tensor: [product of all dims but the last, last dim].
+std::pair<int64_t, int64_t> matrixView(RankedTensorType type) {
+  if (type.getRank() == 0)
+    return {1, 1};
+  int64_t rows = 1;
+  for (int64_t d : type.getShape().drop_back())
+    rows = ShapedType::isDynamic(d) || ShapedType::isDynamic(rows) ? ShapedType::kDynamic
+                                                                   : rows * d;
+  return {rows, type.getShape().back()};
+}
+} // namespace
+
+LogicalResult GemmOp::verify() {
+  auto a = matrixView(getA().getType()), b = matrixView(getB().getType());
+  auto c = matrixView(getResult().getType());
+  if (getA().getType().getRank() < 2 || getB().getType().getRank() < 2)
+    return emitOpError("operands must have rank 2 or more (a matrix view)");
+  int64_t m = getTransposeA() ? a.second : a.first, ka = getTransposeA() ? a.first : a.second;
+  int64_t kb = getTransposeB() ? b.second : b.first, n = getTransposeB() ? b.first : b.second;
+  auto mismatch = [](int64_t x, int64_t y) {
+    return !ShapedType::isDynamic(x) && !ShapedType::isDynamic(y) && x != y;
+  };
+  if (mismatch(ka, kb))
+    return emitOpError("contraction sizes differ: ") << ka << " vs " << kb;
+  if (mismatch(m, c.first) || mismatch(n, c.second))
+    return emitOpError("result matrix view must be ") << m << "x" << n;
+  Type elem = getA().getType().getElementType();
+  if (getB().getType().getElementType() != elem || getResult().getType().getElementType() != elem)
+    return emitOpError("operands and result must share one element type");
+  if (getAcc() && getAcc().getType() != getResult().getType())
+    return emitOpError("acc must have the result type");
+  if (getMask()) {
+    int64_t entries = getMask().getType().getDimSize(0) - 2;
+    if (getMaskBlock() <= 0 || entries * static_cast<int64_t>(getMaskBlock()) != c.second)
+      return emitOpError("mask of ") << entries << " entries with block " << getMaskBlock()
+                                     << " does not cover " << c.second << " columns";
+  }
+  return success();
+}
+
+LogicalResult AddOp::verify() {
+  if (getInputs().size() < 2)
+    return emitOpError("needs at least two inputs");
+  return success();
+}
+
+LogicalResult HostOp::verify() {
+  Block &body = getBody().front();
+  if (body.getNumArguments() != getInputs().size())
+    return emitOpError("region must take one argument per input");
+  for (auto [arg, input] : llvm::zip(body.getArguments(), getInputs()))
+    if (arg.getType() != input.getType())
+      return emitOpError("region argument types must match the inputs");
+  auto yield = dyn_cast<YieldOp>(body.getTerminator());
+  if (!yield || yield.getValues().size() != getNumResults())
+    return emitOpError("region must end in kernel.yield of one value per result");
+  return success();
+}

@@ -1,0 +1,381 @@
+//===- KernelOps.td - Ops of the kernel dialect -------------------*- tablegen -*-===//
+//
+// One op per kernel. The semantics of each op are those of the CPU function of the same name in
+// lib/codegen/cpu/Kernels.h (its comment is the formula); the op documents the operands. An
+// activation `tensor<BxLxC>` is viewed as rows = B*L of C channels.
+//
+//===----------------------------------------------------------------------===//
+#ifndef NESTOR_KERNEL_OPS_TD
+#define NESTOR_KERNEL_OPS_TD
+
+include "dialects/kernel/KernelBase.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+
+
+//===----------------------------------------------------------------------===//
+// GEMM
+//===----------------------------------------------------------------------===//
+
+def Kernel_GemmOp : Kernel_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
+  let summary = "matrix product with fused accumulate and mask epilogues";
+  let description = [{
+    `result = op(A) op(B) [+ acc] [* mask]`. Each operand of rank r is viewed as a matrix
+    [product of its first r-1 dims, last dim]; `transpose_a` / `transpose_b` transpose that view.
+    The result (any rank with the same matrix view) is `[M, N]`. `acc` is added (the GEMM runs
+    with beta = 1 into acc's buffer when the memory plan lets it), and the `mask` epilogue
+    multiplies column c by `mask[c / mask_block]` (kernel-fuse forms both).
+
+    ```mlir
+    %y = kernel.gemm %x, %w {transpose_b} : (tensor<2x5x64xf32>, tensor<128x64xf32>) -> tensor<2x5x128xf32>
+    ```
+  }];
+  let arguments = (ins Kernel_FloatTensor:$a, Kernel_FloatTensor:$b,
+                       Optional<Kernel_FloatTensor>:$acc, Kernel_OptionalMask:$mask,
+                       UnitAttr:$transpose_a, UnitAttr:$transpose_b,
+                       DefaultValuedAttr<I64Attr, "1">:$mask_block);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $a `,` $b (`acc` `(` $acc^ `:` type($acc) `)`)? (`mask` `(` $mask^ `:` type($mask) `)`)?
+    attr-dict `:` `(` type($a) `,` type($b) `)` `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Row kernels
+//===----------------------------------------------------------------------===//
+
+def Kernel_EmbedOp : Kernel_Op<"embed", [Pure]> {
+  let summary = "embedding gather with the hidden mask";
+  let arguments = (ins Kernel_Tokens:$tokens, Kernel_FloatTensor:$table,
+                       Kernel_OptionalMask:$mask, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $tokens `,` $table (`mask` `(` $mask^ `:` type($mask) `)`)? attr-dict `:`
+    `(` type($tokens) `,` type($table) `)` `->` type($result)
+  }];
+}
+
+def Kernel_EmbedGradOp : Kernel_Op<"embed_grad", [Pure]> {
+  let summary = "embedding table and hidden-mask cotangents";
+  let arguments = (ins Kernel_Tokens:$tokens, Kernel_FloatTensor:$table,
+                       Kernel_FloatTensor:$result_grad, Kernel_OptionalMask:$mask,
+                       UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$table_grad, Optional<Kernel_Vector>:$mask_grad);
+  let assemblyFormat = [{
+    $tokens `,` $table `,` $result_grad (`mask` `(` $mask^ `:` type($mask) `)`)? attr-dict `:`
+    `(` type($tokens) `,` type($table) `,` type($result_grad) `)` `->` type(results)
+  }];
+}
+
+def Kernel_RMSNormOp : Kernel_Op<"rmsnorm", [Pure]> {
+  let summary = "masked RMSNorm (norm + mask + scale)";
+  let arguments = (ins Kernel_FloatTensor:$input, Kernel_Vector:$weight,
+                       Kernel_OptionalMask:$mask, F64Attr:$epsilon, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input `,` $weight (`mask` `(` $mask^ `:` type($mask) `)`)? attr-dict `:`
+    `(` type($input) `,` type($weight) `)` `->` type($result)
+  }];
+}
+
+def Kernel_RMSNormGradOp : Kernel_Op<"rmsnorm_grad", [Pure]> {
+  let summary = "masked RMSNorm backward";
+  let arguments = (ins Kernel_FloatTensor:$input, Kernel_Vector:$weight,
+                       Kernel_FloatTensor:$result_grad, Kernel_OptionalMask:$mask,
+                       F64Attr:$epsilon, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$input_grad, Kernel_Vector:$weight_grad,
+                      Optional<Kernel_Vector>:$mask_grad);
+  let assemblyFormat = [{
+    $input `,` $weight `,` $result_grad (`mask` `(` $mask^ `:` type($mask) `)`)? attr-dict `:`
+    `(` type($input) `,` type($weight) `,` type($result_grad) `)` `->` type(results)
+  }];
+}
+
+def Kernel_MaskOp : Kernel_Op<"mask", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "channel mask: x[r, c] * mask[c / block]";
+  let arguments = (ins Kernel_FloatTensor:$input, Kernel_Vector:$mask,
+                       DefaultValuedAttr<I64Attr, "1">:$block,
+                       DefaultValuedAttr<I64Attr, "1">:$groups, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = "$input `,` $mask attr-dict `:` type($input) `,` type($mask)";
+}
+
+def Kernel_MaskGradOp : Kernel_Op<"mask_grad", [Pure,
+    AllTypesMatch<["input", "input_grad", "result_grad"]>, AllTypesMatch<["mask", "mask_grad"]>]> {
+  let summary = "channel mask backward: dx and the mask cotangent";
+  let arguments = (ins Kernel_FloatTensor:$input, Kernel_Vector:$mask,
+                       Kernel_FloatTensor:$result_grad,
+                       DefaultValuedAttr<I64Attr, "1">:$block,
+                       DefaultValuedAttr<I64Attr, "1">:$groups, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$input_grad, Kernel_Vector:$mask_grad);
+  let assemblyFormat = [{
+    $input `,` $mask `,` $result_grad attr-dict `:` type($input) `,` type($mask)
+  }];
+}
+
+def Kernel_Relu2Op : Kernel_Op<"relu2", [Pure]> {
+  let summary = "squared ReLU of the FFN-masked up projection";
+  let arguments = (ins Kernel_FloatTensor:$input, Kernel_OptionalMask:$mask,
+                       UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $input (`mask` `(` $mask^ `:` type($mask) `)`)? attr-dict `:` type($input) `->` type($result)
+  }];
+}
+
+def Kernel_Relu2GradOp : Kernel_Op<"relu2_grad", [Pure,
+    AllTypesMatch<["input", "result_grad", "input_grad"]>]> {
+  let summary = "squared ReLU backward with the FFN-mask cotangent";
+  let arguments = (ins Kernel_FloatTensor:$input, Kernel_FloatTensor:$result_grad,
+                       Kernel_OptionalMask:$mask, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$input_grad, Optional<Kernel_Vector>:$mask_grad);
+  let assemblyFormat = [{
+    $input `,` $result_grad (`mask` `(` $mask^ `:` type($mask) `)`)? attr-dict `:`
+    type($input) (`->` type($mask_grad)^)?
+  }];
+}
+
+def Kernel_DepthGateOp : Kernel_Op<"depth_gate", [Pure,
+    AllTypesMatch<["residual", "block", "result"]>]> {
+  let summary = "residual add with the depth gate keep[layer]";
+  let arguments = (ins Kernel_FloatTensor:$residual, Kernel_FloatTensor:$block,
+                       Optional<Kernel_Vector>:$keep, OptionalAttr<I64Attr>:$layer);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $residual `,` $block (`keep` `(` $keep^ `:` type($keep) `)`)? attr-dict `:` type($result)
+  }];
+}
+
+def Kernel_DepthGateGradOp : Kernel_Op<"depth_gate_grad", [Pure,
+    AllTypesMatch<["block", "result_grad", "block_grad"]>]> {
+  let summary = "depth gate backward: the block's cotangent and keep's";
+  let arguments = (ins Kernel_FloatTensor:$block, Kernel_FloatTensor:$result_grad,
+                       Optional<Kernel_Vector>:$keep, OptionalAttr<I64Attr>:$layer);
+  let results = (outs Kernel_FloatTensor:$block_grad, Optional<Kernel_Vector>:$keep_grad);
+  let assemblyFormat = [{
+    $block `,` $result_grad (`keep` `(` $keep^ `:` type($keep) `)`)? attr-dict `:`
+    type($block) (`->` type($keep_grad)^)?
+  }];
+}
+
+def Kernel_CrossEntropyOp : Kernel_Op<"cross_entropy", [Pure]> {
+  let summary = "softmax cross-entropy, mean over non-ignored tokens";
+  let arguments = (ins Kernel_FloatTensor:$logits, Kernel_Tokens:$targets, I64Attr:$ignore_index);
+  let results = (outs Kernel_Scalar:$result);
+  let assemblyFormat = [{
+    $logits `,` $targets attr-dict `:` type($logits) `,` type($targets) `->` type($result)
+  }];
+}
+
+def Kernel_CrossEntropyGradOp : Kernel_Op<"cross_entropy_grad", [Pure,
+    AllTypesMatch<["logits", "logits_grad"]>]> {
+  let summary = "softmax cross-entropy backward";
+  let arguments = (ins Kernel_FloatTensor:$logits, Kernel_Tokens:$targets,
+                       Kernel_Scalar:$result_grad, I64Attr:$ignore_index);
+  let results = (outs Kernel_FloatTensor:$logits_grad);
+  let assemblyFormat = [{
+    $logits `,` $targets `,` $result_grad attr-dict `:` type($logits) `,` type($targets) `,`
+    type($result_grad)
+  }];
+}
+
+def Kernel_KLOp : Kernel_Op<"kl", [Pure, AllTypesMatch<["student", "teacher"]>]> {
+  let summary = "forward KL from teacher to student, mean over tokens";
+  let arguments = (ins Kernel_FloatTensor:$student, Kernel_FloatTensor:$teacher,
+                       F64Attr:$temperature);
+  let results = (outs Kernel_Scalar:$result);
+  let assemblyFormat = "$student `,` $teacher attr-dict `:` type($student) `->` type($result)";
+}
+
+def Kernel_KLGradOp : Kernel_Op<"kl_grad", [Pure,
+    AllTypesMatch<["student", "teacher", "student_grad"]>]> {
+  let summary = "forward KL backward (student only: the teacher is frozen)";
+  let arguments = (ins Kernel_FloatTensor:$student, Kernel_FloatTensor:$teacher,
+                       Kernel_Scalar:$result_grad, F64Attr:$temperature);
+  let results = (outs Kernel_FloatTensor:$student_grad);
+  let assemblyFormat = [{
+    $student `,` $teacher `,` $result_grad attr-dict `:` type($student) `,` type($result_grad)
+  }];
+}
+
+def Kernel_AddOp : Kernel_Op<"add", [Pure, SameOperandsAndResultType]> {
+  let summary = "elementwise sum of two or more tensors (one pass)";
+  let arguments = (ins Variadic<Kernel_FloatTensor>:$inputs);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = "$inputs attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Kernel_MulOp : Kernel_Op<"mul", [Pure, SameOperandsAndResultType]> {
+  let summary = "elementwise product";
+  let arguments = (ins Kernel_FloatTensor:$lhs, Kernel_FloatTensor:$rhs);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = "$lhs `,` $rhs attr-dict `:` type($result)";
+}
+
+//===----------------------------------------------------------------------===//
+// Mamba2 mixer
+//===----------------------------------------------------------------------===//
+
+class Kernel_MambaOp<string mnemonic, list<Trait> traits = []>
+    : Kernel_Op<mnemonic, !listconcat(traits, [Pure])> {
+  dag mambaAttrs = (ins ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                        ConfinedAttr<I64Attr, [IntPositive]>:$n_groups,
+                        ConfinedAttr<I64Attr, [IntPositive]>:$state_size,
+                        UnitAttr:$prefix_dense);
+}
+
+def Kernel_MambaMaskOp : Kernel_MambaOp<"mamba_mask", [AttrSizedOperandSegments]> {
+  let summary = "per-channel multiplier of z and x: heads.m[h] * channels.m[p]";
+  let arguments = !con((ins Kernel_OptionalMask:$heads, Kernel_OptionalMask:$channels),
+                       mambaAttrs);
+  let results = (outs Kernel_Vector:$result);
+  let assemblyFormat = [{
+    (`heads` `(` $heads^ `:` type($heads) `)`)? (`channels` `(` $channels^ `:` type($channels) `)`)?
+    attr-dict `:` type($result)
+  }];
+}
+
+def Kernel_MambaConvOp : Kernel_MambaOp<"mamba_conv"> {
+  let summary = "masked depthwise causal conv1d + SiLU over the x|B|C columns of in_proj";
+  let arguments = !con((ins Kernel_FloatTensor:$proj, Kernel_FloatTensor:$conv_weight,
+                            Kernel_Vector:$conv_bias, Optional<Kernel_Vector>:$mzx), mambaAttrs);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $proj `,` $conv_weight `,` $conv_bias (`mask` `(` $mzx^ `:` type($mzx) `)`)? attr-dict `:`
+    `(` type($proj) `,` type($conv_weight) `,` type($conv_bias) `)` `->` type($result)
+  }];
+}
+
+def Kernel_MambaScanOp : Kernel_MambaOp<"mamba_scan",
+    [AllTypesMatch<["dt_bias", "a_log", "d_skip"]>]> {
+  let summary = "the chunked SSD scan with softplus(dt) and the dt head mask";
+  let arguments = !con((ins Kernel_FloatTensor:$proj, Kernel_FloatTensor:$xbc,
+                            Kernel_Vector:$dt_bias, Kernel_Vector:$a_log, Kernel_Vector:$d_skip,
+                            Kernel_OptionalMask:$heads,
+                            DefaultValuedAttr<I64Attr, "64">:$chunk), mambaAttrs);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $proj `,` $xbc `,` $dt_bias `,` $a_log `,` $d_skip (`heads` `(` $heads^ `:` type($heads) `)`)?
+    attr-dict `:` `(` type($proj) `,` type($xbc) `,` type($dt_bias) `)` `->` type($result)
+  }];
+}
+
+def Kernel_MambaGateNormOp : Kernel_MambaOp<"mamba_gate_norm", [AttrSizedOperandSegments]> {
+  let summary = "gate y * silu(z) and group-wise masked RMSNorm";
+  let arguments = !con((ins Kernel_FloatTensor:$y, Kernel_FloatTensor:$proj,
+                            Kernel_Vector:$norm_weight, Optional<Kernel_Vector>:$mzx,
+                            Kernel_OptionalMask:$heads, Kernel_OptionalMask:$channels,
+                            F64Attr:$epsilon), mambaAttrs);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $y `,` $proj `,` $norm_weight (`mask` `(` $mzx^ `:` type($mzx) `)`)?
+    (`heads` `(` $heads^ `:` type($heads) `)`)? (`channels` `(` $channels^ `:` type($channels) `)`)?
+    attr-dict `:` `(` type($y) `,` type($proj) `,` type($norm_weight) `)` `->` type($result)
+  }];
+}
+
+def Kernel_MambaInnerGradOp : Kernel_MambaOp<"mamba_inner_grad",
+    [AttrSizedOperandSegments, AttrSizedResultSegments]> {
+  let summary = "fused backward of the mixer between in_proj and out_proj";
+  let description = [{
+    One kernel for the backward of gate-norm, scan, conv and the masks: its intermediate
+    cotangents (of y, the conv output and the z/x multipliers) never leave the kernel. Results:
+    the in_proj output's cotangent, then the conv weight, conv bias, dt bias, A_log, D and norm
+    weight cotangents, then the head and channel mask cotangents when those masks are given.
+  }];
+  let arguments = !con((ins Kernel_FloatTensor:$proj, Kernel_FloatTensor:$xbc,
+                            Kernel_FloatTensor:$y, Kernel_FloatTensor:$conv_weight,
+                            Kernel_Vector:$conv_bias, Kernel_Vector:$dt_bias,
+                            Kernel_Vector:$a_log, Kernel_Vector:$d_skip,
+                            Kernel_Vector:$norm_weight, Kernel_FloatTensor:$result_grad,
+                            Kernel_OptionalMask:$heads, Kernel_OptionalMask:$channels,
+                            F64Attr:$epsilon, DefaultValuedAttr<I64Attr, "64">:$chunk),
+                       mambaAttrs);
+  let results = (outs Kernel_FloatTensor:$proj_grad, Kernel_FloatTensor:$conv_weight_grad,
+                      Kernel_Vector:$conv_bias_grad, Kernel_Vector:$dt_bias_grad,
+                      Kernel_Vector:$a_log_grad, Kernel_Vector:$d_skip_grad,
+                      Kernel_Vector:$norm_weight_grad, Optional<Kernel_Vector>:$heads_grad,
+                      Optional<Kernel_Vector>:$channels_grad);
+  let assemblyFormat = [{
+    $proj `,` $xbc `,` $y `,` $conv_weight `,` $conv_bias `,` $dt_bias `,` $a_log `,` $d_skip `,`
+    $norm_weight `,` $result_grad
+    (`heads` `(` $heads^ `:` type($heads) `)`)? (`channels` `(` $channels^ `:` type($channels) `)`)?
+    attr-dict `:` `(` type($proj) `,` type($xbc) `,` type($y) `,` type($conv_weight) `,`
+    type($conv_bias) `,` type($dt_bias) `,` type($a_log) `,` type($d_skip) `,` type($norm_weight)
+    `,` type($result_grad) `)` `->` type(results)
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Attention
+//===----------------------------------------------------------------------===//
+
+def Kernel_AttentionOp : Kernel_Op<"attention", [Pure, AllTypesMatch<["k", "v"]>,
+    AllTypesMatch<["q", "result"]>]> {
+  let summary = "causal GQA attention, flash-style (a tile of scores at a time)";
+  let description = [{
+    Returns the unmasked head outputs and the per-row log-sum-exp `[B, heads, L]` the backward
+    reuses. `heads` is only read in prefix-dense mode, for the active heads per KV group.
+  }];
+  let arguments = (ins Kernel_FloatTensor:$q, Kernel_FloatTensor:$k, Kernel_FloatTensor:$v,
+                       Kernel_OptionalMask:$heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$result, Kernel_FloatTensor:$lse);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v (`heads` `(` $heads^ `:` type($heads) `)`)? attr-dict `:`
+    `(` type($q) `,` type($k) `)` `->` type($lse)
+  }];
+}
+
+def Kernel_AttentionGradOp : Kernel_Op<"attention_grad", [Pure,
+    AllTypesMatch<["q", "out", "result_grad", "q_grad"]>,
+    AllTypesMatch<["k", "v", "k_grad", "v_grad"]>]> {
+  let summary = "flash-style attention backward from the saved log-sum-exp";
+  let arguments = (ins Kernel_FloatTensor:$q, Kernel_FloatTensor:$k, Kernel_FloatTensor:$v,
+                       Kernel_FloatTensor:$out, Kernel_FloatTensor:$lse,
+                       Kernel_FloatTensor:$result_grad, Kernel_OptionalMask:$heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$q_grad, Kernel_FloatTensor:$k_grad,
+                      Kernel_FloatTensor:$v_grad);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `,` $out `,` $lse `,` $result_grad (`heads` `(` $heads^ `:` type($heads) `)`)?
+    attr-dict `:` `(` type($q) `,` type($k) `,` type($lse) `)`
+  }];
+}
+
+//===----------------------------------------------------------------------===//
+// Host steps
+//===----------------------------------------------------------------------===//
+
+def Kernel_HostOp : Kernel_Op<"host", [IsolatedFromAbove, SingleBlock]> {
+  let summary = "a small step run on the host in float64 (routers, masks, budget losses)";
+  let description = [{
+    The router MLPs, Gumbel-softmax, mask construction and the resource loss work on a few
+    dozen numbers: launching kernels for them would cost more than computing them. A host op
+    holds such elastic ops in its region (block arguments = operands) and runs them on the host
+    in float64 with the dialect's reference semantics; mask results are yielded as
+    `[m..., phi, sigma]` tensors. kernel-fuse merges neighbouring host ops into one.
+  }];
+  let arguments = (ins Variadic<AnyRankedTensor>:$inputs);
+  let results = (outs Variadic<AnyRankedTensor>:$results);
+  let regions = (region SizedRegion<1>:$body);
+  let assemblyFormat = [{
+    ($inputs^ `:` type($inputs))? attr-dict-with-keyword `->` `(` type($results) `)` $body
+  }];
+  let hasVerifier = 1;
+}
+
+def Kernel_YieldOp : Kernel_Op<"yield", [Pure, Terminator, HasParent<"HostOp">]> {
+  let summary = "the results of a host step";
+  let arguments = (ins Variadic<AnyType>:$values);
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+}
+
+#endif // NESTOR_KERNEL_OPS_TD

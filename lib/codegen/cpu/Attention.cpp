@@ -1,0 +1,2 @@
+//===- Attention.cpp - being written ----------------------------------------------===//
+#include "lib/codegen/cpu/Kernels.h"

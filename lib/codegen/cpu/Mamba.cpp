@@ -1,0 +1,2 @@
+//===- Mamba.cpp - being written ----------------------------------------------===//
+#include "lib/codegen/cpu/Kernels.h"
