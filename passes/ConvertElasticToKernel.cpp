@@ -580,7 +580,12 @@ struct ConvertElasticToKernelPass
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns, types);
     populateReturnOpTypeConversionPattern(patterns, types);
     if (failed(applyFullConversion(module, target, std::move(patterns))))
-      signalPassFailure();
+      return signalPassFailure();
+    if (!prefixDense)
+      module.walk([](Operation *op) {
+        if (isa<kn::KernelDialect>(op->getDialect()))
+          op->removeAttr("prefix_dense");
+      });
   }
 };
 

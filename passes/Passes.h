@@ -31,6 +31,20 @@ struct TrainStepPipelineOptions : public mlir::PassPipelineOptions<TrainStepPipe
 /// Forward, losses and gradients in one `@<function>_train_step` (elastic-autodiff).
 void buildTrainStepPipeline(mlir::OpPassManager &pm, const TrainStepPipelineOptions &options);
 
+/// Options of the `nestor-kernels` pipeline.
+struct KernelPipelineOptions : public mlir::PassPipelineOptions<KernelPipelineOptions> {
+  Option<int64_t> batch{*this, "batch", llvm::cl::desc("Sequences per step"), llvm::cl::init(1)};
+  Option<int64_t> seqLen{*this, "seq-len", llvm::cl::desc("Tokens per sequence"),
+                         llvm::cl::init(1)};
+  Option<bool> prefixDense{*this, "prefix-dense",
+                           llvm::cl::desc("Compute only the active prefix under hard masks"),
+                           llvm::cl::init(true)};
+};
+
+/// Elastic IR to a planned kernel program: convert-elastic-to-kernel, CSE (which shares the
+/// forward intermediates with the backward's recomputation), kernel-fuse, kernel-plan-memory.
+void buildKernelPipeline(mlir::OpPassManager &pm, const KernelPipelineOptions &options);
+
 /// Registers the pipelines above with nestor-opt's pass registry.
 void registerNestorPipelines();
 

@@ -21,7 +21,9 @@ def ConvertElasticToKernelPass : Pass<"convert-elastic-to-kernel", "mlir::Module
   }];
   let options = [
     Option<"batch", "batch", "int64_t", /*default=*/"1", "Batch size (sequences per step)">,
-    Option<"seqLen", "seq-len", "int64_t", /*default=*/"1", "Sequence length (tokens)">
+    Option<"seqLen", "seq-len", "int64_t", /*default=*/"1", "Sequence length (tokens)">,
+    Option<"prefixDense", "prefix-dense", "bool", /*default=*/"true",
+           "Mark ops with hard masks prefix_dense (false: every op runs at full width)">
   ];
   let dependentDialects = ["::nestor::kernel::KernelDialect"];
 }
@@ -58,6 +60,17 @@ def ElasticCountParamsPass : Pass<"elastic-count-params", "mlir::func::FuncOp"> 
     A parameter of dynamic shape is an error.
   }];
   let dependentDialects = ["::nestor::elastic::ElasticDialect"];
+}
+
+def KernelPlanMemoryPass : Pass<"kernel-plan-memory", "mlir::func::FuncOp"> {
+  let summary = "Assign every kernel result a byte offset in one arena, by liveness";
+  let description = [{
+    Walks the function in program order; each tensor a kernel op defines lives until its last
+    use (function results to the end) and is placed first-fit into the free space of one arena,
+    64-byte aligned. Writes `kernel.offsets` (one per result) on each kernel op and the arena
+    size, the program's peak memory, as `kernel.arena_bytes` on the function. Function arguments
+    and constants live outside the arena.
+  }];
 }
 
 #endif // NESTOR_PASSES_TD

@@ -36,8 +36,8 @@ struct Tensor {
 };
 
 /// Evaluates `func` on `args` (one per function argument, shapes matching the argument types
-/// where they are static) and returns its results. Errors name the op and what went wrong
-/// (e.g. a token out of range).
+/// where they are static) and returns its results; a `!elastic.mask` result comes back packed
+/// as [m..., phi, sigma]. Errors name the op and what went wrong (e.g. a token out of range).
 llvm::Expected<std::vector<Tensor>> evaluate(mlir::func::FuncOp func, llvm::ArrayRef<Tensor> args);
 
 /// Gumbel(0, 1) noise element `index` of stream `stream` under `seed` (elastic.gumbel_noise).

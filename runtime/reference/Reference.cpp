@@ -18,6 +18,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <unordered_map>
 #include <variant>
 
 using namespace mlir;
@@ -133,7 +134,13 @@ private:
   void mlpGrad(el::MLPGradOp op);
   Tensor prefixMaskGrad(el::PrefixMaskGradOp op);
 
-  llvm::DenseMap<Value, RValue> values;
+  // A node-based map: the evaluators hold references to operand values while they insert
+  // results, so insertion must not move existing entries (a DenseMap rehash did, and the
+  // backward of multi-result ops then read freed memory).
+  struct ValueHash {
+    size_t operator()(Value v) const { return hash_value(v); }
+  };
+  std::unordered_map<Value, RValue, ValueHash> values;
 };
 
 llvm::Expected<Tensor> Evaluator::embed(el::EmbedOp op) {
@@ -1294,8 +1301,13 @@ llvm::Expected<std::vector<Tensor>> Evaluator::run(func::FuncOp func, ArrayRef<T
   for (Operation &op : func.front()) {
     if (auto ret = dyn_cast<func::ReturnOp>(op)) {
       std::vector<Tensor> results;
-      for (Value v : ret.getOperands())
-        results.push_back(tensor(v));
+      for (Value v : ret.getOperands()) {
+        // A mask result is returned in its packed [m..., phi, sigma] layout.
+        if (auto *m = std::get_if<Mask>(&values.at(v)))
+          results.push_back(maskGrad(m->m, m->phi, m->sigma));
+        else
+          results.push_back(tensor(v));
+      }
       return results;
     }
     if (llvm::Error err = eval(&op))

@@ -1,0 +1,54 @@
+//===- Executor.h - Run a planned kernel program on the CPU -----*- C++ -*-===//
+//
+// A CpuProgram is a kernel-dialect function after `kernel-plan-memory`, prepared once for
+// repeated execution: its arena is allocated (the planned peak), every kernel op is bound to
+// its CPU kernel (lib/codegen/cpu/Kernels.h) with the buffer addresses the plan gave it, and
+// every `kernel.host` step to the float64 host evaluator. run() then executes the steps in
+// order with no allocation and no IR walking.
+//
+//===----------------------------------------------------------------------===//
+#ifndef NESTOR_EXECUTOR_H
+#define NESTOR_EXECUTOR_H
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "llvm/ADT/ArrayRef.h"
+#include "llvm/Support/Error.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nestor::runtime {
+
+class CpuProgram {
+public:
+  /// Prepares `func` (a planned kernel function; float32 or float64 activations). The function
+  /// must outlive the program.
+  static llvm::Expected<std::unique_ptr<CpuProgram>> create(mlir::func::FuncOp func);
+  ~CpuProgram();
+
+  /// Runs one step. `args` holds one pointer per function argument, to row-major data of the
+  /// argument's type (i32 tokens, i64 seed, i1 flag as one byte, floats). Errors name the
+  /// failing op (e.g. a token outside the vocabulary).
+  llvm::Error run(llvm::ArrayRef<const void *> args);
+
+  /// The i-th result of the last run (valid until the next run), in the result's element type.
+  const void *result(unsigned i) const;
+  unsigned numResults() const;
+  /// Bytes of the planned arena (the program's peak activation/gradient memory).
+  int64_t arenaBytes() const;
+  /// Name and time (seconds, accumulated over runs) of every step, for profiling.
+  std::vector<std::pair<std::string, double>> profile() const;
+  void setProfiling(bool enabled);
+
+  struct Impl;
+
+private:
+  explicit CpuProgram(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace nestor::runtime
+
+#endif // NESTOR_EXECUTOR_H

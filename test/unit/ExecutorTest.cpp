@@ -1,0 +1,314 @@
+//===- ExecutorTest.cpp - Kernel programs on the CPU against the reference -===//
+//
+// The train step of an elastic hybrid model, lowered to kernels (nestor-kernels) and run by the
+// CPU executor, must return what the float64 reference evaluator returns for the elastic train
+// step: the losses and every parameter's gradient. The reference's gradients are checked
+// against finite differences (GradientTest), so this checks every forward and backward kernel
+// against finite differences too. Also: float32 against float64, and prefix-dense execution
+// under hard masks against full-width execution.
+//
+//===----------------------------------------------------------------------===//
+#include "nestor/Executor.h"
+#include "nestor/Import.h"
+#include "nestor/Reference.h"
+#include "nestor/Spec.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+using namespace mlir;
+using namespace nestor;
+using nestor::ref::Tensor;
+
+namespace {
+
+struct ModelCase {
+  const char *name;
+  spec::MaskMode mode;
+  int budget;
+  int dropLayers = -1; // >= 0: bias the depth router to drop this many layers
+  int64_t batch = 2, length = 70; // 70: one full scan chunk / attention tile and a partial one
+};
+
+void PrintTo(const ModelCase &c, std::ostream *os) { *os << c.name; }
+
+/// An odd-shaped hybrid spec: 3 Mamba groups of 2 heads, head sizes 10 and 14, 3 KV groups.
+spec::ModelSpec oddSpec(spec::MaskMode mode) {
+  spec::ModelSpec spec;
+  spec.set_name("odd-hybrid");
+  spec::Architecture *a = spec.mutable_architecture();
+  a->set_hybrid_override_pattern("M-*M*");
+  a->set_hidden_size(18);
+  a->set_intermediate_size(22);
+  a->set_num_attention_heads(6);
+  a->set_num_key_value_heads(3);
+  a->set_head_dim(10);
+  a->set_mamba_num_heads(6);
+  a->set_mamba_head_dim(14);
+  a->set_n_groups(3);
+  a->set_ssm_state_size(5);
+  a->set_conv_kernel(4);
+  a->set_layer_norm_epsilon(0.05);
+  a->set_vocab_size(37);
+  spec::Elastic *e = spec.mutable_elastic();
+  for (auto [n, f] : {std::pair{"full", 1.0}, {"mid", 0.75}, {"small", 0.5}}) {
+    auto *b = e->add_budgets();
+    b->set_name(n);
+    b->set_fraction(f);
+  }
+  for (int64_t k : {18, 12, 9})
+    e->mutable_hidden_size()->add_choices(k);
+  for (int64_t k : {22, 13, 7})
+    e->mutable_intermediate_size()->add_choices(k);
+  e->mutable_intermediate_size()->set_heterogeneous(true);
+  for (int64_t k : {6, 3})
+    e->mutable_num_attention_heads()->add_choices(k);
+  for (int64_t k : {6, 3})
+    e->mutable_mamba_num_heads()->add_choices(k);
+  e->mutable_mamba_num_heads()->set_heterogeneous(true);
+  for (int64_t k : {14, 9, 5})
+    e->mutable_mamba_head_dim()->add_choices(k);
+  e->set_max_dropped_layers(2);
+  e->set_mask_mode(mode);
+  e->mutable_router()->set_hidden_size(5);
+  spec.mutable_training()->mutable_distillation()->set_trainable_teacher(true);
+  return spec;
+}
+
+/// An imported, differentiated module; kernel programs are built from clones of it.
+struct Model {
+  MLIRContext context;
+  OwningOpRef<ModuleOp> module;
+  func::FuncOp forward, step;
+
+  Model(const spec::ModelSpec &spec, bool float64) {
+    loadImportDialects(context);
+    ImportOptions options;
+    options.float64 = float64;
+    auto imported = importSpec(context, spec, options);
+    EXPECT_TRUE(static_cast<bool>(imported)) << llvm::toString(imported.takeError());
+    if (!imported)
+      return;
+    module = std::move(*imported);
+    PassManager pm(&context);
+    pm.addPass(createElasticAutodiffPass({"elastic_model", 1}));
+    EXPECT_TRUE(succeeded(pm.run(*module)));
+    forward = module->lookupSymbol<func::FuncOp>("elastic_model");
+    step = module->lookupSymbol<func::FuncOp>("elastic_model_train_step");
+  }
+
+  /// A planned kernel module of the whole program (its @elastic_model_train_step).
+  OwningOpRef<ModuleOp> kernels(int64_t batch, int64_t length, bool prefixDense) {
+    OwningOpRef<ModuleOp> k = module->clone();
+    PassManager pm(&context);
+    KernelPipelineOptions options;
+    options.batch = batch;
+    options.seqLen = length;
+    options.prefixDense = prefixDense;
+    buildKernelPipeline(pm, options);
+    EXPECT_TRUE(succeeded(pm.run(*k)));
+    return k;
+  }
+
+  int inputIndex(StringRef name) {
+    for (unsigned i = 0; i < step.getNumArguments(); ++i)
+      if (auto n = step.getArgAttrOfType<StringAttr>(i, "elastic.input"); n && n == name)
+        return i;
+    return -1;
+  }
+};
+
+std::vector<Tensor> randomArgs(func::FuncOp f, std::mt19937_64 &rng, int64_t batch,
+                               int64_t length, int64_t vocab) {
+  std::normal_distribution<double> normal(0.0, 0.5);
+  std::uniform_int_distribution<int> tok(0, static_cast<int>(vocab) - 1);
+  std::vector<Tensor> args;
+  for (unsigned i = 0; i < f.getNumArguments(); ++i) {
+    auto type = cast<RankedTensorType>(f.getArgument(i).getType());
+    std::vector<int64_t> shape;
+    for (int64_t d : type.getShape())
+      shape.push_back(ShapedType::isDynamic(d) ? (shape.empty() ? batch : length) : d);
+    Tensor t(shape);
+    for (double &v : t.data)
+      v = type.getElementType().isInteger(32) ? tok(rng) : normal(rng);
+    args.push_back(std::move(t));
+  }
+  return args;
+}
+
+/// The arguments in the executor's layout: each in its argument's element type.
+struct TypedArgs {
+  std::vector<std::vector<char>> storage;
+  std::vector<const void *> pointers;
+  TypedArgs(func::FuncOp f, const std::vector<Tensor> &args) {
+    for (unsigned i = 0; i < f.getNumArguments(); ++i) {
+      Type elem = cast<RankedTensorType>(f.getArgument(i).getType()).getElementType();
+      const Tensor &t = args[i];
+      std::vector<char> bytes;
+      auto put = [&](auto v) {
+        const char *p = reinterpret_cast<const char *>(&v);
+        bytes.insert(bytes.end(), p, p + sizeof(v));
+      };
+      for (double v : t.data) {
+        if (elem.isF32())
+          put(static_cast<float>(v));
+        else if (elem.isF64())
+          put(v);
+        else if (elem.isInteger(32))
+          put(static_cast<int32_t>(v));
+        else if (elem.isInteger(64))
+          put(static_cast<int64_t>(v));
+        else
+          put(static_cast<uint8_t>(v != 0));
+      }
+      storage.push_back(std::move(bytes));
+    }
+    for (auto &s : storage)
+      pointers.push_back(s.data());
+  }
+};
+
+/// Runs the planned train step of `kernels` on `args`; results as doubles.
+std::vector<std::vector<double>> runKernels(ModuleOp kernels, const std::vector<Tensor> &args) {
+  auto step = kernels.lookupSymbol<func::FuncOp>("elastic_model_train_step");
+  auto program = runtime::CpuProgram::create(step);
+  EXPECT_TRUE(static_cast<bool>(program)) << llvm::toString(program.takeError());
+  if (!program)
+    return {};
+  TypedArgs typed(step, args);
+  llvm::Error err = (*program)->run(typed.pointers);
+  EXPECT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
+  std::vector<std::vector<double>> out;
+  for (unsigned r = 0; r < step.getNumResults(); ++r) {
+    auto type = cast<RankedTensorType>(step.getResultTypes()[r]);
+    int64_t n = type.getNumElements();
+    std::vector<double> v(n);
+    const void *p = (*program)->result(r);
+    for (int64_t i = 0; i < n; ++i)
+      v[i] = type.getElementType().isF64() ? static_cast<const double *>(p)[i]
+                                           : static_cast<const float *>(p)[i];
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+void setInputs(Model &m, std::vector<Tensor> &args, const ModelCase &c) {
+  args[m.inputIndex("budget")] = Tensor::scalar(c.budget);
+  args[m.inputIndex("tau")] = Tensor::scalar(1.3);
+  args[m.inputIndex("logit_scale")] = Tensor::scalar(2.0);
+  args[m.inputIndex("hard_sample")] = Tensor::scalar(0);
+  args[m.inputIndex("seed")] = Tensor::scalar(11);
+  for (unsigned i = 0; i < m.step.getNumArguments(); ++i) {
+    auto n = m.step.getArgAttrOfType<StringAttr>(i, "elastic.param");
+    if (!n)
+      continue;
+    if (!n.getValue().starts_with("routers."))
+      for (double &v : args[i].data)
+        v *= 0.4; // weights at a scale where activations stay O(1)
+    if (c.dropLayers >= 0 && n.getValue() == "routers.depth.fc2.bias")
+      args[i][c.dropLayers] += 8.0;
+  }
+}
+
+/// Name of result r of the train step (a gradient's parameter, or the forward result index).
+std::string resultName(func::FuncOp step, unsigned r) {
+  if (auto n = step.getResultAttrOfType<StringAttr>(r, "elastic.grad_of"))
+    return "grad " + n.getValue().str();
+  return "result " + std::to_string(r);
+}
+
+class KernelProgramTest : public ::testing::TestWithParam<ModelCase> {};
+
+TEST_P(KernelProgramTest, Float64MatchesReferenceTrainStep) {
+  const ModelCase &c = GetParam();
+  Model m(oddSpec(c.mode), /*float64=*/true);
+  ASSERT_TRUE(m.step);
+  std::mt19937_64 rng(5);
+  std::vector<Tensor> args = randomArgs(m.step, rng, c.batch, c.length, 37);
+  setInputs(m, args, c);
+  auto expected = ref::evaluate(m.step, args);
+  ASSERT_TRUE(static_cast<bool>(expected)) << llvm::toString(expected.takeError());
+  OwningOpRef<ModuleOp> k = m.kernels(c.batch, c.length, /*prefixDense=*/true);
+  auto got = runKernels(*k, args);
+  ASSERT_EQ(got.size(), expected->size());
+  for (unsigned r = 0; r < got.size(); ++r) {
+    const Tensor &e = (*expected)[r];
+    ASSERT_EQ(static_cast<int64_t>(got[r].size()), e.numel()) << resultName(m.step, r);
+    double scale = 1e-30;
+    for (double v : e.data)
+      scale = std::max(scale, std::abs(v));
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < e.numel(); ++i)
+      if (!(std::abs(got[r][i] - e[i]) <= 1e-9 * std::max(1.0, scale))) {
+        if (first < 0)
+          first = i;
+        ++bad;
+      }
+    EXPECT_EQ(bad, 0) << resultName(m.step, r) << ": first [" << first << "] = "
+                      << (first >= 0 ? got[r][first] : 0.0) << ", expected "
+                      << (first >= 0 ? e[first] : 0.0) << " (scale " << scale << ")";
+  }
+}
+
+TEST_P(KernelProgramTest, Float32MatchesFloat64) {
+  const ModelCase &c = GetParam();
+  Model m64(oddSpec(c.mode), true), m32(oddSpec(c.mode), false);
+  ASSERT_TRUE(m64.step && m32.step);
+  std::mt19937_64 rng(9);
+  std::vector<Tensor> args = randomArgs(m64.step, rng, c.batch, c.length, 37);
+  setInputs(m64, args, c);
+  OwningOpRef<ModuleOp> k64 = m64.kernels(c.batch, c.length, true);
+  OwningOpRef<ModuleOp> k32 = m32.kernels(c.batch, c.length, true);
+  auto a = runKernels(*k64, args), b = runKernels(*k32, args);
+  ASSERT_EQ(a.size(), b.size());
+  for (unsigned r = 0; r < a.size(); ++r) {
+    double scale = 1e-30, err = 0;
+    for (size_t i = 0; i < a[r].size(); ++i) {
+      scale = std::max(scale, std::abs(a[r][i]));
+      err = std::max(err, std::abs(a[r][i] - b[r][i]));
+    }
+    EXPECT_LE(err, 2e-4 * std::max(scale, 1e-3)) << resultName(m64.step, r);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Masks, KernelProgramTest,
+    ::testing::Values(ModelCase{"soft_budget1", spec::SOFT, 1},
+                      ModelCase{"soft_full_anchor", spec::SOFT, 0},
+                      ModelCase{"hard_budget2", spec::HARD, 2},
+                      ModelCase{"hard_two_layers_dropped", spec::HARD, 1, 2},
+                      ModelCase{"hard_length_one", spec::HARD, 2, -1, 3, 1}),
+    [](const ::testing::TestParamInfo<ModelCase> &info) { return std::string(info.param.name); });
+
+/// Prefix-dense execution (hard masks: only the active prefix of each axis is computed) returns
+/// exactly what full-width masked execution returns: losses and every parameter gradient.
+TEST(KernelProgramTest, PrefixDenseEqualsFullWidth) {
+  for (int budget : {0, 1, 2}) {
+    Model m(oddSpec(spec::HARD), true);
+    ASSERT_TRUE(m.step);
+    std::mt19937_64 rng(21 + budget);
+    std::vector<Tensor> args = randomArgs(m.step, rng, 2, 33, 37);
+    setInputs(m, args, ModelCase{"", spec::HARD, budget});
+    OwningOpRef<ModuleOp> dense = m.kernels(2, 33, true), full = m.kernels(2, 33, false);
+    // The dense program must really be prefix-dense.
+    int marked = 0;
+    dense->walk([&](Operation *op) { marked += op->hasAttr("prefix_dense"); });
+    EXPECT_GT(marked, 10);
+    auto a = runKernels(*dense, args), b = runKernels(*full, args);
+    ASSERT_EQ(a.size(), b.size());
+    for (unsigned r = 0; r < a.size(); ++r)
+      for (size_t i = 0; i < a[r].size(); ++i)
+        ASSERT_NEAR(a[r][i], b[r][i], 1e-11 * std::max(1.0, std::abs(b[r][i])))
+            << "budget " << budget << " " << resultName(m.step, r) << "[" << i << "]";
+  }
+}
+
+} // namespace
