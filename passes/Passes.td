@@ -62,6 +62,17 @@ def ElasticCountParamsPass : Pass<"elastic-count-params", "mlir::func::FuncOp"> 
   let dependentDialects = ["::nestor::elastic::ElasticDialect"];
 }
 
+def KernelFusePass : Pass<"kernel-fuse", "mlir::func::FuncOp"> {
+  let summary = "Fuse kernel ops: GEMM epilogues and accumulation, add chains, host steps";
+  let description = [{
+    Decides the fusion groups of the kernel program: a channel mask after a GEMM whose raw
+    result has no other use becomes the GEMM's epilogue; a single-use GEMM added to another
+    value accumulates into it (beta = 1); chains of single-use adds become one n-ary add; and
+    neighbouring `kernel.host` steps merge into one host call.
+  }];
+  let dependentDialects = ["::nestor::kernel::KernelDialect"];
+}
+
 def KernelPlanMemoryPass : Pass<"kernel-plan-memory", "mlir::func::FuncOp"> {
   let summary = "Assign every kernel result a byte offset in one arena, by liveness";
   let description = [{

@@ -19,6 +19,8 @@ void nestor::buildKernelPipeline(OpPassManager &pm, const KernelPipelineOptions 
   pm.addPass(createConvertElasticToKernelPass(
       {options.batch, options.seqLen, options.prefixDense}));
   pm.addPass(createCSEPass());
+  pm.addNestedPass<func::FuncOp>(createKernelFusePass());
+  pm.addPass(createCanonicalizerPass());
   pm.addNestedPass<func::FuncOp>(createKernelPlanMemoryPass());
 }
 
