@@ -74,8 +74,7 @@ struct Builder {
   }
   /// dx = dy W (dy [.., out], W [out, in]).
   Value linearInputGrad(Value dy, Value w) const {
-    return kn::GemmOp::create(b, loc, like(dy, dim(w, 1)), dy, w, Value(), Value(), false, false,
-                              1)
+    return kn::GemmOp::create(b, loc, like(dy, dim(w, 1)), dy, w, Value(), Value(), false, false, 1)
         .getResult();
   }
   /// dW = dy^T x: [out, in].
@@ -116,14 +115,13 @@ MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense) {
   auto c = kn::MambaConvOp::create(h.b, h.loc, h.like(x, conv), f.proj, a.getConvWeight(),
                                    a.getConvBias(), f.mzx, H, P, G, N, dense);
   f.xbc = c.getResult();
-  auto s = kn::MambaScanOp::create(h.b, h.loc, h.like(x, H * P), f.proj, f.xbc, a.getDtBias(),
-                                   a.getALog(), a.getDSkip(), a.getHeadsMask(), 64, H, P, G, N,
-                                   dense);
+  auto s =
+      kn::MambaScanOp::create(h.b, h.loc, h.like(x, H * P), f.proj, f.xbc, a.getDtBias(),
+                              a.getALog(), a.getDSkip(), a.getHeadsMask(), 64, H, P, G, N, dense);
   f.y = s.getResult();
-  auto n = kn::MambaGateNormOp::create(h.b, h.loc, h.like(x, H * P), f.y, f.proj,
-                                       a.getNormWeight(), f.mzx, a.getHeadsMask(),
-                                       a.getChannelsMask(), op.getEpsilon(), H, P, G, N,
-                                       dense);
+  auto n = kn::MambaGateNormOp::create(h.b, h.loc, h.like(x, H * P), f.y, f.proj, a.getNormWeight(),
+                                       f.mzx, a.getHeadsMask(), a.getChannelsMask(),
+                                       op.getEpsilon(), H, P, G, N, dense);
   f.normed = n.getResult();
   f.out = h.linear(f.normed, a.getOutProj());
   return f;
@@ -170,8 +168,8 @@ std::pair<Value, Value> hiddenMaskGrad(const Builder &h, Value out, Value mask, 
                                        bool dense) {
   if (!mask)
     return {dy, Value()};
-  auto g = kn::MaskGradOp::create(h.b, h.loc, out.getType(), mask.getType(), out, mask, dy, 1, 1,
-                                  dense);
+  auto g =
+      kn::MaskGradOp::create(h.b, h.loc, out.getType(), mask.getType(), out, mask, dy, 1, 1, dense);
   return {g.getInputGrad(), g.getMaskGrad()};
 }
 
@@ -223,10 +221,10 @@ struct RMSNormGradLowering : KernelPattern<el::RMSNormGradOp> {
   LogicalResult matchAndRewrite(el::RMSNormGradOp op, Adaptor a,
                                 ConversionPatternRewriter &rw) const override {
     Type maskGrad = op.getHiddenMaskGrad() ? convert(op.getHiddenMaskGrad().getType()) : Type();
-    auto k = kn::RMSNormGradOp::create(
-        rw, op.getLoc(), a.getInput().getType(), a.getWeight().getType(), maskGrad, a.getInput(),
-        a.getWeight(), a.getResultGrad(), a.getHiddenMask(), op.getEpsilon(),
-        prefixDense({op.getHiddenMask()}));
+    auto k = kn::RMSNormGradOp::create(rw, op.getLoc(), a.getInput().getType(),
+                                       a.getWeight().getType(), maskGrad, a.getInput(),
+                                       a.getWeight(), a.getResultGrad(), a.getHiddenMask(),
+                                       op.getEpsilon(), prefixDense({op.getHiddenMask()}));
     rw.replaceOp(op, k->getResults());
     return success();
   }
@@ -254,9 +252,8 @@ struct MLPGradLowering : KernelPattern<el::MLPGradOp> {
                                         prefixDense({op.getHiddenMask()}));
     Value dDown = h.linearWeightGrad(dz, f.act, a.getDownProj().getType());
     Value dAct = h.linearInputGrad(dz, a.getDownProj());
-    auto r = kn::Relu2GradOp::create(rw, op.getLoc(), f.u.getType(),
-                                     h.maskGradType(a.getFfnMask()), f.u, dAct, a.getFfnMask(),
-                                     ffnDense);
+    auto r = kn::Relu2GradOp::create(rw, op.getLoc(), f.u.getType(), h.maskGradType(a.getFfnMask()),
+                                     f.u, dAct, a.getFfnMask(), ffnDense);
     Value du = r.getInputGrad();
     Value dx = h.linearInputGrad(du, a.getUpProj());
     Value dUp = h.linearWeightGrad(du, a.getInput(), a.getUpProj().getType());
@@ -300,21 +297,18 @@ struct AttentionGradLowering : KernelPattern<el::AttentionGradOp> {
       da = g.getInputGrad();
       dHeads = g.getMaskGrad();
     }
-    auto g = kn::AttentionGradOp::create(rw, op.getLoc(), f.q.getType(), f.k.getType(),
-                                         f.v.getType(), f.q, f.k, f.v, f.a, f.lse, da,
-                                         a.getHeadsMask(), op.getNumHeads(), op.getNumKvHeads(),
-                                         op.getHeadDim(), headsDense);
+    auto g = kn::AttentionGradOp::create(
+        rw, op.getLoc(), f.q.getType(), f.k.getType(), f.v.getType(), f.q, f.k, f.v, f.a, f.lse, da,
+        a.getHeadsMask(), op.getNumHeads(), op.getNumKvHeads(), op.getHeadDim(), headsDense);
     Value dx = kn::AddOp::create(rw, op.getLoc(), a.getInput().getType(),
                                  ValueRange{h.linearInputGrad(g.getQGrad(), a.getQProj()),
                                             h.linearInputGrad(g.getKGrad(), a.getKProj()),
                                             h.linearInputGrad(g.getVGrad(), a.getVProj())})
                    .getResult();
     SmallVector<Value> results = {
-        dx,
-        h.linearWeightGrad(g.getQGrad(), a.getInput(), a.getQProj().getType()),
+        dx, h.linearWeightGrad(g.getQGrad(), a.getInput(), a.getQProj().getType()),
         h.linearWeightGrad(g.getKGrad(), a.getInput(), a.getKProj().getType()),
-        h.linearWeightGrad(g.getVGrad(), a.getInput(), a.getVProj().getType()),
-        dWo};
+        h.linearWeightGrad(g.getVGrad(), a.getInput(), a.getVProj().getType()), dWo};
     if (op.getHeadsMaskGrad())
       results.push_back(dHeads);
     if (op.getHiddenMaskGrad())
@@ -329,8 +323,7 @@ struct Mamba2Lowering : KernelPattern<el::Mamba2Op> {
   LogicalResult matchAndRewrite(el::Mamba2Op op, Adaptor a,
                                 ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    MambaForward f =
-        mambaForward(h, op, a, prefixDense({op.getHeadsMask(), op.getChannelsMask()}));
+    MambaForward f = mambaForward(h, op, a, prefixDense({op.getHeadsMask(), op.getChannelsMask()}));
     rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, prefixDense({op.getHiddenMask()})));
     return success();
   }
@@ -348,13 +341,13 @@ struct Mamba2GradLowering : KernelPattern<el::Mamba2GradOp> {
     Value dWout = h.linearWeightGrad(dz, f.normed, a.getOutProj().getType());
     Value dNormed = h.linearInputGrad(dz, a.getOutProj());
     auto g = kn::MambaInnerGradOp::create(
-        rw, op.getLoc(), f.proj.getType(), a.getConvWeight().getType(),
-        a.getConvBias().getType(), a.getDtBias().getType(), a.getALog().getType(),
-        a.getDSkip().getType(), a.getNormWeight().getType(), h.maskGradType(a.getHeadsMask()),
-        h.maskGradType(a.getChannelsMask()), f.proj, f.xbc, f.y, a.getConvWeight(),
-        a.getConvBias(), a.getDtBias(), a.getALog(), a.getDSkip(), a.getNormWeight(), dNormed,
-        a.getHeadsMask(), a.getChannelsMask(), op.getEpsilon(), 64, op.getNumHeads(),
-        op.getHeadDim(), op.getNGroups(), op.getStateSize(), dense);
+        rw, op.getLoc(), f.proj.getType(), a.getConvWeight().getType(), a.getConvBias().getType(),
+        a.getDtBias().getType(), a.getALog().getType(), a.getDSkip().getType(),
+        a.getNormWeight().getType(), h.maskGradType(a.getHeadsMask()),
+        h.maskGradType(a.getChannelsMask()), f.proj, f.xbc, f.y, a.getConvWeight(), a.getConvBias(),
+        a.getDtBias(), a.getALog(), a.getDSkip(), a.getNormWeight(), dNormed, a.getHeadsMask(),
+        a.getChannelsMask(), op.getEpsilon(), 64, op.getNumHeads(), op.getHeadDim(),
+        op.getNGroups(), op.getStateSize(), dense);
     Value dProj = g.getProjGrad();
     SmallVector<Value> results = {h.linearInputGrad(dProj, a.getInProj()),
                                   h.linearWeightGrad(dProj, a.getInput(), a.getInProj().getType()),
@@ -391,9 +384,9 @@ struct DepthGateGradLowering : KernelPattern<el::DepthGateGradOp> {
   LogicalResult matchAndRewrite(el::DepthGateGradOp op, Adaptor a,
                                 ConversionPatternRewriter &rw) const override {
     Type keepGrad = a.getKeep() ? a.getKeep().getType() : Type();
-    auto k = kn::DepthGateGradOp::create(rw, op.getLoc(), a.getBlock().getType(), keepGrad,
-                                         a.getBlock(), a.getResultGrad(), a.getKeep(),
-                                         op.getLayerAttr());
+    auto k =
+        kn::DepthGateGradOp::create(rw, op.getLoc(), a.getBlock().getType(), keepGrad, a.getBlock(),
+                                    a.getResultGrad(), a.getKeep(), op.getLayerAttr());
     rw.replaceOp(op, k->getResults());
     return success();
   }
@@ -413,9 +406,9 @@ struct LMHeadGradLowering : KernelPattern<el::LMHeadGradOp> {
   LogicalResult matchAndRewrite(el::LMHeadGradOp op, Adaptor a,
                                 ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    rw.replaceOp(op, {h.linearInputGrad(a.getResultGrad(), a.getWeight()),
-                      h.linearWeightGrad(a.getResultGrad(), a.getInput(),
-                                         a.getWeight().getType())});
+    rw.replaceOp(op,
+                 {h.linearInputGrad(a.getResultGrad(), a.getWeight()),
+                  h.linearWeightGrad(a.getResultGrad(), a.getInput(), a.getWeight().getType())});
     return success();
   }
 };
@@ -464,8 +457,7 @@ struct AddLowering : OpConversionPattern<arith::AddFOp> {
   using OpConversionPattern::OpConversionPattern;
   LogicalResult matchAndRewrite(arith::AddFOp op, OpAdaptor a,
                                 ConversionPatternRewriter &rw) const override {
-    rw.replaceOpWithNewOp<kn::AddOp>(op, a.getLhs().getType(),
-                                     ValueRange{a.getLhs(), a.getRhs()});
+    rw.replaceOpWithNewOp<kn::AddOp>(op, a.getLhs().getType(), ValueRange{a.getLhs(), a.getRhs()});
     return success();
   }
 };
@@ -503,11 +495,10 @@ struct HostLowering : ConversionPattern {
   }
   /// The router/mask/budget ops: no activation operand.
   static bool isHostOp(Operation *op) {
-    return isa<el::OneHotOp, el::RouterOp, el::GumbelNoiseOp, el::GumbelSoftmaxOp,
-               el::PrefixMaskOp, el::LayerKeepOp, el::ExpectedSizeOp, el::ParamCountOp,
-               el::ResourceLossOp, el::RouterGradOp, el::GumbelSoftmaxGradOp,
-               el::PrefixMaskGradOp, el::LayerKeepGradOp, el::ExpectedSizeGradOp,
-               el::ParamCountGradOp, el::ResourceLossGradOp>(op);
+    return isa<el::OneHotOp, el::RouterOp, el::GumbelNoiseOp, el::GumbelSoftmaxOp, el::PrefixMaskOp,
+               el::LayerKeepOp, el::ExpectedSizeOp, el::ParamCountOp, el::ResourceLossOp,
+               el::RouterGradOp, el::GumbelSoftmaxGradOp, el::PrefixMaskGradOp, el::LayerKeepGradOp,
+               el::ExpectedSizeGradOp, el::ParamCountGradOp, el::ResourceLossGradOp>(op);
   }
 };
 
@@ -574,9 +565,8 @@ struct ConvertElasticToKernelPass
     patterns.add<EmbedLowering, EmbedGradLowering, RMSNormLowering, RMSNormGradLowering,
                  MLPLowering, MLPGradLowering, AttentionLowering, AttentionGradLowering,
                  Mamba2Lowering, Mamba2GradLowering, DepthGateLowering, DepthGateGradLowering,
-                 LMHeadLowering, LMHeadGradLowering, CrossEntropyLowering,
-                 CrossEntropyGradLowering, KLLowering, KLGradLowering, AddLowering, MulLowering,
-                 HostLowering>(types, ctx);
+                 LMHeadLowering, LMHeadGradLowering, CrossEntropyLowering, CrossEntropyGradLowering,
+                 KLLowering, KLGradLowering, AddLowering, MulLowering, HostLowering>(types, ctx);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns, types);
     populateReturnOpTypeConversionPattern(patterns, types);
     if (failed(applyFullConversion(module, target, std::move(patterns))))

@@ -64,8 +64,8 @@ struct FuseAccumulate : OpRewritePattern<kn::AddOp> {
                     ? inputs.front()
                     : kn::AddOp::create(rw, add.getLoc(), add.getType(), inputs).getResult();
     rw.setInsertionPoint(add);
-    auto fused = kn::GemmOp::create(rw, gemm.getLoc(), add.getType(), gemm.getA(), gemm.getB(),
-                                    acc, Value(), gemm.getTransposeA(), gemm.getTransposeB(), 1);
+    auto fused = kn::GemmOp::create(rw, gemm.getLoc(), add.getType(), gemm.getA(), gemm.getB(), acc,
+                                    Value(), gemm.getTransposeA(), gemm.getTransposeB(), 1);
     rw.replaceOp(add, fused.getResult());
     rw.eraseOp(gemm);
     return success();

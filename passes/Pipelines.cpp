@@ -16,8 +16,8 @@ void nestor::buildTrainStepPipeline(OpPassManager &pm, const TrainStepPipelineOp
 }
 
 void nestor::buildKernelPipeline(OpPassManager &pm, const KernelPipelineOptions &options) {
-  pm.addPass(createConvertElasticToKernelPass(
-      {options.batch, options.seqLen, options.prefixDense}));
+  pm.addPass(
+      createConvertElasticToKernelPass({options.batch, options.seqLen, options.prefixDense}));
   pm.addPass(createCSEPass());
   pm.addNestedPass<func::FuncOp>(createKernelFusePass());
   pm.addPass(createCanonicalizerPass());

@@ -10,8 +10,8 @@
 #include "mlir/IR/DialectRegistry.h"
 
 void nestor::registerNestorDialects(mlir::DialectRegistry &registry) {
-  registry.insert<elastic::ElasticDialect, kernel::KernelDialect, mlir::func::FuncDialect, mlir::arith::ArithDialect,
-                  mlir::tensor::TensorDialect>();
+  registry.insert<elastic::ElasticDialect, kernel::KernelDialect, mlir::func::FuncDialect,
+                  mlir::arith::ArithDialect, mlir::tensor::TensorDialect>();
   elastic::registerArithGradientModels(registry);
 }
 

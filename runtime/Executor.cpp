@@ -93,9 +93,8 @@ struct CpuProgram::Impl {
     std::string loc;
     llvm::raw_string_ostream os(loc);
     op->getLoc().print(os);
-    return llvm::createStringError((op->getName().getStringRef() + " at " + loc + ": " + message)
-                                       .str()
-                                       .c_str());
+    return llvm::createStringError(
+        (op->getName().getStringRef() + " at " + loc + ": " + message).str().c_str());
   }
 
   template <typename T> llvm::Expected<Step> bind(Operation *op);
@@ -163,8 +162,8 @@ template <typename T> llvm::Expected<Step> CpuProgram::Impl::bind(Operation *op)
     bool dense = e.getPrefixDense();
     return Step([=]() -> llvm::Error {
       int64_t active = dense ? activeOf(mask.get(), d, 1) : d;
-      int64_t bad = cpu::embedForward<T>(tok.get(), rows, table.get(), vocab, d, mask.get(),
-                                         active, out.get());
+      int64_t bad = cpu::embedForward<T>(tok.get(), rows, table.get(), vocab, d, mask.get(), active,
+                                         out.get());
       if (bad >= 0)
         return llvm::createStringError("kernel.embed: token %d at position %lld is outside the "
                                        "vocabulary [0, %lld)",
@@ -478,8 +477,7 @@ template <typename T> llvm::Expected<Step> CpuProgram::Impl::bind(Operation *op)
       std::fill(dXbc, dXbc + rows * s.convChannels(), T(0));
       std::fill(dHeadM, dHeadM + H, T(0));
       cpu::mambaGateNormBackward<T>(s, y.get(), proj.get(), mzx, nw.get(), eps, phi, sigma,
-                                    dout.get(), dY, dproj.get(), dnw.get(), dMzx, &dPhi,
-                                    &dSigma);
+                                    dout.get(), dY, dproj.get(), dnw.get(), dMzx, &dPhi, &dSigma);
       cpu::mambaScanBackward<T>(s, proj.get(), xbc.get(), dtb.get(), alog.get(), dsk.get(), hm,
                                 chunk, dY, dXbc, dproj.get(), ddtb.get(), dalog.get(), dd.get(),
                                 hm ? dHeadM : nullptr);
@@ -498,9 +496,12 @@ template <typename T> llvm::Expected<Step> CpuProgram::Impl::bind(Operation *op)
   // Attention.
   if (auto a = dyn_cast<kn::AttentionOp>(op)) {
     auto t = cast<RankedTensorType>(a.getQ().getType());
-    cpu::AttentionShape s0{t.getDimSize(0), t.getDimSize(1), static_cast<int64_t>(a.getNumHeads()),
+    cpu::AttentionShape s0{t.getDimSize(0),
+                           t.getDimSize(1),
+                           static_cast<int64_t>(a.getNumHeads()),
                            static_cast<int64_t>(a.getNumKvHeads()),
-                           static_cast<int64_t>(a.getHeadDim()), 0};
+                           static_cast<int64_t>(a.getHeadDim()),
+                           0};
     s0.qActive = s0.heads / s0.kvHeads;
     auto q = ref(a.getQ()), k = ref(a.getK()), v = ref(a.getV()), heads = ref(a.getHeads());
     auto out = ref(a.getResult()), lse = ref(a.getLse());
@@ -515,9 +516,12 @@ template <typename T> llvm::Expected<Step> CpuProgram::Impl::bind(Operation *op)
   }
   if (auto a = dyn_cast<kn::AttentionGradOp>(op)) {
     auto t = cast<RankedTensorType>(a.getQ().getType());
-    cpu::AttentionShape s0{t.getDimSize(0), t.getDimSize(1), static_cast<int64_t>(a.getNumHeads()),
+    cpu::AttentionShape s0{t.getDimSize(0),
+                           t.getDimSize(1),
+                           static_cast<int64_t>(a.getNumHeads()),
                            static_cast<int64_t>(a.getNumKvHeads()),
-                           static_cast<int64_t>(a.getHeadDim()), 0};
+                           static_cast<int64_t>(a.getHeadDim()),
+                           0};
     s0.qActive = s0.heads / s0.kvHeads;
     auto q = ref(a.getQ()), k = ref(a.getK()), v = ref(a.getV()), o = ref(a.getOut());
     auto lse = ref(a.getLse()), da = ref(a.getResultGrad()), heads = ref(a.getHeads());
@@ -667,10 +671,9 @@ llvm::Expected<std::unique_ptr<CpuProgram>> CpuProgram::create(func::FuncOp func
       return impl->fail(&op, "has no memory plan offsets");
     for (auto [r, offset] : llvm::zip(op.getResults(), offsets.asArrayRef()))
       impl->slots[impl->slot(r)] = base + offset;
-    llvm::Expected<Step> step =
-        isa<kn::HostOp>(op) ? impl->bindHost(cast<kn::HostOp>(op))
-        : impl->isDouble    ? impl->bind<double>(&op)
-                            : impl->bind<float>(&op);
+    llvm::Expected<Step> step = isa<kn::HostOp>(op) ? impl->bindHost(cast<kn::HostOp>(op))
+                                : impl->isDouble    ? impl->bind<double>(&op)
+                                                    : impl->bind<float>(&op);
     if (!step)
       return step.takeError();
     impl->steps.push_back(std::move(*step));

@@ -17,8 +17,8 @@ std::pair<int64_t, int64_t> matrixView(RankedTensorType type) {
     return {1, 1};
   int64_t rows = 1;
   for (int64_t d : type.getShape().drop_back())
-    rows = ShapedType::isDynamic(d) || ShapedType::isDynamic(rows) ? ShapedType::kDynamic
-                                                                   : rows * d;
+    rows =
+        ShapedType::isDynamic(d) || ShapedType::isDynamic(rows) ? ShapedType::kDynamic : rows * d;
   return {rows, type.getShape().back()};
 }
 } // namespace

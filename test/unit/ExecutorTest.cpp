@@ -34,7 +34,7 @@ struct ModelCase {
   const char *name;
   spec::MaskMode mode;
   int budget;
-  int dropLayers = -1; // >= 0: bias the depth router to drop this many layers
+  int dropLayers = -1;            // >= 0: bias the depth router to drop this many layers
   int64_t batch = 2, length = 70; // 70: one full scan chunk / attention tile and a partial one
 };
 
@@ -126,8 +126,8 @@ struct Model {
   }
 };
 
-std::vector<Tensor> randomArgs(func::FuncOp f, std::mt19937_64 &rng, int64_t batch,
-                               int64_t length, int64_t vocab) {
+std::vector<Tensor> randomArgs(func::FuncOp f, std::mt19937_64 &rng, int64_t batch, int64_t length,
+                               int64_t vocab) {
   std::normal_distribution<double> normal(0.0, 0.5);
   std::uniform_int_distribution<int> tok(0, static_cast<int>(vocab) - 1);
   std::vector<Tensor> args;
@@ -252,8 +252,8 @@ TEST_P(KernelProgramTest, Float64MatchesReferenceTrainStep) {
           first = i;
         ++bad;
       }
-    EXPECT_EQ(bad, 0) << resultName(m.step, r) << ": first [" << first << "] = "
-                      << (first >= 0 ? got[r][first] : 0.0) << ", expected "
+    EXPECT_EQ(bad, 0) << resultName(m.step, r) << ": first [" << first
+                      << "] = " << (first >= 0 ? got[r][first] : 0.0) << ", expected "
                       << (first >= 0 ? e[first] : 0.0) << " (scale " << scale << ")";
   }
 }
@@ -279,14 +279,15 @@ TEST_P(KernelProgramTest, Float32MatchesFloat64) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Masks, KernelProgramTest,
-    ::testing::Values(ModelCase{"soft_budget1", spec::SOFT, 1},
-                      ModelCase{"soft_full_anchor", spec::SOFT, 0},
-                      ModelCase{"hard_budget2", spec::HARD, 2},
-                      ModelCase{"hard_two_layers_dropped", spec::HARD, 1, 2},
-                      ModelCase{"hard_length_one", spec::HARD, 2, -1, 3, 1}),
-    [](const ::testing::TestParamInfo<ModelCase> &info) { return std::string(info.param.name); });
+INSTANTIATE_TEST_SUITE_P(Masks, KernelProgramTest,
+                         ::testing::Values(ModelCase{"soft_budget1", spec::SOFT, 1},
+                                           ModelCase{"soft_full_anchor", spec::SOFT, 0},
+                                           ModelCase{"hard_budget2", spec::HARD, 2},
+                                           ModelCase{"hard_two_layers_dropped", spec::HARD, 1, 2},
+                                           ModelCase{"hard_length_one", spec::HARD, 2, -1, 3, 1}),
+                         [](const ::testing::TestParamInfo<ModelCase> &info) {
+                           return std::string(info.param.name);
+                         });
 
 /// Prefix-dense execution (hard masks: only the active prefix of each axis is computed) returns
 /// exactly what full-width masked execution returns: losses and every parameter gradient.

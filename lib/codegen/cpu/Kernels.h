@@ -46,8 +46,8 @@ void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, co
 /// out[r, c] = table[tokens[r], c] * m[c]. Returns the index of the first token outside
 /// [0, vocab) (nothing written then), or -1.
 template <typename T>
-int64_t embedForward(const int32_t *tokens, int64_t rows, const T *table, int64_t vocab,
-                     int64_t d, const T *mask, int64_t dActive, T *out);
+int64_t embedForward(const int32_t *tokens, int64_t rows, const T *table, int64_t vocab, int64_t d,
+                     const T *mask, int64_t dActive, T *out);
 /// dTable[v, c] = sum over rows with token v of dOut[r, c] * m[c] (the whole table is written);
 /// dMask[c] = sum_r dOut[r, c] * table[tokens[r], c] (when dMask is given).
 template <typename T>
@@ -80,8 +80,8 @@ template <typename T>
 void relu2Forward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t fActive, T *a);
 /// du = dA * 2 relu(u m) * m; dMask[c] = sum_r dA * 2 relu(u m) * u.
 template <typename T>
-void relu2Backward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t fActive,
-                   const T *dA, T *du, T *dMask);
+void relu2Backward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t fActive, const T *dA,
+                   T *du, T *dMask);
 
 /// out = h + gamma * block over n elements (the depth gate; gamma = 1 for a plain residual).
 template <typename T> void depthGateForward(const T *h, const T *block, int64_t n, T gamma, T *out);
@@ -104,8 +104,8 @@ template <typename T>
 T klForward(const T *student, const T *teacher, int64_t rows, int64_t vocab, double temperature);
 /// dStudent = dLoss / (rows * temperature) * (p_S - p_T).
 template <typename T>
-void klBackward(const T *student, const T *teacher, int64_t rows, int64_t vocab,
-                double temperature, T dLoss, T *dStudent);
+void klBackward(const T *student, const T *teacher, int64_t rows, int64_t vocab, double temperature,
+                T dLoss, T *dStudent);
 
 /// out = a + b over n elements.
 template <typename T> void add(const T *a, const T *b, int64_t n, T *out);
@@ -136,8 +136,8 @@ void mambaMaskExpand(const MambaShape &s, const T *headMask, const T *channelMas
 /// dChannel[p] = sum_h dMzx[hP+p] head[h], then dphi * head.phi, dsigma * head.sigma.
 /// Either output may be null.
 template <typename T>
-void mambaMaskBackward(const MambaShape &s, const T *headMask, const T *channelMask,
-                       const T *dMzx, T dPhi, T dSigma, T *dHead, T *dChannel);
+void mambaMaskBackward(const MambaShape &s, const T *headMask, const T *channelMask, const T *dMzx,
+                       T dPhi, T dSigma, T *dHead, T *dChannel);
 
 /// Depthwise causal conv (kernel K, zero left padding, bias) over the x|B|C columns of proj,
 /// the x channels multiplied by mzx before it, then SiLU, then x channels multiplied by mzx
@@ -162,8 +162,8 @@ void mambaScanForward(const MambaShape &s, const T *proj, const T *xbc, const T 
 /// be null).
 template <typename T>
 void mambaScanBackward(const MambaShape &s, const T *proj, const T *xbc, const T *dtBias,
-                       const T *aLog, const T *dSkip, const T *headMask, int64_t chunk,
-                       const T *dY, T *dXbc, T *dProj, T *dDtBias, T *dALog, T *dD, T *dHeadM);
+                       const T *aLog, const T *dSkip, const T *headMask, int64_t chunk, const T *dY,
+                       T *dXbc, T *dProj, T *dDtBias, T *dALog, T *dD, T *dHeadM);
 
 /// Gate and group-wise RMSNorm: g = y * silu(z * mzx); per row and group of HP/G channels,
 /// out = sigma * w * g / sqrt(mean(g^2) + eps * phi), with phi = heads.phi * channels.phi and

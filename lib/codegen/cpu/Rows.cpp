@@ -50,8 +50,8 @@ template <typename T> T logSumExp(const T *x, int64_t n, T invTemp) {
 } // namespace
 
 template <typename T>
-int64_t embedForward(const int32_t *tokens, int64_t rows, const T *table, int64_t vocab,
-                     int64_t d, const T *mask, int64_t dActive, T *out) {
+int64_t embedForward(const int32_t *tokens, int64_t rows, const T *table, int64_t vocab, int64_t d,
+                     const T *mask, int64_t dActive, T *out) {
   for (int64_t r = 0; r < rows; ++r)
     if (tokens[r] < 0 || tokens[r] >= vocab)
       return r;
@@ -212,8 +212,8 @@ void relu2Forward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t fA
 }
 
 template <typename T>
-void relu2Backward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t fActive,
-                   const T *dA, T *du, T *dMask) {
+void relu2Backward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t fActive, const T *dA,
+                   T *du, T *dMask) {
   int64_t blocks = numBlocks(rows);
   std::vector<T> parts(dMask ? blocks * f : 0, T(0));
 #pragma omp parallel for schedule(static)
@@ -235,7 +235,8 @@ void relu2Backward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t f
   }
 }
 
-template <typename T> void depthGateForward(const T *h, const T *block, int64_t n, T gamma, T *out) {
+template <typename T>
+void depthGateForward(const T *h, const T *block, int64_t n, T gamma, T *out) {
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i)
     out[i] = h[i] + gamma * block[i];
@@ -320,8 +321,8 @@ T klForward(const T *student, const T *teacher, int64_t rows, int64_t vocab, dou
 }
 
 template <typename T>
-void klBackward(const T *student, const T *teacher, int64_t rows, int64_t vocab,
-                double temperature, T dLoss, T *dStudent) {
+void klBackward(const T *student, const T *teacher, int64_t rows, int64_t vocab, double temperature,
+                T dLoss, T *dStudent) {
   T invTemp = T(1) / T(temperature), scale = dLoss / (T(rows) * T(temperature));
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
@@ -353,31 +354,31 @@ void adamw(T *p, const T *g, T *m, T *v, int64_t n, double lr, double beta1, dou
   }
 }
 
-#define NESTOR_INSTANTIATE(T)                                                                     \
-  template int64_t embedForward<T>(const int32_t *, int64_t, const T *, int64_t, int64_t,         \
-                                   const T *, int64_t, T *);                                     \
-  template void embedBackward<T>(const int32_t *, int64_t, const T *, int64_t, int64_t,           \
-                                 const T *, int64_t, const T *, T *, T *);                       \
-  template void rmsnormForward<T>(const T *, int64_t, int64_t, const T *, double, const T *,      \
-                                  int64_t, T *);                                                 \
-  template void rmsnormBackward<T>(const T *, int64_t, int64_t, const T *, double, const T *,     \
-                                   int64_t, const T *, T *, T *, T *);                           \
-  template void maskForward<T>(const T *, int64_t, int64_t, int64_t, const T *, int64_t, int64_t, \
-                               T *);                                                             \
-  template void maskBackward<T>(const T *, const T *, int64_t, int64_t, int64_t, const T *,       \
-                                int64_t, int64_t, T *, T *);                                     \
-  template void relu2Forward<T>(const T *, int64_t, int64_t, const T *, int64_t, T *);            \
-  template void relu2Backward<T>(const T *, int64_t, int64_t, const T *, int64_t, const T *, T *, \
-                                 T *);                                                           \
-  template void depthGateForward<T>(const T *, const T *, int64_t, T, T *);                       \
-  template void depthGateBackward<T>(const T *, const T *, int64_t, T, T *, T *);                 \
-  template T crossEntropyForward<T>(const T *, int64_t, int64_t, const int32_t *, int64_t);       \
-  template void crossEntropyBackward<T>(const T *, int64_t, int64_t, const int32_t *, int64_t, T, \
-                                        T *);                                                    \
-  template T klForward<T>(const T *, const T *, int64_t, int64_t, double);                        \
-  template void klBackward<T>(const T *, const T *, int64_t, int64_t, double, T, T *);            \
-  template void add<T>(const T *, const T *, int64_t, T *);                                       \
-  template void adamw<T>(T *, const T *, T *, T *, int64_t, double, double, double, double,       \
+#define NESTOR_INSTANTIATE(T)                                                                      \
+  template int64_t embedForward<T>(const int32_t *, int64_t, const T *, int64_t, int64_t,          \
+                                   const T *, int64_t, T *);                                       \
+  template void embedBackward<T>(const int32_t *, int64_t, const T *, int64_t, int64_t, const T *, \
+                                 int64_t, const T *, T *, T *);                                    \
+  template void rmsnormForward<T>(const T *, int64_t, int64_t, const T *, double, const T *,       \
+                                  int64_t, T *);                                                   \
+  template void rmsnormBackward<T>(const T *, int64_t, int64_t, const T *, double, const T *,      \
+                                   int64_t, const T *, T *, T *, T *);                             \
+  template void maskForward<T>(const T *, int64_t, int64_t, int64_t, const T *, int64_t, int64_t,  \
+                               T *);                                                               \
+  template void maskBackward<T>(const T *, const T *, int64_t, int64_t, int64_t, const T *,        \
+                                int64_t, int64_t, T *, T *);                                       \
+  template void relu2Forward<T>(const T *, int64_t, int64_t, const T *, int64_t, T *);             \
+  template void relu2Backward<T>(const T *, int64_t, int64_t, const T *, int64_t, const T *, T *,  \
+                                 T *);                                                             \
+  template void depthGateForward<T>(const T *, const T *, int64_t, T, T *);                        \
+  template void depthGateBackward<T>(const T *, const T *, int64_t, T, T *, T *);                  \
+  template T crossEntropyForward<T>(const T *, int64_t, int64_t, const int32_t *, int64_t);        \
+  template void crossEntropyBackward<T>(const T *, int64_t, int64_t, const int32_t *, int64_t, T,  \
+                                        T *);                                                      \
+  template T klForward<T>(const T *, const T *, int64_t, int64_t, double);                         \
+  template void klBackward<T>(const T *, const T *, int64_t, int64_t, double, T, T *);             \
+  template void add<T>(const T *, const T *, int64_t, T *);                                        \
+  template void adamw<T>(T *, const T *, T *, T *, int64_t, double, double, double, double,        \
                          double, int64_t, double);
 
 NESTOR_INSTANTIATE(float)
