@@ -39,8 +39,11 @@ bool isHardOrAbsent(Value mask) {
   return def && def.getMode() == el::MaskMode::Hard;
 }
 
-/// True when every given mask is hard and at least one is present.
-bool prefixDense(std::initializer_list<Value> masks) {
+/// True when prefix-dense execution is enabled, every given mask is hard and at least one is
+/// present.
+bool prefixDense(bool enabled, std::initializer_list<Value> masks) {
+  if (!enabled)
+    return false;
   bool any = false;
   for (Value m : masks) {
     if (!isHardOrAbsent(m))
@@ -50,11 +53,38 @@ bool prefixDense(std::initializer_list<Value> masks) {
   return any;
 }
 
+/// The pass's type converter, which also carries the prefix-dense switch to the patterns.
+struct KernelTypeConverter : TypeConverter {
+  bool prefixDense = true;
+  /// Elastic ops that compute (or differentiate) the block of a layer behind a hard depth gate,
+  /// with the layer: their kernels carry `kernel.layer` and are skipped when it is dropped.
+  llvm::DenseMap<Operation *, int64_t> gatedLayer;
+};
+
+/// A GEMM dimension's prefix-dense extent: a (converted) hard mask and its group count.
+struct Extent {
+  Value mask;
+  int64_t groups = 1;
+};
+
 /// Shared helpers of the patterns: types and the GEMM of a linear layer.
 struct Builder {
   OpBuilder &b;
   Location loc;
-  const TypeConverter &types;
+  const KernelTypeConverter &types;
+
+  /// The extent of `original` (an elastic mask operand; `converted` its lowered value), when
+  /// prefix-dense execution applies to it.
+  Extent extent(Value original, Value converted) const {
+    if (!original || !prefixDense(types.prefixDense, {original}))
+      return {};
+    return {converted, cast<el::MaskType>(original.getType()).getGroups()};
+  }
+  Value gemm(Type type, Value a, Value w, bool ta, bool tb, Extent m, Extent n, Extent k) const {
+    return kn::GemmOp::create(b, loc, type, a, w, Value(), Value(), m.mask, n.mask, k.mask, ta, tb,
+                              1, m.groups, n.groups, k.groups)
+        .getResult();
+  }
 
   RankedTensorType like(Value v, int64_t lastDim) const {
     auto t = cast<RankedTensorType>(v.getType());
@@ -66,20 +96,17 @@ struct Builder {
     auto t = cast<RankedTensorType>(v.getType());
     return t.getDimSize(i < 0 ? t.getRank() + i : i);
   }
-  /// y = x W^T (x [.., in], W [out, in]).
-  Value linear(Value x, Value w) const {
-    return kn::GemmOp::create(b, loc, like(x, dim(w, 0)), x, w, Value(), Value(),
-                              /*transpose_a=*/false, /*transpose_b=*/true, 1)
-        .getResult();
+  /// y = x W^T (x [.., in], W [out, in]); `in` and `out` are the extents of the two axes.
+  Value linear(Value x, Value w, Extent in = {}, Extent out = {}) const {
+    return gemm(like(x, dim(w, 0)), x, w, false, true, {}, out, in);
   }
   /// dx = dy W (dy [.., out], W [out, in]).
-  Value linearInputGrad(Value dy, Value w) const {
-    return kn::GemmOp::create(b, loc, like(dy, dim(w, 1)), dy, w, Value(), Value(), false, false, 1)
-        .getResult();
+  Value linearInputGrad(Value dy, Value w, Extent in = {}, Extent out = {}) const {
+    return gemm(like(dy, dim(w, 1)), dy, w, false, false, {}, in, out);
   }
   /// dW = dy^T x: [out, in].
-  Value linearWeightGrad(Value dy, Value x, Type wType) const {
-    return kn::GemmOp::create(b, loc, wType, dy, x, Value(), Value(), true, false, 1).getResult();
+  Value linearWeightGrad(Value dy, Value x, Type wType, Extent in = {}, Extent out = {}) const {
+    return gemm(wType, dy, x, true, false, out, in, {});
   }
   /// y * mask over channel blocks (or y when there is no mask).
   Value mask(Value y, Value mask, int64_t block, int64_t groups, bool dense) const {
@@ -104,7 +131,8 @@ MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense) {
   int64_t H = op.getNumHeads(), P = op.getHeadDim(), G = op.getNGroups(), N = op.getStateSize();
   MambaForward f;
   Value x = a.getInput();
-  f.proj = h.linear(x, a.getInProj());
+  Extent hidden = h.extent(op.getHiddenMask(), a.getHiddenMask());
+  f.proj = h.linear(x, a.getInProj(), hidden);
   Type elem = cast<RankedTensorType>(x.getType()).getElementType();
   if (a.getHeadsMask() || a.getChannelsMask()) {
     auto m = kn::MambaMaskOp::create(h.b, h.loc, RankedTensorType::get({H * P}, elem),
@@ -123,7 +151,7 @@ MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense) {
                                        f.mzx, a.getHeadsMask(), a.getChannelsMask(),
                                        op.getEpsilon(), H, P, G, N, dense);
   f.normed = n.getResult();
-  f.out = h.linear(f.normed, a.getOutProj());
+  f.out = h.linear(f.normed, a.getOutProj(), {}, hidden);
   return f;
 }
 
@@ -136,9 +164,11 @@ AttentionForward attentionForward(const Builder &h, OpT op, AdaptorT ad, bool de
   int64_t nh = op.getNumHeads(), nkv = op.getNumKvHeads(), hd = op.getHeadDim();
   AttentionForward f;
   Value x = ad.getInput();
-  f.q = h.linear(x, ad.getQProj());
-  f.k = h.linear(x, ad.getKProj());
-  f.v = h.linear(x, ad.getVProj());
+  Extent hidden = h.extent(op.getHiddenMask(), ad.getHiddenMask());
+  Extent heads = h.extent(op.getHeadsMask(), ad.getHeadsMask());
+  f.q = h.linear(x, ad.getQProj(), hidden, heads);
+  f.k = h.linear(x, ad.getKProj(), hidden);
+  f.v = h.linear(x, ad.getVProj(), hidden);
   auto xt = cast<RankedTensorType>(x.getType());
   auto lseType =
       RankedTensorType::get({xt.getDimSize(0), nh, xt.getDimSize(1)}, xt.getElementType());
@@ -147,7 +177,7 @@ AttentionForward attentionForward(const Builder &h, OpT op, AdaptorT ad, bool de
   f.a = attn.getResult();
   f.lse = attn.getLse();
   f.o = h.mask(f.a, ad.getHeadsMask(), hd, nkv, dense);
-  f.out = h.linear(f.o, ad.getOProj());
+  f.out = h.linear(f.o, ad.getOProj(), heads, hidden);
   return f;
 }
 
@@ -155,11 +185,14 @@ struct MLPForward {
   Value u, act, out;
 };
 
-template <typename AdaptorT> MLPForward mlpForward(const Builder &h, AdaptorT ad, bool dense) {
+template <typename OpT, typename AdaptorT>
+MLPForward mlpForward(const Builder &h, OpT op, AdaptorT ad, bool dense) {
   MLPForward f;
-  f.u = h.linear(ad.getInput(), ad.getUpProj());
+  Extent hidden = h.extent(op.getHiddenMask(), ad.getHiddenMask());
+  Extent ffn = h.extent(op.getFfnMask(), ad.getFfnMask());
+  f.u = h.linear(ad.getInput(), ad.getUpProj(), hidden, ffn);
   f.act = kn::Relu2Op::create(h.b, h.loc, f.u.getType(), f.u, ad.getFfnMask(), dense).getResult();
-  f.out = h.linear(f.act, ad.getDownProj());
+  f.out = h.linear(f.act, ad.getDownProj(), ffn, hidden);
   return f;
 }
 
@@ -176,30 +209,50 @@ std::pair<Value, Value> hiddenMaskGrad(const Builder &h, Value out, Value mask, 
 template <typename OpT> struct KernelPattern : OpConversionPattern<OpT> {
   using OpConversionPattern<OpT>::OpConversionPattern;
   using Adaptor = typename OpConversionPattern<OpT>::OpAdaptor;
+  const KernelTypeConverter &types() const {
+    return static_cast<const KernelTypeConverter &>(*this->getTypeConverter());
+  }
   Builder helper(ConversionPatternRewriter &rw, OpT op) const {
-    return Builder{rw, op.getLoc(), *this->getTypeConverter()};
+    return Builder{rw, op.getLoc(), types()};
+  }
+  bool dense(std::initializer_list<Value> masks) const {
+    return prefixDense(types().prefixDense, masks);
   }
   Type convert(Type t) const { return this->getTypeConverter()->convertType(t); }
+
+  /// Lowers `op`; the kernels it creates inherit the op's depth-gate layer.
+  virtual LogicalResult lower(OpT op, Adaptor a, ConversionPatternRewriter &rw) const = 0;
+  LogicalResult matchAndRewrite(OpT op, Adaptor a, ConversionPatternRewriter &rw) const final {
+    Operation *prev = op->getPrevNode();
+    if (failed(lower(op, a, rw)))
+      return failure();
+    auto it = types().gatedLayer.find(op);
+    if (it == types().gatedLayer.end())
+      return success();
+    Block *block = op->getBlock();
+    for (Operation *k = prev ? prev->getNextNode() : &block->front(); k && k != op.getOperation();
+         k = k->getNextNode())
+      k->setAttr("kernel.layer", rw.getI64IntegerAttr(it->second));
+    return success();
+  }
 };
 
 struct EmbedLowering : KernelPattern<el::EmbedOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::EmbedOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::EmbedOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<kn::EmbedOp>(op, convert(op.getType()), a.getTokens(), a.getTable(),
-                                       a.getHiddenMask(), prefixDense({op.getHiddenMask()}));
+                                       a.getHiddenMask(), dense({op.getHiddenMask()}));
     return success();
   }
 };
 
 struct EmbedGradLowering : KernelPattern<el::EmbedGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::EmbedGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::EmbedGradOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     Type maskGrad = op.getHiddenMaskGrad() ? convert(op.getHiddenMaskGrad().getType()) : Type();
     auto k = kn::EmbedGradOp::create(rw, op.getLoc(), a.getTable().getType(), maskGrad,
                                      a.getTokens(), a.getTable(), a.getResultGrad(),
-                                     a.getHiddenMask(), prefixDense({op.getHiddenMask()}));
+                                     a.getHiddenMask(), dense({op.getHiddenMask()}));
     rw.replaceOp(op, k->getResults());
     return success();
   }
@@ -207,24 +260,23 @@ struct EmbedGradLowering : KernelPattern<el::EmbedGradOp> {
 
 struct RMSNormLowering : KernelPattern<el::RMSNormOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::RMSNormOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::RMSNormOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<kn::RMSNormOp>(op, convert(op.getType()), a.getInput(), a.getWeight(),
                                          a.getHiddenMask(), op.getEpsilon(),
-                                         prefixDense({op.getHiddenMask()}));
+                                         dense({op.getHiddenMask()}));
     return success();
   }
 };
 
 struct RMSNormGradLowering : KernelPattern<el::RMSNormGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::RMSNormGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::RMSNormGradOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     Type maskGrad = op.getHiddenMaskGrad() ? convert(op.getHiddenMaskGrad().getType()) : Type();
-    auto k = kn::RMSNormGradOp::create(rw, op.getLoc(), a.getInput().getType(),
-                                       a.getWeight().getType(), maskGrad, a.getInput(),
-                                       a.getWeight(), a.getResultGrad(), a.getHiddenMask(),
-                                       op.getEpsilon(), prefixDense({op.getHiddenMask()}));
+    auto k =
+        kn::RMSNormGradOp::create(rw, op.getLoc(), a.getInput().getType(), a.getWeight().getType(),
+                                  maskGrad, a.getInput(), a.getWeight(), a.getResultGrad(),
+                                  a.getHiddenMask(), op.getEpsilon(), dense({op.getHiddenMask()}));
     rw.replaceOp(op, k->getResults());
     return success();
   }
@@ -232,31 +284,31 @@ struct RMSNormGradLowering : KernelPattern<el::RMSNormGradOp> {
 
 struct MLPLowering : KernelPattern<el::MLPOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::MLPOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::MLPOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    MLPForward f = mlpForward(h, a, prefixDense({op.getFfnMask()}));
-    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, prefixDense({op.getHiddenMask()})));
+    MLPForward f = mlpForward(h, op, a, dense({op.getFfnMask()}));
+    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, dense({op.getHiddenMask()})));
     return success();
   }
 };
 
 struct MLPGradLowering : KernelPattern<el::MLPGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::MLPGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::MLPGradOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    bool ffnDense = prefixDense({op.getFfnMask()});
-    MLPForward f = mlpForward(h, a, ffnDense);
-    auto [dz, dHidden] = hiddenMaskGrad(h, f.out, a.getHiddenMask(), a.getResultGrad(),
-                                        prefixDense({op.getHiddenMask()}));
-    Value dDown = h.linearWeightGrad(dz, f.act, a.getDownProj().getType());
-    Value dAct = h.linearInputGrad(dz, a.getDownProj());
+    bool ffnDense = dense({op.getFfnMask()});
+    MLPForward f = mlpForward(h, op, a, ffnDense);
+    auto [dz, dHidden] =
+        hiddenMaskGrad(h, f.out, a.getHiddenMask(), a.getResultGrad(), dense({op.getHiddenMask()}));
+    Extent hidden = h.extent(op.getHiddenMask(), a.getHiddenMask());
+    Extent ffn = h.extent(op.getFfnMask(), a.getFfnMask());
+    Value dDown = h.linearWeightGrad(dz, f.act, a.getDownProj().getType(), ffn, hidden);
+    Value dAct = h.linearInputGrad(dz, a.getDownProj(), ffn, hidden);
     auto r = kn::Relu2GradOp::create(rw, op.getLoc(), f.u.getType(), h.maskGradType(a.getFfnMask()),
                                      f.u, dAct, a.getFfnMask(), ffnDense);
     Value du = r.getInputGrad();
-    Value dx = h.linearInputGrad(du, a.getUpProj());
-    Value dUp = h.linearWeightGrad(du, a.getInput(), a.getUpProj().getType());
+    Value dx = h.linearInputGrad(du, a.getUpProj(), hidden, ffn);
+    Value dUp = h.linearWeightGrad(du, a.getInput(), a.getUpProj().getType(), hidden, ffn);
     SmallVector<Value> results = {dx, dUp, dDown};
     if (op.getFfnMaskGrad())
       results.push_back(r.getMaskGrad());
@@ -269,26 +321,27 @@ struct MLPGradLowering : KernelPattern<el::MLPGradOp> {
 
 struct AttentionLowering : KernelPattern<el::AttentionOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::AttentionOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::AttentionOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    AttentionForward f = attentionForward(h, op, a, prefixDense({op.getHeadsMask()}));
-    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, prefixDense({op.getHiddenMask()})));
+    AttentionForward f = attentionForward(h, op, a, dense({op.getHeadsMask()}));
+    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, dense({op.getHiddenMask()})));
     return success();
   }
 };
 
 struct AttentionGradLowering : KernelPattern<el::AttentionGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::AttentionGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::AttentionGradOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    bool headsDense = prefixDense({op.getHeadsMask()});
+    bool headsDense = dense({op.getHeadsMask()});
     AttentionForward f = attentionForward(h, op, a, headsDense);
-    auto [dz, dHidden] = hiddenMaskGrad(h, f.out, a.getHiddenMask(), a.getResultGrad(),
-                                        prefixDense({op.getHiddenMask()}));
-    Value dWo = h.linearWeightGrad(dz, f.o, a.getOProj().getType());
-    Value dO = h.linearInputGrad(dz, a.getOProj());
+    auto [dz, dHidden] =
+        hiddenMaskGrad(h, f.out, a.getHiddenMask(), a.getResultGrad(), dense({op.getHiddenMask()}));
+    Extent hidden = h.extent(op.getHiddenMask(), a.getHiddenMask());
+    Extent heads = h.extent(op.getHeadsMask(), a.getHeadsMask());
+    Value dWo = h.linearWeightGrad(dz, f.o, a.getOProj().getType(), heads, hidden);
+    Value dO = h.linearInputGrad(dz, a.getOProj(), heads, hidden);
     Value da = dO, dHeads;
     if (a.getHeadsMask()) {
       auto g = kn::MaskGradOp::create(rw, op.getLoc(), f.a.getType(), a.getHeadsMask().getType(),
@@ -300,15 +353,16 @@ struct AttentionGradLowering : KernelPattern<el::AttentionGradOp> {
     auto g = kn::AttentionGradOp::create(
         rw, op.getLoc(), f.q.getType(), f.k.getType(), f.v.getType(), f.q, f.k, f.v, f.a, f.lse, da,
         a.getHeadsMask(), op.getNumHeads(), op.getNumKvHeads(), op.getHeadDim(), headsDense);
-    Value dx = kn::AddOp::create(rw, op.getLoc(), a.getInput().getType(),
-                                 ValueRange{h.linearInputGrad(g.getQGrad(), a.getQProj()),
-                                            h.linearInputGrad(g.getKGrad(), a.getKProj()),
-                                            h.linearInputGrad(g.getVGrad(), a.getVProj())})
-                   .getResult();
+    Value dx =
+        kn::AddOp::create(rw, op.getLoc(), a.getInput().getType(),
+                          ValueRange{h.linearInputGrad(g.getQGrad(), a.getQProj(), hidden, heads),
+                                     h.linearInputGrad(g.getKGrad(), a.getKProj(), hidden),
+                                     h.linearInputGrad(g.getVGrad(), a.getVProj(), hidden)})
+            .getResult();
     SmallVector<Value> results = {
-        dx, h.linearWeightGrad(g.getQGrad(), a.getInput(), a.getQProj().getType()),
-        h.linearWeightGrad(g.getKGrad(), a.getInput(), a.getKProj().getType()),
-        h.linearWeightGrad(g.getVGrad(), a.getInput(), a.getVProj().getType()), dWo};
+        dx, h.linearWeightGrad(g.getQGrad(), a.getInput(), a.getQProj().getType(), hidden, heads),
+        h.linearWeightGrad(g.getKGrad(), a.getInput(), a.getKProj().getType(), hidden),
+        h.linearWeightGrad(g.getVGrad(), a.getInput(), a.getVProj().getType(), hidden), dWo};
     if (op.getHeadsMaskGrad())
       results.push_back(dHeads);
     if (op.getHiddenMaskGrad())
@@ -320,26 +374,26 @@ struct AttentionGradLowering : KernelPattern<el::AttentionGradOp> {
 
 struct Mamba2Lowering : KernelPattern<el::Mamba2Op> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::Mamba2Op op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::Mamba2Op op, Adaptor a, ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    MambaForward f = mambaForward(h, op, a, prefixDense({op.getHeadsMask(), op.getChannelsMask()}));
-    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, prefixDense({op.getHiddenMask()})));
+    MambaForward f = mambaForward(h, op, a, dense({op.getHeadsMask(), op.getChannelsMask()}));
+    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, dense({op.getHiddenMask()})));
     return success();
   }
 };
 
 struct Mamba2GradLowering : KernelPattern<el::Mamba2GradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::Mamba2GradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::Mamba2GradOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
-    bool dense = prefixDense({op.getHeadsMask(), op.getChannelsMask()});
-    MambaForward f = mambaForward(h, op, a, dense);
-    auto [dz, dHidden] = hiddenMaskGrad(h, f.out, a.getHiddenMask(), a.getResultGrad(),
-                                        prefixDense({op.getHiddenMask()}));
-    Value dWout = h.linearWeightGrad(dz, f.normed, a.getOutProj().getType());
-    Value dNormed = h.linearInputGrad(dz, a.getOutProj());
+    bool mixerDense = dense({op.getHeadsMask(), op.getChannelsMask()});
+    MambaForward f = mambaForward(h, op, a, mixerDense);
+    auto [dz, dHidden] =
+        hiddenMaskGrad(h, f.out, a.getHiddenMask(), a.getResultGrad(), dense({op.getHiddenMask()}));
+    Extent hidden = h.extent(op.getHiddenMask(), a.getHiddenMask());
+    Value dWout = h.linearWeightGrad(dz, f.normed, a.getOutProj().getType(), {}, hidden);
+    Value dNormed = h.linearInputGrad(dz, a.getOutProj(), {}, hidden);
     auto g = kn::MambaInnerGradOp::create(
         rw, op.getLoc(), f.proj.getType(), a.getConvWeight().getType(), a.getConvBias().getType(),
         a.getDtBias().getType(), a.getALog().getType(), a.getDSkip().getType(),
@@ -347,17 +401,18 @@ struct Mamba2GradLowering : KernelPattern<el::Mamba2GradOp> {
         h.maskGradType(a.getChannelsMask()), f.proj, f.xbc, f.y, a.getConvWeight(), a.getConvBias(),
         a.getDtBias(), a.getALog(), a.getDSkip(), a.getNormWeight(), dNormed, a.getHeadsMask(),
         a.getChannelsMask(), op.getEpsilon(), 64, op.getNumHeads(), op.getHeadDim(),
-        op.getNGroups(), op.getStateSize(), dense);
+        op.getNGroups(), op.getStateSize(), mixerDense);
     Value dProj = g.getProjGrad();
-    SmallVector<Value> results = {h.linearInputGrad(dProj, a.getInProj()),
-                                  h.linearWeightGrad(dProj, a.getInput(), a.getInProj().getType()),
-                                  g.getConvWeightGrad(),
-                                  g.getConvBiasGrad(),
-                                  g.getDtBiasGrad(),
-                                  g.getALogGrad(),
-                                  g.getDSkipGrad(),
-                                  g.getNormWeightGrad(),
-                                  dWout};
+    SmallVector<Value> results = {
+        h.linearInputGrad(dProj, a.getInProj(), hidden),
+        h.linearWeightGrad(dProj, a.getInput(), a.getInProj().getType(), hidden),
+        g.getConvWeightGrad(),
+        g.getConvBiasGrad(),
+        g.getDtBiasGrad(),
+        g.getALogGrad(),
+        g.getDSkipGrad(),
+        g.getNormWeightGrad(),
+        dWout};
     if (op.getHeadsMaskGrad())
       results.push_back(g.getHeadsGrad());
     if (op.getChannelsMaskGrad())
@@ -371,8 +426,7 @@ struct Mamba2GradLowering : KernelPattern<el::Mamba2GradOp> {
 
 struct DepthGateLowering : KernelPattern<el::DepthGateOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::DepthGateOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::DepthGateOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<kn::DepthGateOp>(op, a.getResidual(), a.getBlock(), a.getKeep(),
                                            op.getLayerAttr());
     return success();
@@ -381,8 +435,8 @@ struct DepthGateLowering : KernelPattern<el::DepthGateOp> {
 
 struct DepthGateGradLowering : KernelPattern<el::DepthGateGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::DepthGateGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::DepthGateGradOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     Type keepGrad = a.getKeep() ? a.getKeep().getType() : Type();
     auto k =
         kn::DepthGateGradOp::create(rw, op.getLoc(), a.getBlock().getType(), keepGrad, a.getBlock(),
@@ -394,8 +448,7 @@ struct DepthGateGradLowering : KernelPattern<el::DepthGateGradOp> {
 
 struct LMHeadLowering : KernelPattern<el::LMHeadOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::LMHeadOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::LMHeadOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     rw.replaceOp(op, helper(rw, op).linear(a.getInput(), a.getWeight()));
     return success();
   }
@@ -403,8 +456,8 @@ struct LMHeadLowering : KernelPattern<el::LMHeadOp> {
 
 struct LMHeadGradLowering : KernelPattern<el::LMHeadGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::LMHeadGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::LMHeadGradOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
     rw.replaceOp(op,
                  {h.linearInputGrad(a.getResultGrad(), a.getWeight()),
@@ -415,8 +468,8 @@ struct LMHeadGradLowering : KernelPattern<el::LMHeadGradOp> {
 
 struct CrossEntropyLowering : KernelPattern<el::CrossEntropyOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::CrossEntropyOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::CrossEntropyOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<kn::CrossEntropyOp>(op, op.getType(), a.getLogits(), a.getTargets(),
                                               op.getIgnoreIndexAttr());
     return success();
@@ -425,8 +478,8 @@ struct CrossEntropyLowering : KernelPattern<el::CrossEntropyOp> {
 
 struct CrossEntropyGradLowering : KernelPattern<el::CrossEntropyGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::CrossEntropyGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::CrossEntropyGradOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<kn::CrossEntropyGradOp>(op, a.getLogits(), a.getTargets(),
                                                   a.getResultGrad(), op.getIgnoreIndexAttr());
     return success();
@@ -435,8 +488,7 @@ struct CrossEntropyGradLowering : KernelPattern<el::CrossEntropyGradOp> {
 
 struct KLLowering : KernelPattern<el::KLDistillOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::KLDistillOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::KLDistillOp op, Adaptor a, ConversionPatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<kn::KLOp>(op, op.getType(), a.getStudent(), a.getTeacher(),
                                     op.getTemperatureAttr());
     return success();
@@ -445,8 +497,8 @@ struct KLLowering : KernelPattern<el::KLDistillOp> {
 
 struct KLGradLowering : KernelPattern<el::KLDistillGradOp> {
   using KernelPattern::KernelPattern;
-  LogicalResult matchAndRewrite(el::KLDistillGradOp op, Adaptor a,
-                                ConversionPatternRewriter &rw) const override {
+  LogicalResult lower(el::KLDistillGradOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
     rw.replaceOpWithNewOp<kn::KLGradOp>(op, a.getStudent(), a.getTeacher(), a.getResultGrad(),
                                         op.getTemperatureAttr());
     return success();
@@ -502,6 +554,62 @@ struct HostLowering : ConversionPattern {
   }
 };
 
+/// The elastic ops of each layer block behind a hard depth gate: the mixer and its input norm
+/// (forward), and the mixer's and the norm's backward ops. When the layer is dropped (keep = 0)
+/// their results are exactly zero (the block's cotangent is 0 * dy) or unused (the forward
+/// block is multiplied by 0), and the keep cotangent of a dropped layer is never read in hard
+/// mode (layer_keep_grad), so the executor can skip them.
+llvm::DenseMap<Operation *, int64_t> gatedLayers(ModuleOp module) {
+  llvm::DenseMap<Operation *, int64_t> gated;
+  auto hardKeep = [](Value keep) {
+    auto def = keep ? keep.getDefiningOp<el::LayerKeepOp>() : el::LayerKeepOp();
+    return def && def.getMode() == el::MaskMode::Hard;
+  };
+  auto onlyUsedBy = [&](Operation *op, int64_t layer, Operation *also) {
+    for (Operation *user : op->getUsers())
+      if (user != also && gated.lookup(user) != layer + 1)
+        return false;
+    return true;
+  };
+  // Layers are stored +1 so that lookup's default 0 means "not gated".
+  module.walk([&](el::DepthGateOp gate) {
+    if (!hardKeep(gate.getKeep()) || !gate.getLayer())
+      return;
+    int64_t layer = *gate.getLayer();
+    Operation *mixer = gate.getBlock().getDefiningOp();
+    if (!mixer || !isa<el::Mamba2Op, el::AttentionOp, el::MLPOp>(mixer) || !mixer->hasOneUse())
+      return;
+    gated[mixer] = layer + 1;
+  });
+  module.walk([&](el::DepthGateGradOp gate) {
+    if (!hardKeep(gate.getKeep()) || !gate.getLayer())
+      return;
+    int64_t layer = *gate.getLayer();
+    for (Operation *user : gate.getBlockGrad().getUsers()) {
+      if (!isa<el::Mamba2GradOp, el::AttentionGradOp, el::MLPGradOp>(user))
+        continue;
+      gated[user] = layer + 1;
+      // The norm's backward reads the mixer's input cotangent.
+      for (Operation *g : user->getResult(0).getUsers())
+        if (auto norm = dyn_cast<el::RMSNormGradOp>(g);
+            norm && norm.getResultGrad() == user->getResult(0))
+          gated[g] = layer + 1;
+    }
+  });
+  // The input norms: used only by their (gated) mixer and its backward.
+  module.walk([&](el::RMSNormOp norm) {
+    for (Operation *user : norm->getUsers())
+      if (int64_t l = gated.lookup(user); l && onlyUsedBy(norm, l - 1, nullptr)) {
+        gated[norm] = l;
+        return;
+      }
+  });
+  llvm::DenseMap<Operation *, int64_t> out;
+  for (auto [op, l] : gated)
+    out[op] = l - 1;
+  return out;
+}
+
 struct ConvertElasticToKernelPass
     : nestor::impl::ConvertElasticToKernelPassBase<ConvertElasticToKernelPass> {
   using Base::Base;
@@ -534,7 +642,8 @@ struct ConvertElasticToKernelPass
       floatType = Float32Type::get(ctx);
 
     int64_t b = batch, l = seqLen;
-    TypeConverter types;
+    KernelTypeConverter types;
+    types.prefixDense = prefixDense;
     types.addConversion([](Type t) { return t; });
     types.addConversion([b, l](RankedTensorType t) -> Type {
       SmallVector<int64_t> shape(t.getShape());
@@ -561,6 +670,9 @@ struct ConvertElasticToKernelPass
     target.addDynamicallyLegalOp<func::ReturnOp>(
         [&](func::ReturnOp r) { return types.isLegal(r.getOperandTypes()); });
 
+    if (prefixDense)
+      types.gatedLayer = gatedLayers(module);
+
     RewritePatternSet patterns(ctx);
     patterns.add<EmbedLowering, EmbedGradLowering, RMSNormLowering, RMSNormGradLowering,
                  MLPLowering, MLPGradLowering, AttentionLowering, AttentionGradLowering,
@@ -571,11 +683,6 @@ struct ConvertElasticToKernelPass
     populateReturnOpTypeConversionPattern(patterns, types);
     if (failed(applyFullConversion(module, target, std::move(patterns))))
       return signalPassFailure();
-    if (!prefixDense)
-      module.walk([](Operation *op) {
-        if (isa<kn::KernelDialect>(op->getDialect()))
-          op->removeAttr("prefix_dense");
-      });
   }
 };
 

@@ -36,11 +36,11 @@ struct FuseMaskEpilogue : OpRewritePattern<kn::MaskOp> {
     auto gemm = mask.getInput().getDefiningOp<kn::GemmOp>();
     if (!gemm || gemm.getMask() || !gemm->hasOneUse() || mask.getGroups() != 1)
       return failure();
-    auto fused = kn::GemmOp::create(rw, mask.getLoc(), mask.getType(), gemm.getA(), gemm.getB(),
-                                    gemm.getAcc(), mask.getMask(), gemm.getTransposeA(),
-                                    gemm.getTransposeB(), mask.getBlock());
-    rw.replaceOp(mask, fused.getResult());
-    rw.eraseOp(gemm);
+    rw.modifyOpInPlace(gemm, [&] {
+      gemm.getMaskMutable().assign(mask.getMask());
+      gemm.setMaskBlock(mask.getBlock());
+    });
+    rw.replaceOp(mask, gemm.getResult());
     return success();
   }
 };
@@ -63,11 +63,10 @@ struct FuseAccumulate : OpRewritePattern<kn::AddOp> {
     Value acc = inputs.size() == 1
                     ? inputs.front()
                     : kn::AddOp::create(rw, add.getLoc(), add.getType(), inputs).getResult();
-    rw.setInsertionPoint(add);
-    auto fused = kn::GemmOp::create(rw, gemm.getLoc(), add.getType(), gemm.getA(), gemm.getB(), acc,
-                                    Value(), gemm.getTransposeA(), gemm.getTransposeB(), 1);
-    rw.replaceOp(add, fused.getResult());
-    rw.eraseOp(gemm);
+    // The GEMM moves to the add (its accumulator may be defined after it).
+    rw.moveOpBefore(gemm, add);
+    rw.modifyOpInPlace(gemm, [&] { gemm.getAccMutable().assign(acc); });
+    rw.replaceOp(add, gemm.getResult());
     return success();
   }
 };

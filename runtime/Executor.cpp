@@ -61,6 +61,9 @@ template <typename T> int64_t activeOf(const T *mask, int64_t entries, int64_t g
   return active;
 }
 
+/// Contiguous [start, length) runs of a GEMM dimension.
+using Runs = llvm::SmallVector<std::pair<int64_t, int64_t>, 4>;
+
 } // namespace
 
 struct CpuProgram::Impl {
@@ -76,6 +79,7 @@ struct CpuProgram::Impl {
   std::vector<std::string> stepNames;
   std::vector<double> stepTimes;
   bool profiling = false;
+  double gemmFlops = 0;
   OwningOpRef<ModuleOp> hostModule;
 
   unsigned slot(Value v) {
@@ -98,6 +102,9 @@ struct CpuProgram::Impl {
   }
 
   template <typename T> llvm::Expected<Step> bind(Operation *op);
+  llvm::Expected<Step> skipWhenDropped(Operation *op, int64_t layer, Step run);
+  /// The depth gates' keep vector (one per program), found from any gated depth_gate.
+  int keepSlot = -1;
   llvm::Expected<Step> bindHost(kn::HostOp op);
 };
 
@@ -109,6 +116,24 @@ template <typename T> struct Ref {
   unsigned index = 0;
   bool present = false;
   T *get() const { return present ? static_cast<T *>((*slots)[index]) : nullptr; }
+};
+
+/// A GEMM dimension of `size` and its optional prefix-dense extent mask: `entries` entries in
+/// `groups` groups, each covering size / entries consecutive indices.
+template <typename T> struct Extent {
+  Ref<T> mask;
+  int64_t entries = 0, groups = 1, size = 0;
+  Runs runs() const {
+    if (!mask.present)
+      return {{0, size}};
+    int64_t active = activeOf(mask.get(), entries, groups), per = entries / groups;
+    int64_t block = size / entries;
+    Runs out;
+    if (active > 0)
+      for (int64_t g = 0; g < groups; ++g)
+        out.push_back({g * per * block, active * block});
+    return out;
+  }
 };
 
 } // namespace
@@ -140,15 +165,40 @@ template <typename T> llvm::Expected<Step> CpuProgram::Impl::bind(Operation *op)
     auto a = ref(g.getA()), b = ref(g.getB()), acc = ref(g.getAcc()), mask = ref(g.getMask());
     auto c = ref(g.getResult());
     int64_t block = g.getMaskBlock();
+    Extent<T> em{ref(g.getMExtent()), maskSize(g.getMExtent()),
+                 static_cast<int64_t>(g.getMGroups()), m};
+    Extent<T> en{ref(g.getNExtent()), maskSize(g.getNExtent()),
+                 static_cast<int64_t>(g.getNGroups()), n};
+    Extent<T> ek{ref(g.getKExtent()), maskSize(g.getKExtent()),
+                 static_cast<int64_t>(g.getKGroups()), k};
+    double *flops = &gemmFlops;
     return Step([=]() {
       T *out = c.get();
-      T beta = 0;
+      const T *pa = a.get(), *pb = b.get();
+      Runs rm = em.runs(), rn = en.runs(), rk = ek.runs();
+      bool restricted = rm.size() != 1 || rn.size() != 1 || rm[0].second != m || rn[0].second != n;
       if (acc.present) {
         if (acc.get() != out)
           std::memcpy(out, acc.get(), sizeof(T) * m * n);
-        beta = 1;
+      } else if (restricted) {
+        std::memset(out, 0, sizeof(T) * m * n);
       }
-      cpu::gemm<T>(ta, tb, m, n, k, T(1), a.get(), ac, b.get(), bc, beta, out, n);
+      // One BLAS call per block of active rows x active columns, summed over active K runs.
+      for (auto [m0, ml] : rm)
+        for (auto [n0, nl] : rn) {
+          bool first = !acc.present;
+          for (auto [k0, kl] : rk) {
+            const T *sa = ta ? pa + k0 * ac + m0 : pa + m0 * ac + k0;
+            const T *sb = tb ? pb + n0 * bc + k0 : pb + k0 * bc + n0;
+            cpu::gemm<T>(ta, tb, ml, nl, kl, T(1), sa, ac, sb, bc, first ? T(0) : T(1),
+                         out + m0 * n + n0, n);
+            *flops += 2.0 * ml * nl * kl;
+            first = false;
+          }
+          if (rk.empty() && !acc.present)
+            for (int64_t i = 0; i < ml; ++i)
+              std::fill_n(out + (m0 + i) * n + n0, nl, T(0));
+        }
       if (mask.present)
         cpu::maskForward<T>(out, m, n, block, mask.get(), 1, n / block, out);
       return llvm::Error::success();
@@ -615,6 +665,52 @@ llvm::Expected<Step> CpuProgram::Impl::bindHost(kn::HostOp host) {
   });
 }
 
+llvm::Expected<Step> CpuProgram::Impl::skipWhenDropped(Operation *op, int64_t layer, Step run) {
+  if (keepSlot < 0) {
+    func.walk([&](kn::DepthGateOp gate) {
+      if (gate.getKeep() && keepSlot < 0)
+        keepSlot = static_cast<int>(slot(gate.getKeep()));
+    });
+    if (keepSlot < 0)
+      return fail(op, "is gated by a layer but the program has no depth gate");
+  }
+  // When the layer is dropped, the op's results are zero (a GEMM accumulating into `acc`
+  // leaves acc's value): its block contributes 0 * block forward and gets a 0 cotangent.
+  struct Out {
+    unsigned slot;
+    int64_t bytes;
+    int accSlot;
+  };
+  std::vector<Out> outs;
+  for (Value r : op->getResults()) {
+    auto t = cast<RankedTensorType>(r.getType());
+    int acc = -1;
+    if (auto g = dyn_cast<kn::GemmOp>(op); g && g.getAcc())
+      acc = static_cast<int>(slot(g.getAcc()));
+    outs.push_back({slot(r), t.getNumElements() * (t.getElementType().isF64() ? 8 : 4), acc});
+  }
+  std::vector<void *> *table = &slots;
+  unsigned keep = keepSlot;
+  bool f64 = isDouble;
+  return Step([=]() -> llvm::Error {
+    const void *k = (*table)[keep];
+    double gamma =
+        f64 ? static_cast<const double *>(k)[layer] : static_cast<const float *>(k)[layer];
+    if (gamma != 0.0)
+      return run();
+    for (const Out &o : outs) {
+      void *dst = (*table)[o.slot];
+      if (o.accSlot >= 0) {
+        if ((*table)[o.accSlot] != dst)
+          std::memcpy(dst, (*table)[o.accSlot], o.bytes);
+      } else {
+        std::memset(dst, 0, o.bytes);
+      }
+    }
+    return llvm::Error::success();
+  });
+}
+
 CpuProgram::CpuProgram(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}
 CpuProgram::~CpuProgram() = default;
 
@@ -676,6 +772,12 @@ llvm::Expected<std::unique_ptr<CpuProgram>> CpuProgram::create(func::FuncOp func
                                                     : impl->bind<float>(&op);
     if (!step)
       return step.takeError();
+    if (auto layer = op.getAttrOfType<IntegerAttr>("kernel.layer")) {
+      auto skippable = impl->skipWhenDropped(&op, layer.getInt(), std::move(*step));
+      if (!skippable)
+        return skippable.takeError();
+      step = std::move(*skippable);
+    }
     impl->steps.push_back(std::move(*step));
     impl->stepNames.push_back(op.getName().getStringRef().str());
   }
@@ -705,6 +807,8 @@ const void *CpuProgram::result(unsigned i) const { return impl->slots[impl->resu
 unsigned CpuProgram::numResults() const { return impl->resultSlots.size(); }
 int64_t CpuProgram::arenaBytes() const { return impl->arenaBytes; }
 void CpuProgram::setProfiling(bool enabled) { impl->profiling = enabled; }
+double CpuProgram::gemmFlops() const { return impl->gemmFlops; }
+void CpuProgram::resetCounters() { impl->gemmFlops = 0; }
 
 std::vector<std::pair<std::string, double>> CpuProgram::profile() const {
   std::vector<std::pair<std::string, double>> out;

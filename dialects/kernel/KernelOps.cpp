@@ -48,6 +48,19 @@ LogicalResult GemmOp::verify() {
       return emitOpError("mask of ") << entries << " entries with block " << getMaskBlock()
                                      << " does not cover " << c.second << " columns";
   }
+  auto checkExtent = [&](Value mask, int64_t dim, int64_t groups, StringRef name) -> LogicalResult {
+    if (!mask || ShapedType::isDynamic(dim))
+      return success();
+    int64_t entries = cast<RankedTensorType>(mask.getType()).getDimSize(0) - 2;
+    if (entries <= 0 || dim % entries != 0 || groups <= 0 || entries % groups != 0)
+      return emitOpError() << name << " extent mask of " << entries << " entries in " << groups
+                           << " groups does not tile a dimension of " << dim;
+    return success();
+  };
+  if (failed(checkExtent(getMExtent(), m, getMGroups(), "m")) ||
+      failed(checkExtent(getNExtent(), n, getNGroups(), "n")) ||
+      failed(checkExtent(getKExtent(), ka, getKGroups(), "k")))
+    return failure();
   return success();
 }
 

@@ -25,17 +25,30 @@ def Kernel_GemmOp : Kernel_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
     with beta = 1 into acc's buffer when the memory plan lets it), and the `mask` epilogue
     multiplies column c by `mask[c / mask_block]` (kernel-fuse forms both).
 
+    Prefix-dense extents: `m_extent`, `n_extent`, `k_extent` are hard prefix masks over the M,
+    N and K dimensions (entries in `*_groups` equal groups, each entry covering dim / entries
+    consecutive rows or columns). Only the active runs are computed: the product is restricted
+    to active K, and result entries outside active M x N are 0 (acc's value with `acc`).
+
     ```mlir
     %y = kernel.gemm %x, %w {transpose_b} : (tensor<2x5x64xf32>, tensor<128x64xf32>) -> tensor<2x5x128xf32>
     ```
   }];
   let arguments = (ins Kernel_FloatTensor:$a, Kernel_FloatTensor:$b,
                        Optional<Kernel_FloatTensor>:$acc, Kernel_OptionalMask:$mask,
+                       Kernel_OptionalMask:$m_extent, Kernel_OptionalMask:$n_extent,
+                       Kernel_OptionalMask:$k_extent,
                        UnitAttr:$transpose_a, UnitAttr:$transpose_b,
-                       DefaultValuedAttr<I64Attr, "1">:$mask_block);
+                       DefaultValuedAttr<I64Attr, "1">:$mask_block,
+                       DefaultValuedAttr<I64Attr, "1">:$m_groups,
+                       DefaultValuedAttr<I64Attr, "1">:$n_groups,
+                       DefaultValuedAttr<I64Attr, "1">:$k_groups);
   let results = (outs Kernel_FloatTensor:$result);
   let assemblyFormat = [{
     $a `,` $b (`acc` `(` $acc^ `:` type($acc) `)`)? (`mask` `(` $mask^ `:` type($mask) `)`)?
+    (`m_extent` `(` $m_extent^ `:` type($m_extent) `)`)?
+    (`n_extent` `(` $n_extent^ `:` type($n_extent) `)`)?
+    (`k_extent` `(` $k_extent^ `:` type($k_extent) `)`)?
     attr-dict `:` `(` type($a) `,` type($b) `)` `->` type($result)
   }];
   let hasVerifier = 1;

@@ -41,6 +41,10 @@ public:
   /// Name and time (seconds, accumulated over runs) of every step, for profiling.
   std::vector<std::pair<std::string, double>> profile() const;
   void setProfiling(bool enabled);
+  /// Floating-point operations of the GEMMs executed since the last resetCounters() (at the
+  /// extents actually computed).
+  double gemmFlops() const;
+  void resetCounters();
 
   struct Impl;
 

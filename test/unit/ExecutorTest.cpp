@@ -9,6 +9,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Executor.h"
+#include "dialects/kernel/KernelOps.h"
 #include "nestor/Import.h"
 #include "nestor/Reference.h"
 #include "nestor/Spec.h"
@@ -289,27 +290,41 @@ INSTANTIATE_TEST_SUITE_P(Masks, KernelProgramTest,
                            return std::string(info.param.name);
                          });
 
-/// Prefix-dense execution (hard masks: only the active prefix of each axis is computed) returns
-/// exactly what full-width masked execution returns: losses and every parameter gradient.
+/// Prefix-dense execution (hard masks: only the active prefix of each axis is computed, the
+/// blocks of dropped layers are skipped) returns exactly what full-width masked execution
+/// returns: losses and every parameter gradient.
 TEST(KernelProgramTest, PrefixDenseEqualsFullWidth) {
-  for (int budget : {0, 1, 2}) {
-    Model m(oddSpec(spec::HARD), true);
-    ASSERT_TRUE(m.step);
-    std::mt19937_64 rng(21 + budget);
-    std::vector<Tensor> args = randomArgs(m.step, rng, 2, 33, 37);
-    setInputs(m, args, ModelCase{"", spec::HARD, budget});
-    OwningOpRef<ModuleOp> dense = m.kernels(2, 33, true), full = m.kernels(2, 33, false);
-    // The dense program must really be prefix-dense.
-    int marked = 0;
-    dense->walk([&](Operation *op) { marked += op->hasAttr("prefix_dense"); });
-    EXPECT_GT(marked, 10);
-    auto a = runKernels(*dense, args), b = runKernels(*full, args);
-    ASSERT_EQ(a.size(), b.size());
-    for (unsigned r = 0; r < a.size(); ++r)
-      for (size_t i = 0; i < a[r].size(); ++i)
-        ASSERT_NEAR(a[r][i], b[r][i], 1e-11 * std::max(1.0, std::abs(b[r][i])))
-            << "budget " << budget << " " << resultName(m.step, r) << "[" << i << "]";
-  }
+  for (int budget : {0, 1, 2})
+    for (int drop : {-1, 2}) {
+      Model m(oddSpec(spec::HARD), true);
+      ASSERT_TRUE(m.step);
+      std::mt19937_64 rng(21 + budget);
+      std::vector<Tensor> args = randomArgs(m.step, rng, 2, 33, 37);
+      setInputs(m, args, ModelCase{"", spec::HARD, budget, drop});
+      OwningOpRef<ModuleOp> dense = m.kernels(2, 33, true), full = m.kernels(2, 33, false);
+      // The dense program must really be prefix-dense, with skippable layer blocks; the full
+      // one neither.
+      int marked = 0, gated = 0, fullMarked = 0;
+      dense->walk([&](Operation *op) {
+        marked += op->hasAttr("prefix_dense");
+        gated += op->hasAttr("kernel.layer");
+      });
+      full->walk([&](Operation *op) {
+        auto gemm = dyn_cast<kernel::GemmOp>(op);
+        fullMarked += op->hasAttr("prefix_dense") || op->hasAttr("kernel.layer") ||
+                      (gemm && (gemm.getMExtent() || gemm.getNExtent() || gemm.getKExtent()));
+      });
+      EXPECT_GT(marked, 10);
+      EXPECT_GT(gated, 10);
+      EXPECT_EQ(fullMarked, 0);
+      auto a = runKernels(*dense, args), b = runKernels(*full, args);
+      ASSERT_EQ(a.size(), b.size());
+      for (unsigned r = 0; r < a.size(); ++r)
+        for (size_t i = 0; i < a[r].size(); ++i)
+          ASSERT_NEAR(a[r][i], b[r][i], 1e-11 * std::max(1.0, std::abs(b[r][i])))
+              << "budget " << budget << " drop " << drop << " " << resultName(m.step, r) << "[" << i
+              << "]";
+    }
 }
 
 } // namespace

@@ -25,6 +25,7 @@ constexpr int kBadInput = 2;
 
 Action addParamsCommand(CLI::App &app);
 Action addCompileCommand(CLI::App &app);
+Action addBenchCommand(CLI::App &app);
 
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
 int reportError(llvm::Error error, int exitCode = kBadInput);

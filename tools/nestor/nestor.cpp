@@ -33,6 +33,9 @@ int main(int argc, char **argv) {
   actions[params] = addParamsCommand(*params);
   CLI::App *compile = app.add_subcommand("compile", "Run the compiler pipeline and show a stage");
   actions[compile] = addCompileCommand(*compile);
+  CLI::App *bench = app.add_subcommand(
+      "bench", "Train-step time per budget on the CPU backend, as ratios to the full budget");
+  actions[bench] = addBenchCommand(*bench);
 
   try {
     app.parse(argc, argv);

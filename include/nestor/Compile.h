@@ -1,0 +1,69 @@
+//===- Compile.h - From a spec to a runnable train step ---------*- C++ -*-===//
+//
+// The driver-level compile: import a spec, build its train step (elastic-autodiff), lower it to
+// a planned kernel program for one batch shape (nestor-kernels), and prepare it for the CPU
+// executor. `nestor compile --emit kernels`, `nestor bench` and the trainer share it.
+//
+//===----------------------------------------------------------------------===//
+#ifndef NESTOR_COMPILE_H
+#define NESTOR_COMPILE_H
+
+#include "nestor/Executor.h"
+#include "nestor/Spec.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nestor {
+
+struct StepOptions {
+  int64_t batch = 1, seqLen = 1;
+  bool float64 = false;
+  /// Compute only the active prefix of each axis under hard masks.
+  bool prefixDense = true;
+  std::vector<int64_t> depthOrder;
+};
+
+/// One argument of a compiled step: a run-time input or a parameter, by name.
+struct StepArg {
+  std::string name;
+  bool isParam = false;
+  std::vector<int64_t> shape;
+  mlir::Type elementType;
+  int64_t numel() const;
+  int64_t bytes() const;
+};
+
+/// A planned kernel train step and its CPU program.
+struct CompiledStep {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  mlir::func::FuncOp step;
+  std::unique_ptr<runtime::CpuProgram> program;
+  std::vector<StepArg> args;
+  /// Forward results first (logits, loss, ...), then one gradient per parameter, in order.
+  unsigned numForwardResults = 0;
+  int argIndex(llvm::StringRef name) const;
+};
+
+/// The default batch shape of a spec: its first training stage's, else 1 x 64.
+StepOptions defaultStepOptions(const spec::ModelSpec &spec);
+
+/// Imports `spec` and compiles its train step (the elastic model's for elastic specs, the dense
+/// model's otherwise) into a CPU program.
+llvm::Expected<std::unique_ptr<CompiledStep>> compileTrainStep(mlir::MLIRContext &context,
+                                                               const spec::ModelSpec &spec,
+                                                               const StepOptions &options);
+
+/// Runs the pipeline up to the planned kernel module only (for printing).
+llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
+compileKernels(mlir::MLIRContext &context, const spec::ModelSpec &spec, const StepOptions &options);
+
+} // namespace nestor
+
+#endif // NESTOR_COMPILE_H

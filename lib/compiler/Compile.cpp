@@ -1,0 +1,102 @@
+//===- Compile.cpp - From a spec to a runnable train step ------------------===//
+#include "nestor/Compile.h"
+
+#include "nestor/Import.h"
+#include "passes/Passes.h"
+
+#include "mlir/Pass/PassManager.h"
+
+using namespace mlir;
+using namespace nestor;
+
+int64_t StepArg::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+int64_t StepArg::bytes() const {
+  return numel() * std::max<int64_t>(1, elementType.getIntOrFloatBitWidth() / 8);
+}
+
+int CompiledStep::argIndex(llvm::StringRef name) const {
+  for (auto [i, a] : llvm::enumerate(args))
+    if (a.name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+StepOptions nestor::defaultStepOptions(const spec::ModelSpec &spec) {
+  StepOptions o;
+  o.seqLen = 64;
+  if (spec.training().stages_size() > 0) {
+    o.batch = spec.training().stages(0).batch_size();
+    o.seqLen = spec.training().stages(0).sequence_length();
+  } else if (spec.training().parent().sequence_length() > 0) {
+    o.batch = spec.training().parent().batch_size();
+    o.seqLen = spec.training().parent().sequence_length();
+  }
+  o.batch = std::max<int64_t>(o.batch, 1);
+  o.seqLen = std::max<int64_t>(o.seqLen, 1);
+  return o;
+}
+
+llvm::Expected<OwningOpRef<ModuleOp>> nestor::compileKernels(MLIRContext &context,
+                                                             const spec::ModelSpec &spec,
+                                                             const StepOptions &options) {
+  if (options.batch <= 0 || options.seqLen <= 0)
+    return llvm::createStringError("batch and sequence length must be positive");
+  ImportOptions importOptions;
+  importOptions.float64 = options.float64;
+  importOptions.depthOrder = options.depthOrder;
+  auto module = importSpec(context, spec, importOptions);
+  if (!module)
+    return module.takeError();
+  PassManager pm(&context);
+  TrainStepPipelineOptions train;
+  train.function = spec.has_elastic() ? "elastic_model" : "model";
+  buildTrainStepPipeline(pm, train);
+  KernelPipelineOptions kernels;
+  kernels.batch = options.batch;
+  kernels.seqLen = options.seqLen;
+  kernels.prefixDense = options.prefixDense;
+  buildKernelPipeline(pm, kernels);
+  if (failed(pm.run(**module)))
+    return llvm::createStringError("lowering the train step to kernels failed");
+  return std::move(*module);
+}
+
+llvm::Expected<std::unique_ptr<CompiledStep>> nestor::compileTrainStep(MLIRContext &context,
+                                                                       const spec::ModelSpec &spec,
+                                                                       const StepOptions &options) {
+  auto module = compileKernels(context, spec, options);
+  if (!module)
+    return module.takeError();
+  auto out = std::make_unique<CompiledStep>();
+  out->module = std::move(*module);
+  std::string name = spec.has_elastic() ? "elastic_model" : "model";
+  out->step = out->module->lookupSymbol<func::FuncOp>(name + "_train_step");
+  auto forward = out->module->lookupSymbol<func::FuncOp>(name);
+  if (!out->step || !forward)
+    return llvm::createStringError("no @%s_train_step after lowering", name.c_str());
+  out->numForwardResults = forward.getNumResults();
+  for (unsigned i = 0; i < out->step.getNumArguments(); ++i) {
+    StepArg a;
+    auto type = cast<RankedTensorType>(out->step.getArgument(i).getType());
+    a.shape.assign(type.getShape().begin(), type.getShape().end());
+    a.elementType = type.getElementType();
+    if (auto p = out->step.getArgAttrOfType<StringAttr>(i, "elastic.param")) {
+      a.name = p.str();
+      a.isParam = true;
+    } else if (auto in = out->step.getArgAttrOfType<StringAttr>(i, "elastic.input")) {
+      a.name = in.str();
+    }
+    out->args.push_back(std::move(a));
+  }
+  auto program = runtime::CpuProgram::create(out->step);
+  if (!program)
+    return program.takeError();
+  out->program = std::move(*program);
+  return out;
+}

@@ -1,0 +1,236 @@
+//===- BenchCommand.cpp - `nestor bench` -----------------------------------===//
+//
+// Times the compiled train step (forward + backward, CPU backend) at every budget of a spec, in
+// one process and one run, and reports each budget's step time as a ratio to the full budget's.
+// The routers are set so that budget i picks choice i on every axis (its i-th largest width and
+// i dropped layers), with hard masks unless --soft: that is the sub-network the budget trains.
+// Weights are random at a realistic scale; timing does not depend on their values.
+//
+//===----------------------------------------------------------------------===//
+#include "Commands.h"
+
+#include "nestor/Compile.h"
+#include "nestor/Spec.h"
+
+#include "CLI/CLI.hpp"
+#include "fmt/format.h"
+#include "nlohmann/json.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <random>
+
+using namespace nestor;
+
+namespace {
+
+struct BenchOptions {
+  std::string specPath;
+  int64_t batch = 0, seqLen = 0;
+  int steps = 5, warmup = 1;
+  bool soft = false, noPrefixDense = false, json = false, profile = false, float64 = false;
+};
+
+/// Typed argument buffers of a compiled step.
+struct Buffers {
+  std::vector<std::vector<char>> storage;
+  std::vector<const void *> pointers;
+  template <typename T> T *at(int i) { return reinterpret_cast<T *>(storage[i].data()); }
+};
+
+} // namespace
+
+nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
+  auto opts = std::make_shared<BenchOptions>();
+  app.add_option("SPEC", opts->specPath, "Model spec (.pbtxt)")->required();
+  app.add_option("--batch", opts->batch, "Sequences per step (default: stage 1's)");
+  app.add_option("--seq-len", opts->seqLen, "Tokens per sequence (default: stage 1's)");
+  app.add_option("--steps", opts->steps, "Timed steps per budget")->capture_default_str();
+  app.add_option("--warmup", opts->warmup, "Untimed steps per budget")->capture_default_str();
+  app.add_flag("--soft", opts->soft, "Soft masks (full width) instead of the spec's mode");
+  app.add_flag("--no-prefix-dense", opts->noPrefixDense,
+               "Run hard masks at full width (to measure what prefix-dense execution saves)");
+  app.add_flag("--float64", opts->float64, "Run in float64");
+  app.add_flag("--profile", opts->profile, "Print time per kernel kind");
+  app.add_flag("--json", opts->json, "Print JSON");
+
+  return [opts]() -> int {
+    auto spec = spec::loadSpecFile(opts->specPath);
+    if (!spec)
+      return reportError(spec.takeError());
+    if (!spec->has_elastic())
+      return reportError(llvm::createStringError("%s: bench needs a spec with an elastic section",
+                                                 opts->specPath.c_str()));
+    if (opts->steps < 1 || opts->warmup < 0)
+      return reportError(llvm::createStringError("--steps must be >= 1 and --warmup >= 0"));
+    spec->mutable_elastic()->set_mask_mode(opts->soft ? spec::SOFT : spec::HARD);
+    StepOptions step = defaultStepOptions(*spec);
+    if (opts->batch > 0)
+      step.batch = opts->batch;
+    if (opts->seqLen > 0)
+      step.seqLen = opts->seqLen;
+    step.prefixDense = !opts->noPrefixDense;
+    step.float64 = opts->float64;
+
+    mlir::MLIRContext context;
+    auto compileStart = std::chrono::steady_clock::now();
+    auto compiled = compileTrainStep(context, *spec, step);
+    if (!compiled)
+      return reportError(compiled.takeError(), 1);
+    double compileSeconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - compileStart).count();
+    CompiledStep &c = **compiled;
+    c.program->setProfiling(opts->profile);
+
+    // Arguments: random weights, random tokens, routers wired so budget i picks choice i.
+    Buffers buf;
+    std::mt19937_64 rng(1);
+    std::normal_distribution<double> normal(0.0, 0.02);
+    int64_t vocab = spec->architecture().vocab_size();
+    std::uniform_int_distribution<int32_t> token(0, static_cast<int32_t>(vocab - 1));
+    int64_t paramBytes = 0;
+    for (const StepArg &a : c.args) {
+      std::vector<char> bytes(a.bytes());
+      if (a.elementType.isInteger(32)) {
+        auto *p = reinterpret_cast<int32_t *>(bytes.data());
+        for (int64_t i = 0; i < a.numel(); ++i)
+          p[i] = token(rng);
+      } else if (a.elementType.isF32() || a.elementType.isF64()) {
+        bool router = llvm::StringRef(a.name).starts_with("routers.");
+        for (int64_t i = 0; i < a.numel(); ++i) {
+          double v = router ? 0.0 : normal(rng);
+          if (a.elementType.isF32())
+            reinterpret_cast<float *>(bytes.data())[i] = static_cast<float>(v);
+          else
+            reinterpret_cast<double *>(bytes.data())[i] = v;
+        }
+        if (a.isParam)
+          paramBytes += a.bytes();
+      }
+      buf.storage.push_back(std::move(bytes));
+    }
+    auto setF = [&](int i, int64_t index, double v) {
+      if (i < 0)
+        return;
+      if (c.args[i].elementType.isF32())
+        buf.at<float>(i)[index] = static_cast<float>(v);
+      else
+        buf.at<double>(i)[index] = v;
+    };
+    // Router: hidden unit j copies one_hot(budget)[j]; output (layer, choice c) = 20 * hidden j
+    // for the j with min(j, k - 1) = c. The choice is then budget i's index on every axis
+    // (clamped to the axis' last choice), whatever the Gumbel noise.
+    const spec::Elastic &e = spec->elastic();
+    std::map<std::string, int64_t> choices = {
+        {"hidden_size", e.hidden_size().choices_size()},
+        {"intermediate_size", e.intermediate_size().choices_size()},
+        {"num_attention_heads", e.num_attention_heads().choices_size()},
+        {"mamba_num_heads", e.mamba_num_heads().choices_size()},
+        {"mamba_head_dim", e.mamba_head_dim().choices_size()},
+        {"depth", e.max_dropped_layers() + 1}};
+    int64_t budgets = e.budgets_size();
+    for (auto [i, a] : llvm::enumerate(c.args)) {
+      llvm::StringRef name(a.name);
+      if (!name.consume_front("routers."))
+        continue;
+      auto [axis, rest] = name.split('.');
+      int64_t k = choices.count(axis.str()) ? choices[axis.str()] : 1;
+      if (rest == "fc1.weight") // [hidden, budgets]
+        for (int64_t j = 0; j < std::min(a.shape[0], budgets); ++j)
+          setF(static_cast<int>(i), j * a.shape[1] + j, 1.0);
+      if (rest == "fc2.weight") // [layers * k, hidden]
+        for (int64_t o = 0; o < a.shape[0]; ++o)
+          for (int64_t j = 0; j < std::min(a.shape[1], budgets); ++j)
+            if (std::min(j, k - 1) == o % k)
+              setF(static_cast<int>(i), o * a.shape[1] + j, 20.0);
+    }
+    auto in = [&](const char *name) { return c.argIndex(name); };
+    setF(in("tau"), 0, 0.05);
+    setF(in("logit_scale"), 0, 1.0);
+    if (int i = in("hard_sample"); i >= 0)
+      buf.storage[i][0] = 0;
+    if (int i = in("seed"); i >= 0)
+      *buf.at<int64_t>(i) = 7;
+    for (auto &s : buf.storage)
+      buf.pointers.push_back(s.data());
+
+    // Time every budget in this one process.
+    int budgetArg = in("budget");
+    int64_t tokens = step.batch * step.seqLen;
+    struct Row {
+      std::string name;
+      double seconds, flops;
+    };
+    std::vector<Row> rows;
+    for (int64_t b = 0; b < budgets; ++b) {
+      *buf.at<int32_t>(budgetArg) = static_cast<int32_t>(b);
+      for (int w = 0; w < opts->warmup; ++w)
+        if (llvm::Error err = c.program->run(buf.pointers))
+          return reportError(std::move(err), 1);
+      c.program->resetCounters();
+      auto start = std::chrono::steady_clock::now();
+      for (int s = 0; s < opts->steps; ++s)
+        if (llvm::Error err = c.program->run(buf.pointers))
+          return reportError(std::move(err), 1);
+      double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
+          opts->steps;
+      rows.push_back({e.budgets(b).name(), seconds, c.program->gemmFlops() / opts->steps});
+    }
+
+    nlohmann::ordered_json j;
+    j["spec"] = opts->specPath;
+    j["batch"] = step.batch;
+    j["seq_len"] = step.seqLen;
+    j["mask_mode"] = opts->soft ? "soft" : "hard";
+    j["prefix_dense"] = step.prefixDense;
+    j["dtype"] = step.float64 ? "float64" : "float32";
+    j["compile_seconds"] = compileSeconds;
+    j["arena_bytes"] = c.program->arenaBytes();
+    j["param_bytes"] = paramBytes;
+    for (const Row &r : rows)
+      j["budgets"].push_back({{"name", r.name},
+                              {"step_ms", r.seconds * 1e3},
+                              {"tokens_per_s", tokens / r.seconds},
+                              {"ratio_to_full", r.seconds / rows[0].seconds},
+                              {"gemm_gflops", r.flops / r.seconds / 1e9}});
+    if (opts->json) {
+      std::cout << j.dump(2) << "\n";
+    } else {
+      std::cout << fmt::format("nestor bench {}: batch {} x {} tokens, {} masks{}, {}, CPU\n",
+                               opts->specPath, step.batch, step.seqLen,
+                               opts->soft ? "soft" : "hard",
+                               step.prefixDense && !opts->soft ? " (prefix-dense)" : "",
+                               step.float64 ? "float64" : "float32");
+      std::cout << fmt::format("compile {:.2f} s; memory plan peak {:.1f} MiB (activations and "
+                               "gradients), parameters {:.1f} MiB\n",
+                               compileSeconds, c.program->arenaBytes() / 1048576.0,
+                               paramBytes / 1048576.0);
+      std::cout << fmt::format("{:<10} {:>10} {:>12} {:>9} {:>12}\n", "budget", "step ms",
+                               "tokens/s", "vs full", "GEMM GFLOP/s");
+      for (const Row &r : rows)
+        std::cout << fmt::format("{:<10} {:>10.1f} {:>12.0f} {:>8.2f}x {:>12.1f}\n", r.name,
+                                 r.seconds * 1e3, tokens / r.seconds, r.seconds / rows[0].seconds,
+                                 r.flops / r.seconds / 1e9);
+    }
+    if (opts->profile) {
+      std::map<std::string, double> byKind;
+      double total = 0;
+      for (auto &[name, t] : c.program->profile()) {
+        byKind[name] += t;
+        total += t;
+      }
+      std::vector<std::pair<double, std::string>> sorted;
+      for (auto &[k, t] : byKind)
+        sorted.push_back({t, k});
+      std::sort(sorted.rbegin(), sorted.rend());
+      std::cerr << "time per kernel kind (all budgets):\n";
+      for (auto &[t, k] : sorted)
+        std::cerr << fmt::format("  {:<26} {:6.1f}%  {:8.1f} ms\n", k, 100 * t / total, t * 1e3);
+    }
+    return 0;
+  };
+}
