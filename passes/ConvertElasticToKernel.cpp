@@ -577,8 +577,15 @@ llvm::DenseMap<Operation *, int64_t> gatedLayers(ModuleOp module) {
       return;
     int64_t layer = *gate.getLayer();
     Operation *mixer = gate.getBlock().getDefiningOp();
-    if (!mixer || !isa<el::Mamba2Op, el::AttentionOp, el::MLPOp>(mixer) || !mixer->hasOneUse())
+    if (!mixer || !isa<el::Mamba2Op, el::AttentionOp, el::MLPOp>(mixer))
       return;
+    // The block feeds this layer's gate and, in a train step, the gate's backward (d keep).
+    for (Operation *user : mixer->getUsers()) {
+      auto g = dyn_cast<el::DepthGateOp>(user);
+      auto gg = dyn_cast<el::DepthGateGradOp>(user);
+      if (!(g && g.getLayer() == gate.getLayer()) && !(gg && gg.getLayer() == gate.getLayer()))
+        return;
+    }
     gated[mixer] = layer + 1;
   });
   module.walk([&](el::DepthGateGradOp gate) {

@@ -318,7 +318,10 @@ def Kernel_MambaInnerGradOp : Kernel_MambaOp<"mamba_inner_grad",
     (`heads` `(` $heads^ `:` type($heads) `)`)? (`channels` `(` $channels^ `:` type($channels) `)`)?
     attr-dict `:` `(` type($proj) `,` type($xbc) `,` type($y) `,` type($conv_weight) `,`
     type($conv_bias) `,` type($dt_bias) `,` type($a_log) `,` type($d_skip) `,` type($norm_weight)
-    `,` type($result_grad) `)` `->` type(results)
+    `,` type($result_grad) `)` `->` `(` type($proj_grad) `,` type($conv_weight_grad) `,`
+    type($conv_bias_grad) `,` type($dt_bias_grad) `,` type($a_log_grad) `,` type($d_skip_grad) `,`
+    type($norm_weight_grad) `)` (`heads` `(` type($heads_grad)^ `)`)?
+    (`channels` `(` type($channels_grad)^ `)`)?
   }];
 }
 

@@ -46,8 +46,10 @@ struct Buffers {
 nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
   auto opts = std::make_shared<BenchOptions>();
   app.add_option("SPEC", opts->specPath, "Model spec (.pbtxt)")->required();
-  app.add_option("--batch", opts->batch, "Sequences per step (default: stage 1's)");
-  app.add_option("--seq-len", opts->seqLen, "Tokens per sequence (default: stage 1's)");
+  app.add_option("--batch", opts->batch, "Sequences per step (default: stage 1's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  app.add_option("--seq-len", opts->seqLen, "Tokens per sequence (default: stage 1's)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_option("--steps", opts->steps, "Timed steps per budget")->capture_default_str();
   app.add_option("--warmup", opts->warmup, "Untimed steps per budget")->capture_default_str();
   app.add_flag("--soft", opts->soft, "Soft masks (full width) instead of the spec's mode");
