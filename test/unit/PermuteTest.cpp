@@ -6,11 +6,14 @@
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Permute.h"
+#include "nestor/Executor.h"
 #include "nestor/Import.h"
 #include "nestor/Reference.h"
+#include "passes/Passes.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/PassManager.h"
 
 #include <gtest/gtest.h>
 
@@ -171,6 +174,70 @@ TEST(PermuteTest, EachAxisAloneLeavesLogitsUnchanged) {
     ASSERT_FALSE(static_cast<bool>(permuteParams(f.spec, perm, permuted))) << axis;
     EXPECT_LE(maxAbsDiff(f.logits(permuted), before), 1e-10) << "axis " << axis;
   }
+}
+
+/// The same permutation check on the CPU backend in float32 (the kernels the importance step
+/// will run): the permuted model's logits agree within 1e-5.
+TEST(PermuteTest, Float32KernelLogitsUnchanged) {
+  spec::ModelSpec spec = hybridSpec();
+  MLIRContext context;
+  auto imported = importSpec(context, spec, {});
+  ASSERT_TRUE(static_cast<bool>(imported)) << llvm::toString(imported.takeError());
+  OwningOpRef<ModuleOp> module = std::move(*imported);
+  PassManager pm(&context);
+  KernelPipelineOptions options;
+  options.batch = 2;
+  options.seqLen = 6;
+  buildKernelPipeline(pm, options);
+  ASSERT_TRUE(succeeded(pm.run(*module)));
+  auto model = module->lookupSymbol<func::FuncOp>("model");
+  auto program = runtime::CpuProgram::create(model);
+  ASSERT_TRUE(static_cast<bool>(program)) << llvm::toString(program.takeError());
+
+  Fixture f; // float64 parameters and tokens of the same spec
+  auto logits = [&](const ParamMap &params) {
+    std::vector<std::vector<float>> floats;
+    std::vector<int32_t> tokens(f.tokens.data.begin(), f.tokens.data.end());
+    std::vector<const void *> args;
+    floats.reserve(model.getNumArguments());
+    for (unsigned i = 0; i < model.getNumArguments(); ++i) {
+      if (auto name = model.getArgAttrOfType<StringAttr>(i, "elastic.param")) {
+        const Tensor &t = params.at(name.str());
+        floats.emplace_back(t.data.begin(), t.data.end());
+        args.push_back(floats.back().data());
+      } else {
+        args.push_back(tokens.data()); // tokens and targets
+      }
+    }
+    llvm::Error err = (*program)->run(args);
+    EXPECT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
+    auto type = cast<RankedTensorType>(model.getResultTypes()[0]);
+    const float *p = static_cast<const float *>((*program)->result(0));
+    return std::vector<float>(p, p + type.getNumElements());
+  };
+  std::vector<float> before = logits(f.params);
+  std::mt19937_64 rng(5);
+  const spec::Architecture &a = spec.architecture();
+  ModelPermutation perm;
+  perm.hidden = shuffled(a.hidden_size(), rng);
+  size_t layers = a.hybrid_override_pattern().size();
+  perm.ffn.resize(layers), perm.attnHeads.resize(layers), perm.mambaHeads.resize(layers);
+  perm.mambaChannels.resize(layers);
+  perm.ffn[2] = shuffled(a.intermediate_size(), rng);
+  perm.attnHeads[1] = shuffledWithinGroups(6, 3, rng);
+  perm.mambaHeads[0] = shuffledWithinGroups(6, 2, rng);
+  perm.mambaChannels[3] = shuffled(a.mamba_head_dim(), rng);
+  ParamMap permuted = f.params;
+  ASSERT_FALSE(static_cast<bool>(permuteParams(spec, perm, permuted)));
+  std::vector<float> after = logits(permuted);
+  ASSERT_EQ(after.size(), before.size());
+  double maxDiff = 0, scale = 0;
+  for (size_t i = 0; i < after.size(); ++i) {
+    maxDiff = std::max(maxDiff, std::abs(double(after[i]) - before[i]));
+    scale = std::max(scale, std::abs(double(before[i])));
+  }
+  EXPECT_GT(scale, 0.1); // the logits are not trivially zero
+  EXPECT_LE(maxDiff, 1e-5);
 }
 
 TEST(PermuteTest, HeadsCrossingGroupsAreRejected) {
