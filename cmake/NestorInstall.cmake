@@ -1,5 +1,5 @@
-# Installs Nestor as a CMake package: `find_package(Nestor)` gives the targets Nestor::NestorSpec,
-# Nestor::NestorElastic, Nestor::NestorPasses and Nestor::NestorCompiler, the headers, the .td
+# Installs Nestor as a CMake package: `find_package(Nestor)` gives the Nestor::* library targets
+# (spec, elastic and kernel dialects, passes, compiler, runtime, CPU kernels), the headers, the .td
 # files (so out-of-tree dialects and passes can include Nestor's ODS), and the tools.
 include(CMakePackageConfigHelpers)
 
@@ -15,7 +15,7 @@ install(DIRECTORY include/nestor DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}
         FILES_MATCHING PATTERN "*.h")
 # Dialect and pass headers keep their source-relative paths under <prefix>/include/nestor, so
 # "dialects/elastic/ElasticOps.h" resolves the same way in and out of the tree.
-foreach(dir dialects/elastic passes lib/spec)
+foreach(dir dialects/elastic dialects/kernel passes lib/spec lib/codegen)
   install(DIRECTORY ${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/nestor/${dir}
           FILES_MATCHING PATTERN "*.h" PATTERN "*.td" PATTERN "*.proto")
   install(DIRECTORY ${PROJECT_BINARY_DIR}/${dir}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/nestor/${dir}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on the example specs. Today it counts parameters and compiles each
-# example spec to elastic IR; as the training issues land it trains the tiny spec end to end.
+# `make demo`: the main job on the example specs. Today it counts parameters, compiles each
+# example spec to elastic IR and benchmarks the tiny spec's train step per budget on the CPU; as
+# the training issue lands it trains the tiny spec end to end.
 set -euo pipefail
 build=${1:-build}
 nestor="$build/bin/nestor"
@@ -27,3 +28,6 @@ echo "== the elastic IR of the tiny spec (@elastic_model): routers, masks, the f
 sed -n '/func.func @elastic_model/,$p' "$build/demo/tiny-hybrid.mlir" |
   grep -m 14 -E 'elastic\.(one_hot|router|gumbel_softmax|prefix_mask|layer_keep|embed|rmsnorm|mamba2|depth_gate)' |
   cut -c1-150
+echo
+echo "== nestor bench: the tiny spec's train step on the CPU backend, per budget (hard masks, prefix-dense)"
+"$nestor" bench "$specs/tiny-hybrid.pbtxt" --steps 3
