@@ -64,11 +64,22 @@ template <typename T> int64_t activeOf(const T *mask, int64_t entries, int64_t g
 /// Contiguous [start, length) runs of a GEMM dimension.
 using Runs = llvm::SmallVector<std::pair<int64_t, int64_t>, 4>;
 
+/// The element type an op computes in: its first floating-point tensor operand's (the
+/// optimizer's hyper-parameters and the squared norm's result are float64 whatever the model).
+bool computesInDouble(Operation *op) {
+  for (Value v : op->getOperands())
+    if (auto t = dyn_cast<RankedTensorType>(v.getType()); t && isa<FloatType>(t.getElementType()))
+      return t.getElementType().isF64();
+  for (Type t : op->getResultTypes())
+    if (auto rt = dyn_cast<RankedTensorType>(t); rt && isa<FloatType>(rt.getElementType()))
+      return rt.getElementType().isF64();
+  return false;
+}
+
 } // namespace
 
 struct CpuProgram::Impl {
   func::FuncOp func;
-  bool isDouble = false;
   std::unique_ptr<void, FreeDeleter> arena;
   int64_t arenaBytes = 0;
   std::vector<std::unique_ptr<char[]>> owned; // constants and kernel scratch
@@ -105,6 +116,7 @@ struct CpuProgram::Impl {
   llvm::Expected<Step> skipWhenDropped(Operation *op, int64_t layer, Step run);
   /// The depth gates' keep vector (one per program), found from any gated depth_gate.
   int keepSlot = -1;
+  bool keepIsDouble = false;
   llvm::Expected<Step> bindHost(kn::HostOp op);
 };
 
@@ -395,6 +407,54 @@ template <typename T> llvm::Expected<Step> CpuProgram::Impl::bind(Operation *op)
     });
   }
 
+  if (auto sq = dyn_cast<kn::SquaredNormOp>(op)) {
+    std::vector<std::pair<Ref<T>, int64_t>> ins;
+    for (Value v : sq.getInputs())
+      ins.push_back({ref(v), numel(v.getType())});
+    Ref<double> out;
+    out.slots = &slots;
+    out.index = slot(sq.getResult());
+    out.present = true;
+    return Step([=]() {
+      // Fixed-size blocks summed in order: the same total whatever the thread count.
+      double total = 0;
+      for (auto &[r, n] : ins) {
+        const T *p = r.get();
+        constexpr int64_t block = 4096;
+        int64_t blocks = (n + block - 1) / block;
+        std::vector<double> parts(blocks, 0.0);
+#pragma omp parallel for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {
+          double acc = 0;
+          for (int64_t i = b * block; i < std::min(n, (b + 1) * block); ++i)
+            acc += double(p[i]) * double(p[i]);
+          parts[b] = acc;
+        }
+        for (double v : parts)
+          total += v;
+      }
+      *out.get() = total;
+      return llvm::Error::success();
+    });
+  }
+  if (auto a = dyn_cast<kn::AdamWOp>(op)) {
+    auto p = ref(a.getParam()), g = ref(a.getGrad()), m = ref(a.getExpAvg());
+    auto v = ref(a.getExpAvgSq());
+    Ref<double> hyper;
+    hyper.slots = &slots;
+    hyper.index = slot(a.getHyper());
+    hyper.present = true;
+    int64_t n = numel(a.getParam().getType());
+    double b1 = a.getBeta1().convertToDouble(), b2 = a.getBeta2().convertToDouble();
+    double eps = a.getEpsilon().convertToDouble(), wd = a.getWeightDecay().convertToDouble();
+    return Step([=]() {
+      const double *h = hyper.get();
+      cpu::adamw<T>(p.get(), g.get(), m.get(), v.get(), n, h[0], b1, b2, eps, wd,
+                    static_cast<int64_t>(h[1]), h[2]);
+      return llvm::Error::success();
+    });
+  }
+
   // Mamba2.
   auto mambaShape = [&](auto mop, Value activation) {
     cpu::MambaShape s;
@@ -668,8 +728,10 @@ llvm::Expected<Step> CpuProgram::Impl::bindHost(kn::HostOp host) {
 llvm::Expected<Step> CpuProgram::Impl::skipWhenDropped(Operation *op, int64_t layer, Step run) {
   if (keepSlot < 0) {
     func.walk([&](kn::DepthGateOp gate) {
-      if (gate.getKeep() && keepSlot < 0)
+      if (gate.getKeep() && keepSlot < 0) {
         keepSlot = static_cast<int>(slot(gate.getKeep()));
+        keepIsDouble = gate.getKeep().getType().getElementType().isF64();
+      }
     });
     if (keepSlot < 0)
       return fail(op, "is gated by a layer but the program has no depth gate");
@@ -691,7 +753,7 @@ llvm::Expected<Step> CpuProgram::Impl::skipWhenDropped(Operation *op, int64_t la
   }
   std::vector<void *> *table = &slots;
   unsigned keep = keepSlot;
-  bool f64 = isDouble;
+  bool f64 = keepIsDouble;
   return Step([=]() -> llvm::Error {
     const void *k = (*table)[keep];
     double gamma =
@@ -731,11 +793,6 @@ llvm::Expected<std::unique_ptr<CpuProgram>> CpuProgram::create(func::FuncOp func
   std::memset(impl->arena.get(), 0, bytes);
   char *base = static_cast<char *>(impl->arena.get());
 
-  // The float type of the program.
-  for (Type t : func.getArgumentTypes())
-    if (auto rt = dyn_cast<RankedTensorType>(t); rt && rt.getElementType().isF64())
-      impl->isDouble = true;
-
   for (Value arg : func.getArguments())
     impl->argSlots.push_back(impl->slot(arg));
   for (Operation &op : func.front()) {
@@ -763,13 +820,15 @@ llvm::Expected<std::unique_ptr<CpuProgram>> CpuProgram::create(func::FuncOp func
       continue;
     }
     auto offsets = op.getAttrOfType<DenseI64ArrayAttr>("kernel.offsets");
-    if (!offsets || offsets.size() != static_cast<int64_t>(op.getNumResults()))
-      return impl->fail(&op, "has no memory plan offsets");
-    for (auto [r, offset] : llvm::zip(op.getResults(), offsets.asArrayRef()))
-      impl->slots[impl->slot(r)] = base + offset;
-    llvm::Expected<Step> step = isa<kn::HostOp>(op) ? impl->bindHost(cast<kn::HostOp>(op))
-                                : impl->isDouble    ? impl->bind<double>(&op)
-                                                    : impl->bind<float>(&op);
+    if (op.getNumResults() > 0) {
+      if (!offsets || offsets.size() != static_cast<int64_t>(op.getNumResults()))
+        return impl->fail(&op, "has no memory plan offsets");
+      for (auto [r, offset] : llvm::zip(op.getResults(), offsets.asArrayRef()))
+        impl->slots[impl->slot(r)] = base + offset;
+    }
+    llvm::Expected<Step> step = isa<kn::HostOp>(op)     ? impl->bindHost(cast<kn::HostOp>(op))
+                                : computesInDouble(&op) ? impl->bind<double>(&op)
+                                                        : impl->bind<float>(&op);
     if (!step)
       return step.takeError();
     if (auto layer = op.getAttrOfType<IntegerAttr>("kernel.layer")) {

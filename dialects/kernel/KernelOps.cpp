@@ -1,6 +1,7 @@
 //===- KernelOps.cpp - Verifiers of the kernel dialect ---------------------===//
 #include "dialects/kernel/KernelOps.h"
 
+#include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
 
@@ -80,5 +81,15 @@ LogicalResult HostOp::verify() {
   auto yield = dyn_cast<YieldOp>(body.getTerminator());
   if (!yield || yield.getValues().size() != getNumResults())
     return emitOpError("region must end in kernel.yield of one value per result");
+  return success();
+}
+
+LogicalResult AdamWOp::verify() {
+  if (getHyper().getType().getDimSize(0) != 3)
+    return emitOpError("hyper must be [lr, step, grad_scale]");
+  for (Value v : {getParam(), getExpAvg(), getExpAvgSq()})
+    if (!isa<BlockArgument>(v) ||
+        !isa<func::FuncOp>(cast<BlockArgument>(v).getOwner()->getParentOp()))
+      return emitOpError("updates param and moments in place: they must be function arguments");
   return success();
 }

@@ -394,4 +394,40 @@ def Kernel_YieldOp : Kernel_Op<"yield", [Pure, Terminator, HasParent<"HostOp">]>
   let assemblyFormat = "($values^ `:` type($values))? attr-dict";
 }
 
+//===----------------------------------------------------------------------===//
+// Optimizer
+//===----------------------------------------------------------------------===//
+
+def Kernel_SquaredNormOp : Kernel_Op<"squared_norm", [Pure]> {
+  let summary = "sum of squares of every element of every input, in float64";
+  let description = [{
+    The squared global gradient norm that gradient clipping divides by (summed in a fixed order,
+    so the result does not depend on the thread count).
+  }];
+  let arguments = (ins Variadic<Kernel_FloatTensor>:$inputs);
+  let results = (outs 0DTensorOf<[F64]>:$result);
+  let assemblyFormat = "$inputs attr-dict `:` type($inputs) `->` type($result)";
+}
+
+def Kernel_AdamWOp : Kernel_Op<"adamw", [MemoryEffects<[MemRead, MemWrite]>,
+    AllTypesMatch<["param", "grad", "exp_avg", "exp_avg_sq"]>]> {
+  let summary = "one AdamW step, updating a parameter and its moments in place";
+  let description = [{
+    `m = b1 m + (1 - b1) g'`, `v = b2 v + (1 - b2) g'^2`, `p -= lr (m / (1 - b1^t) /
+    (sqrt(v / (1 - b2^t)) + eps) + weight_decay p)` with `g' = grad_scale g` and
+    `hyper = [lr, t, grad_scale]` read at run time (schedules and clipping change no code). The
+    parameter and moment operands are updated in place: they must be arguments of the enclosing
+    function (the caller's buffers), which the verifier checks.
+  }];
+  let arguments = (ins Kernel_FloatTensor:$param, Kernel_FloatTensor:$grad,
+                       Kernel_FloatTensor:$exp_avg, Kernel_FloatTensor:$exp_avg_sq,
+                       1DTensorOf<[F64]>:$hyper, F64Attr:$beta1, F64Attr:$beta2,
+                       F64Attr:$epsilon, F64Attr:$weight_decay);
+  let assemblyFormat = [{
+    $param `,` $grad `,` $exp_avg `,` $exp_avg_sq `,` $hyper attr-dict `:` type($param) `,`
+    type($hyper)
+  }];
+  let hasVerifier = 1;
+}
+
 #endif // NESTOR_KERNEL_OPS_TD

@@ -64,6 +64,21 @@ llvm::Expected<std::unique_ptr<CompiledStep>> compileTrainStep(mlir::MLIRContext
 llvm::Expected<mlir::OwningOpRef<mlir::ModuleOp>>
 compileKernels(mlir::MLIRContext &context, const spec::ModelSpec &spec, const StepOptions &options);
 
+/// The optimizer as kernel programs: `@grad_norm(grads...) -> tensor<f64>` (the squared global
+/// norm, for clipping) and `@adamw_step(params..., grads..., exp_avg..., exp_avg_sq...,
+/// hyper_model, hyper_router)`, one in-place `kernel.adamw` per parameter; `hyper_*` are
+/// tensor<3xf64> [lr, step, grad_scale] for the model and for the routers (whose learning rate
+/// the spec multiplies). Weight decay applies to matrices, not to vectors (norms, biases, A_log,
+/// D, dt_bias), the usual practice.
+struct OptimizerProgram {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  std::unique_ptr<runtime::CpuProgram> gradNorm, step;
+};
+
+llvm::Expected<std::unique_ptr<OptimizerProgram>>
+compileOptimizer(mlir::MLIRContext &context, llvm::ArrayRef<StepArg> params,
+                 const spec::Optimizer &optimizer);
+
 } // namespace nestor
 
 #endif // NESTOR_COMPILE_H

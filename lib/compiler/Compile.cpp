@@ -4,6 +4,10 @@
 #include "nestor/Import.h"
 #include "passes/Passes.h"
 
+#include "dialects/kernel/KernelOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
 #include "mlir/Pass/PassManager.h"
 
 using namespace mlir;
@@ -98,5 +102,74 @@ llvm::Expected<std::unique_ptr<CompiledStep>> nestor::compileTrainStep(MLIRConte
   if (!program)
     return program.takeError();
   out->program = std::move(*program);
+  return out;
+}
+
+llvm::Expected<std::unique_ptr<OptimizerProgram>>
+nestor::compileOptimizer(MLIRContext &context, llvm::ArrayRef<StepArg> params,
+                         const spec::Optimizer &optimizer) {
+  context.loadDialect<kernel::KernelDialect, func::FuncDialect>();
+  auto out = std::make_unique<OptimizerProgram>();
+  OpBuilder b(&context);
+  Location loc = b.getUnknownLoc();
+  out->module = ModuleOp::create(loc);
+  b.setInsertionPointToEnd(out->module->getBody());
+  SmallVector<Type> types;
+  for (const StepArg &p : params)
+    types.push_back(RankedTensorType::get(p.shape, p.elementType));
+
+  auto norm = func::FuncOp::create(
+      b, loc, "grad_norm", b.getFunctionType(types, {RankedTensorType::get({}, b.getF64Type())}));
+  {
+    OpBuilder::InsertionGuard guard(b);
+    Block *entry = norm.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    auto sq = kernel::SquaredNormOp::create(b, loc, RankedTensorType::get({}, b.getF64Type()),
+                                            entry->getArguments());
+    func::ReturnOp::create(b, loc, sq.getResult());
+  }
+
+  auto hyper = RankedTensorType::get({3}, b.getF64Type());
+  SmallVector<Type> stepTypes;
+  for (int k = 0; k < 4; ++k)
+    llvm::append_range(stepTypes, types);
+  stepTypes.push_back(hyper);
+  stepTypes.push_back(hyper);
+  auto step = func::FuncOp::create(b, loc, "adamw_step", b.getFunctionType(stepTypes, {}));
+  {
+    OpBuilder::InsertionGuard guard(b);
+    Block *entry = step.addEntryBlock();
+    b.setInsertionPointToStart(entry);
+    size_t n = params.size();
+    Value hyperModel = entry->getArgument(4 * n), hyperRouter = entry->getArgument(4 * n + 1);
+    for (size_t i = 0; i < n; ++i) {
+      bool router = llvm::StringRef(params[i].name).starts_with("routers.");
+      double wd = params[i].shape.size() >= 2 ? optimizer.weight_decay() : 0.0;
+      if (!optimizer.has_weight_decay() && params[i].shape.size() >= 2)
+        wd = 0.1;
+      kernel::AdamWOp::create(
+          b, loc, entry->getArgument(i), entry->getArgument(n + i), entry->getArgument(2 * n + i),
+          entry->getArgument(3 * n + i), router ? hyperRouter : hyperModel,
+          b.getF64FloatAttr(optimizer.has_beta1() ? optimizer.beta1() : 0.9),
+          b.getF64FloatAttr(optimizer.has_beta2() ? optimizer.beta2() : 0.95),
+          b.getF64FloatAttr(optimizer.has_epsilon() ? optimizer.epsilon() : 1e-8),
+          b.getF64FloatAttr(wd));
+    }
+    func::ReturnOp::create(b, loc);
+  }
+  if (failed(verify(*out->module)))
+    return llvm::createStringError("the optimizer program does not verify");
+  PassManager pm(&context);
+  pm.addNestedPass<func::FuncOp>(createKernelPlanMemoryPass());
+  if (failed(pm.run(*out->module)))
+    return llvm::createStringError("planning the optimizer program failed");
+  auto normProgram = runtime::CpuProgram::create(norm);
+  if (!normProgram)
+    return normProgram.takeError();
+  auto stepProgram = runtime::CpuProgram::create(step);
+  if (!stepProgram)
+    return stepProgram.takeError();
+  out->gradNorm = std::move(*normProgram);
+  out->step = std::move(*stepProgram);
   return out;
 }

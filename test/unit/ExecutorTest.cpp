@@ -10,6 +10,7 @@
 //===----------------------------------------------------------------------===//
 #include "nestor/Executor.h"
 #include "dialects/kernel/KernelOps.h"
+#include "nestor/Compile.h"
 #include "nestor/Import.h"
 #include "nestor/Reference.h"
 #include "nestor/Spec.h"
@@ -361,6 +362,83 @@ TEST(KernelProgramTest, PrefixDenseEqualsFullWidth) {
           ASSERT_NEAR(a[r][i], b[r][i], 1e-11 * std::max(1.0, std::abs(b[r][i])))
               << "budget " << budget << " drop " << drop << " " << resultName(m.step, r) << "[" << i
               << "]";
+    }
+}
+
+} // namespace
+
+namespace {
+
+/// The optimizer kernel programs against AdamW written out in double: three steps with
+/// warmup-like learning rates, clipping scale, a router parameter at its own rate, and no
+/// weight decay on vectors; the update is in place in the caller's buffers.
+TEST(OptimizerProgramTest, MatchesPlainAdamW) {
+  MLIRContext context;
+  spec::Optimizer opt;
+  opt.set_beta1(0.8);
+  opt.set_beta2(0.9);
+  opt.set_epsilon(1e-6);
+  opt.set_weight_decay(0.05);
+  std::vector<StepArg> params(2);
+  params[0].name = "backbone.layers.0.mixer.up_proj.weight";
+  params[0].shape = {3, 5};
+  params[0].elementType = Float32Type::get(&context);
+  params[1].name = "routers.depth.fc1.bias";
+  params[1].shape = {7};
+  params[1].elementType = Float32Type::get(&context);
+  auto programs = compileOptimizer(context, params, opt);
+  ASSERT_TRUE(static_cast<bool>(programs)) << llvm::toString(programs.takeError());
+
+  std::mt19937_64 rng(2);
+  std::normal_distribution<double> normal(0.0, 1.0);
+  std::vector<std::vector<float>> p(2), g(2), m(2), v(2);
+  std::vector<std::vector<double>> rp(2), rm(2), rv(2);
+  for (int i = 0; i < 2; ++i) {
+    int64_t n = params[i].numel();
+    for (int64_t j = 0; j < n; ++j)
+      p[i].push_back(static_cast<float>(normal(rng)));
+    m[i].assign(n, 0.0f);
+    v[i].assign(n, 0.0f);
+    rp[i].assign(p[i].begin(), p[i].end());
+    rm[i].assign(n, 0.0);
+    rv[i].assign(n, 0.0);
+  }
+  for (int t = 1; t <= 3; ++t) {
+    double lr = 0.01 * t, routerLr = 10 * lr;
+    for (int i = 0; i < 2; ++i) {
+      g[i].clear();
+      for (int64_t j = 0; j < params[i].numel(); ++j)
+        g[i].push_back(static_cast<float>(normal(rng)));
+    }
+    // The squared norm, then a clip scale from it.
+    std::vector<const void *> normArgs = {g[0].data(), g[1].data()};
+    ASSERT_FALSE(static_cast<bool>((*programs)->gradNorm->run(normArgs)));
+    double sq = *static_cast<const double *>((*programs)->gradNorm->result(0)), expected = 0;
+    for (auto &gi : g)
+      for (float x : gi)
+        expected += double(x) * x;
+    EXPECT_NEAR(sq, expected, 1e-9 * expected);
+    double scale = std::min(1.0, 1.5 / std::sqrt(sq));
+    double hyperModel[3] = {lr, double(t), scale}, hyperRouter[3] = {routerLr, double(t), scale};
+    std::vector<const void *> args = {p[0].data(), p[1].data(), g[0].data(), g[1].data(),
+                                      m[0].data(), m[1].data(), v[0].data(), v[1].data(),
+                                      hyperModel,  hyperRouter};
+    ASSERT_FALSE(static_cast<bool>((*programs)->step->run(args)));
+    for (int i = 0; i < 2; ++i) {
+      double rate = i == 1 ? routerLr : lr, wd = i == 0 ? 0.05 : 0.0;
+      for (int64_t j = 0; j < params[i].numel(); ++j) {
+        double gj = g[i][j] * scale;
+        rm[i][j] = 0.8 * rm[i][j] + 0.2 * gj;
+        rv[i][j] = 0.9 * rv[i][j] + 0.1 * gj * gj;
+        double mh = rm[i][j] / (1 - std::pow(0.8, t)), vh = rv[i][j] / (1 - std::pow(0.9, t));
+        rp[i][j] -= rate * (mh / (std::sqrt(vh) + 1e-6) + wd * rp[i][j]);
+      }
+    }
+  }
+  for (int i = 0; i < 2; ++i)
+    for (int64_t j = 0; j < params[i].numel(); ++j) {
+      EXPECT_NEAR(p[i][j], rp[i][j], 1e-5) << i << "," << j;
+      EXPECT_NEAR(m[i][j], rm[i][j], 1e-5) << i << "," << j;
     }
 }
 

@@ -102,3 +102,22 @@ func.func @yield_parent() {
   // expected-error @+1 {{expects parent op 'kernel.host'}}
   kernel.yield
 }
+
+// -----
+
+func.func @adamw_in_place(%p: tensor<4xf32>, %g: tensor<4xf32>, %h: tensor<3xf64>) {
+  %m = kernel.add %p, %g : tensor<4xf32>
+  // expected-error @+1 {{updates param and moments in place: they must be function arguments}}
+  kernel.adamw %p, %g, %m, %m, %h {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64}
+      : tensor<4xf32>, tensor<3xf64>
+  return
+}
+
+// -----
+
+func.func @adamw_hyper(%p: tensor<4xf32>, %g: tensor<4xf32>, %h: tensor<2xf64>) {
+  // expected-error @+1 {{hyper must be [lr, step, grad_scale]}}
+  kernel.adamw %p, %g, %p, %p, %h {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64}
+      : tensor<4xf32>, tensor<2xf64>
+  return
+}

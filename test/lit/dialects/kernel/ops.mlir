@@ -95,6 +95,17 @@ func.func @mixers(%x: tensor<2x5x48xf32>, %proj: tensor<2x5x78xf32>, %cw: tensor
   return
 }
 
+// CHECK-LABEL: func.func @optimizer
+func.func @optimizer(%p: tensor<4x3xf32>, %g: tensor<4x3xf32>, %m: tensor<4x3xf32>,
+                     %v: tensor<4x3xf32>, %h: tensor<3xf64>) -> tensor<f64> {
+  // CHECK: kernel.squared_norm %{{.*}}, %{{.*}} : tensor<4x3xf32>, tensor<4x3xf32> -> tensor<f64>
+  %n = kernel.squared_norm %g, %p : tensor<4x3xf32>, tensor<4x3xf32> -> tensor<f64>
+  // CHECK: kernel.adamw {{.*}} {beta1 = 9.000000e-01 : f64
+  kernel.adamw %p, %g, %m, %v, %h {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.1 : f64}
+      : tensor<4x3xf32>, tensor<3xf64>
+  return %n : tensor<f64>
+}
+
 // CHECK-LABEL: func.func @host
 func.func @host(%b: tensor<i32>) -> tensor<3xf32> {
   // CHECK: kernel.host %{{.*}} : tensor<i32> -> (tensor<3xf32>) {
