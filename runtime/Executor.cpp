@@ -90,6 +90,8 @@ struct CpuProgram::Impl {
   std::vector<std::string> stepNames;
   std::vector<double> stepTimes;
   bool profiling = false;
+  std::function<void(Operation *)> observer;
+  std::vector<Operation *> stepOps;
   double gemmFlops = 0;
   OwningOpRef<ModuleOp> hostModule;
 
@@ -839,6 +841,7 @@ llvm::Expected<std::unique_ptr<CpuProgram>> CpuProgram::create(func::FuncOp func
     }
     impl->steps.push_back(std::move(*step));
     impl->stepNames.push_back(op.getName().getStringRef().str());
+    impl->stepOps.push_back(&op);
   }
   impl->stepTimes.assign(impl->steps.size(), 0.0);
   return std::unique_ptr<CpuProgram>(new CpuProgram(std::move(impl)));
@@ -855,6 +858,8 @@ llvm::Error CpuProgram::run(llvm::ArrayRef<const void *> args) {
     auto start = std::chrono::steady_clock::now();
     if (llvm::Error err = impl->steps[i]())
       return err;
+    if (impl->observer)
+      impl->observer(impl->stepOps[i]);
     if (impl->profiling)
       impl->stepTimes[i] +=
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -867,6 +872,13 @@ unsigned CpuProgram::numResults() const { return impl->resultSlots.size(); }
 int64_t CpuProgram::arenaBytes() const { return impl->arenaBytes; }
 void CpuProgram::setProfiling(bool enabled) { impl->profiling = enabled; }
 double CpuProgram::gemmFlops() const { return impl->gemmFlops; }
+void CpuProgram::setObserver(std::function<void(Operation *)> observer) {
+  impl->observer = std::move(observer);
+}
+const void *CpuProgram::buffer(Value value) const {
+  auto it = impl->slotOf.find(value);
+  return it == impl->slotOf.end() ? nullptr : impl->slots[it->second];
+}
 void CpuProgram::resetCounters() { impl->gemmFlops = 0; }
 
 std::vector<std::pair<std::string, double>> CpuProgram::profile() const {

@@ -28,6 +28,8 @@ struct StepOptions {
   /// Compute only the active prefix of each axis under hard masks.
   bool prefixDense = true;
   std::vector<int64_t> depthOrder;
+  /// Give @parent a run-time per-layer keep input (ImportOptions::parentLayerKeep).
+  bool parentLayerKeep = false;
 };
 
 /// One argument of a compiled step: a run-time input or a parameter, by name.

@@ -15,6 +15,7 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,6 +45,12 @@ public:
   /// Floating-point operations of the GEMMs executed since the last resetCounters() (at the
   /// extents actually computed).
   double gemmFlops() const;
+  /// Calls `observer` after every step with the op it ran (nullptr: none). With buffer() it
+  /// reads intermediate values, e.g. activations for the importance ranking.
+  void setObserver(std::function<void(mlir::Operation *)> observer);
+  /// The buffer of `value` (an argument or a kernel result of the program's function); valid
+  /// until the plan reuses it, i.e. inside an observer call for the op that defines it.
+  const void *buffer(mlir::Value value) const;
   void resetCounters();
 
   struct Impl;

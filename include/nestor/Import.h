@@ -31,6 +31,9 @@ struct ImportOptions {
   /// importance ranking exists, the last layer is taken as least important, then the one
   /// before it, and so on.
   std::vector<int64_t> depthOrder;
+  /// Give `@parent` a last input `layer_keep` (tensor<L>, elastic.input = "layer_keep") that
+  /// gates each layer's residual branch: the importance step bypasses layers with it.
+  bool parentLayerKeep = false;
 };
 
 /// Loads the dialects the imported IR uses into `context`.

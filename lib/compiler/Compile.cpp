@@ -54,6 +54,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> nestor::compileKernels(MLIRContext &contex
   ImportOptions importOptions;
   importOptions.float64 = options.float64;
   importOptions.depthOrder = options.depthOrder;
+  importOptions.parentLayerKeep = options.parentLayerKeep;
   auto module = importSpec(context, spec, importOptions);
   if (!module)
     return module.takeError();

@@ -196,8 +196,9 @@ func::FuncOp Importer::createFunc(ModuleOp module, StringRef name, Signature &si
   Block *entry = func.addEntryBlock();
   params.clear();
   for (unsigned i = firstParam; i < sig.types.size(); ++i) {
-    auto argName = cast<StringAttr>(sig.attrs[i].get("elastic.param"));
-    params[argName.getValue()] = entry->getArgument(i);
+    // Run-time inputs may follow the parameters (the parent's layer_keep).
+    if (auto argName = dyn_cast_or_null<StringAttr>(sig.attrs[i].get("elastic.param")))
+      params[argName.getValue()] = entry->getArgument(i);
   }
   return func;
 }
@@ -271,10 +272,15 @@ void Importer::buildParent(ModuleOp module) {
   sig.add(RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, builder.getI32Type()),
           "elastic.input", "tokens", builder);
   declareModelParams(sig);
+  // For the depth ranking: a run-time keep gate per layer (1 keeps it, 0 bypasses it).
+  if (options.parentLayerKeep)
+    sig.add(tensor({static_cast<int64_t>(layers.size())}), "elastic.input", "layer_keep", builder);
   Type results[] = {activation(arch.vocab_size())};
   func::FuncOp func = createFunc(module, "parent", sig, results, 1);
   OpBuilder b = OpBuilder::atBlockEnd(&func.front());
   Masks none(layers.size());
+  if (options.parentLayerKeep)
+    none.keep = func.getArguments().back();
   Value logits = buildBody(b, func, func.getArgument(0), none);
   func::ReturnOp::create(b, loc, logits);
   func->setAttr("elastic.result_names", b.getStrArrayAttr({"logits"}));

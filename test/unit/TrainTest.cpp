@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Train.h"
+#include "nestor/Importance.h"
 
 #include <gtest/gtest.h>
 
@@ -222,6 +223,66 @@ TEST(SessionTest, NonFiniteLossStopsTheStep) {
   EXPECT_NE(llvm::toString(r.takeError()).find("the loss is NaN"), std::string::npos);
   EXPECT_EQ((*s)->weights.at("backbone.embeddings.weight").data, before)
       << "a failed step must not update the weights";
+}
+
+/// Importance finds what was made unimportant on purpose: a hidden channel whose pre-norm
+/// weights are zero, FFN neurons whose up rows are zero, a Mamba head and a Mamba channel whose
+/// x rows are zero, and a layer whose output projection is zero (bypassing it changes nothing).
+TEST(ImportanceTest, RanksDeadChannelsHeadsAndLayersLast) {
+  mlir::MLIRContext ctx;
+  spec::ModelSpec spec = smallSpec(true);
+  auto probe = Session::create(ctx, spec, 2, 12);
+  ASSERT_TRUE(static_cast<bool>(probe)) << llvm::toString(probe.takeError());
+  TensorMap w = initParams((*probe)->params(), spec, 5);
+  for (auto &[name, t] : w) // larger weights: activations well above rounding
+    if (!llvm::StringRef(name).starts_with("routers.") && t.shape.size() == 2)
+      for (float &v : t.data)
+        v *= 10;
+  for (int l = 0; l < 4; ++l)
+    w.at("backbone.layers." + std::to_string(l) + ".norm.weight").data[5] = 0;
+  for (int neuron : {3, 7})
+    for (int c = 0; c < 32; ++c)
+      w.at("backbone.layers.1.mixer.up_proj.weight").data[neuron * 32 + c] = 0;
+  // Mamba layer 0: H = 4, P = 8, HP = 32; x rows are HP .. 2HP of in_proj.
+  auto &in = w.at("backbone.layers.0.mixer.in_proj.weight").data;
+  for (int c = 0; c < 32; ++c) {
+    for (int p = 0; p < 8; ++p)
+      in[(32 + 3 * 8 + p) * 32 + c] = 0; // head 3 (group 1)
+    for (int h = 0; h < 4; ++h)
+      in[(32 + h * 8 + 6) * 32 + c] = 0; // channel 6 of every head
+  }
+  std::fill(w.at("backbone.layers.3.mixer.down_proj.weight").data.begin(),
+            w.at("backbone.layers.3.mixer.down_proj.weight").data.end(), 0.0f);
+
+  auto imp = estimateImportance(ctx, spec, w, toyBatch, 2, 2, 12);
+  ASSERT_TRUE(static_cast<bool>(imp)) << llvm::toString(imp.takeError());
+  EXPECT_EQ(imp->hidden[5], 0.0);
+  EXPECT_GT(imp->hidden[4], 0.0);
+  EXPECT_EQ(imp->ffn[1][3], 0.0);
+  EXPECT_EQ(imp->mambaHeads[0][3], 0.0);
+  EXPECT_EQ(imp->mambaChannels[0][6], 0.0);
+  EXPECT_EQ(imp->depthOrder.front(), 3) << "bypassing the dead layer changes nothing";
+  EXPECT_EQ(imp->depthScores[3], 0.0);
+  EXPECT_GT(imp->depthScores[0], 0.0);
+
+  ModelPermutation perm = permutationFor(spec, *imp);
+  EXPECT_EQ(perm.hidden.back(), 5);
+  EXPECT_EQ(perm.ffn[1][46], 3);
+  EXPECT_EQ(perm.ffn[1][47], 7);
+  EXPECT_EQ(perm.mambaHeads[0][3], 3); // last of group 1 (heads 2, 3)
+  EXPECT_EQ(perm.mambaChannels[0].back(), 6);
+  EXPECT_FALSE(static_cast<bool>(verifyPermutation(spec, perm)));
+
+  // The permuted weights compute the same parent function (the run continues from them).
+  TensorMap permuted = w;
+  ASSERT_FALSE(static_cast<bool>(permuteWeights(spec, perm, permuted)));
+  EXPECT_EQ(permuted.at("backbone.layers.0.norm.weight").data.back(), 0.0f);
+  auto after = estimateImportance(ctx, spec, permuted, toyBatch, 2, 2, 12);
+  ASSERT_TRUE(static_cast<bool>(after));
+  // Importance follows the channels: the dead ones are now at the end, scores sorted.
+  EXPECT_EQ(after->hidden.back(), 0.0);
+  EXPECT_TRUE(std::is_sorted(after->hidden.rbegin(), after->hidden.rend()));
+  EXPECT_TRUE(std::is_sorted(after->ffn[1].rbegin(), after->ffn[1].rend()));
 }
 
 } // namespace
