@@ -76,8 +76,10 @@ class Session {
 public:
   /// Compiles the train step of `spec` (elastic or dense) for batch x length, the teacher
   /// forward (@parent) for elastic specs, and the optimizer.
-  static llvm::Expected<std::unique_ptr<Session>>
-  create(mlir::MLIRContext &context, const spec::ModelSpec &spec, int64_t batch, int64_t length);
+  static llvm::Expected<std::unique_ptr<Session>> create(mlir::MLIRContext &context,
+                                                         const spec::ModelSpec &spec, int64_t batch,
+                                                         int64_t length,
+                                                         std::vector<int64_t> depthOrder = {});
 
   const std::vector<StepArg> &params() const { return paramArgs; }
   /// Model (and router) weights and AdamW moments, by parameter name.

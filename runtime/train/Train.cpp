@@ -138,8 +138,10 @@ int32_t nestor::train::sampleBudget(const spec::Stage &stage, int64_t numBudgets
   return stage.budget_weights_size() - 1;
 }
 
-llvm::Expected<std::unique_ptr<Session>>
-Session::create(MLIRContext &context, const spec::ModelSpec &spec, int64_t batch, int64_t length) {
+llvm::Expected<std::unique_ptr<Session>> Session::create(MLIRContext &context,
+                                                         const spec::ModelSpec &spec, int64_t batch,
+                                                         int64_t length,
+                                                         std::vector<int64_t> depthOrder) {
   std::unique_ptr<Session> s(new Session());
   s->isElastic = spec.has_elastic();
   s->batch = batch;
@@ -147,6 +149,7 @@ Session::create(MLIRContext &context, const spec::ModelSpec &spec, int64_t batch
   StepOptions options;
   options.batch = batch;
   options.seqLen = length;
+  options.depthOrder = std::move(depthOrder);
   auto compiled = compileTrainStep(context, spec, options);
   if (!compiled)
     return compiled.takeError();

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "nestor/Train.h"
 #include "nestor/Importance.h"
+#include "nestor/Trainer.h"
 
 #include <gtest/gtest.h>
 
@@ -223,6 +224,51 @@ TEST(SessionTest, NonFiniteLossStopsTheStep) {
   EXPECT_NE(llvm::toString(r.takeError()).find("the loss is NaN"), std::string::npos);
   EXPECT_EQ((*s)->weights.at("backbone.embeddings.weight").data, before)
       << "a failed step must not update the weights";
+}
+
+/// The whole pipeline on the toy language: parent, importance, two stages, evaluation. The
+/// smaller budget after elastic training beats the same sub-network cut from the parent.
+TEST(PipelineTest, ParentImportanceStagesAndEvaluation) {
+  mlir::MLIRContext ctx;
+  spec::ModelSpec spec = smallSpec(true);
+  spec::Training *t = spec.mutable_training();
+  t->set_seed(3);
+  t->mutable_parent()->set_steps(40);
+  t->mutable_parent()->set_batch_size(2);
+  t->mutable_parent()->set_sequence_length(12);
+  t->mutable_importance()->set_calibration_batches(2);
+  t->mutable_importance()->set_batch_size(2);
+  t->mutable_importance()->set_sequence_length(12);
+  t->set_eval_batches(2);
+  auto *s1 = t->add_stages();
+  s1->set_name("short");
+  s1->set_steps(30);
+  s1->set_batch_size(2);
+  s1->set_sequence_length(12);
+  auto *s2 = t->add_stages();
+  s2->set_name("long");
+  s2->set_steps(20);
+  s2->set_batch_size(1);
+  s2->set_sequence_length(24);
+  for (double w : {0.7, 0.3})
+    s2->add_budget_weights(w);
+  struct Counter : Listener {
+    std::map<std::string, int> steps;
+    void onStep(const StepReport &r, int64_t, int64_t) override { ++steps[r.phase]; }
+  } listener;
+  auto run = runPipeline(ctx, spec, toyBatch, listener);
+  ASSERT_TRUE(static_cast<bool>(run)) << llvm::toString(run.takeError());
+  EXPECT_EQ(listener.steps["parent"], 40);
+  EXPECT_EQ(listener.steps["short"], 30);
+  EXPECT_EQ(listener.steps["long"], 20);
+  ASSERT_EQ(run->evals.size(), 3u);
+  EXPECT_EQ(run->evals[0].name, "parent");
+  EXPECT_EQ(run->evals[2].name, "half");
+  for (const BudgetEval &e : run->evals)
+    EXPECT_TRUE(std::isfinite(e.validationLoss) && e.validationLoss < std::log(16.0)) << e.name;
+  EXPECT_LE(run->evals[2].validationLoss, run->evals[2].baselineLoss)
+      << "elastic training should help the small budget";
+  EXPECT_EQ(run->importance.depthOrder.size(), 4u);
 }
 
 /// Importance finds what was made unimportant on purpose: a hidden channel whose pre-norm
