@@ -15,6 +15,8 @@ config.substitutions.append(("%nestor_src", config.nestor_src_root))
 # code (`not` accepts any failure).
 config.substitutions.append(("%{nestor-exit}", sys.executable + " " + os.path.join(
     config.test_source_root, "lit", "exit-code.py")))
+config.substitutions.append(("%python", sys.executable))
+config.substitutions.append(("%nestor_bin", os.path.join(config.nestor_obj_root, "bin", "nestor")))
 config.substitutions.append(("%specs", os.path.join(config.nestor_src_root, "examples", "specs")))
 
 # Nestor's tools first, then FileCheck and friends from LLVM 22.

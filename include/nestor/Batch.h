@@ -25,8 +25,7 @@ struct BatchRequest {
 
 /// Fills `tokens` and `targets` (batch * length each, row-major; target -1 = no target) for
 /// `request`, deterministically.
-using BatchFn =
-    std::function<void(const BatchRequest &request, int32_t *tokens, int32_t *targets)>;
+using BatchFn = std::function<void(const BatchRequest &request, int32_t *tokens, int32_t *targets)>;
 
 } // namespace nestor::train
 

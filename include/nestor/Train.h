@@ -11,8 +11,10 @@
 #ifndef NESTOR_TRAIN_H
 #define NESTOR_TRAIN_H
 
+#include "nestor/Batch.h"
 #include "nestor/Compile.h"
 #include "nestor/Spec.h"
+#include "nestor/Tensor.h"
 
 #include <cstdint>
 #include <functional>
@@ -28,13 +30,6 @@ uint64_t randomBits(uint64_t seed, uint64_t stream, uint64_t index);
 /// Uniform in (0, 1) and standard normal, from randomBits.
 double randomUniform(uint64_t seed, uint64_t stream, uint64_t index);
 double randomNormal(uint64_t seed, uint64_t stream, uint64_t index);
-
-/// Named float32 tensors: parameters, gradients' moments.
-struct Tensor {
-  std::vector<int64_t> shape;
-  std::vector<float> data;
-};
-using TensorMap = std::map<std::string, Tensor>;
 
 /// Initial values of every parameter of `args` (the step's parameter arguments), following the
 /// usual NemotronH/Mamba2 recipe: linear and embedding weights N(0, 0.02) (output projections
@@ -57,18 +52,15 @@ RouterSchedule routerSchedule(const spec::Elastic &elastic, int64_t step, int64_
 /// The budget of a micro-batch: drawn from the stage's weights (uniform when empty).
 int32_t sampleBudget(const spec::Stage &stage, int64_t numBudgets, int64_t step, uint64_t seed);
 
-/// Where batches come from: fills `tokens` and `targets` (batch * length each; target -1 =
-/// no target) for `step` of the given split, deterministically.
-using BatchFn = std::function<void(bool validation, int64_t step, int64_t batch, int64_t length,
-                                   int32_t *tokens, int32_t *targets)>;
-
 /// One optimisation step's report.
 struct StepReport {
   int64_t step = 0;
   std::string phase; // "parent" or the stage name
+  int stage = -1;    // index of the stage; -1 in the parent phase
   int32_t budget = 0;
   double loss = 0, kd = 0, ce = 0, routerLoss = 0, gradNorm = 0, lr = 0, tau = 0;
-  double seconds = 0;
+  double logitScale = 0;
+  double seconds = 0, tokensPerSecond = 0;
 };
 
 /// A model and its optimizer state, trained by compiled programs.
@@ -101,6 +93,10 @@ public:
   /// Forward only (losses at a budget with the routers' argmax choice and scale 1).
   llvm::Expected<StepReport> evaluate(const int32_t *tokens, const int32_t *targets,
                                       int32_t budget);
+  /// The logits [batch, length, vocab] of the last step or evaluation.
+  const float *logits() const;
+  int64_t batchSize() const { return batch; }
+  int64_t sequenceLength() const { return length; }
 
   bool elastic() const { return isElastic; }
 

@@ -606,7 +606,8 @@ bool Validator::checkTraining() {
   for (auto [name, value, present] :
        {std::tuple{"checkpoint_every", t.checkpoint_every(), t.has_checkpoint_every()},
         std::tuple{"eval_every", t.eval_every(), t.has_eval_every()},
-        std::tuple{"eval_batches", t.eval_batches(), t.has_eval_batches()}})
+        std::tuple{"eval_batches", t.eval_batches(), t.has_eval_batches()},
+        std::tuple{"eval_problems", t.eval_problems(), t.has_eval_problems()}})
     if (present && value <= 0)
       return fail(llvm::Twine("training.") + name, "must be positive");
   return true;

@@ -140,7 +140,7 @@ nestor::train::estimateImportance(MLIRContext &context, const spec::ModelSpec &s
   });
   for (int64_t s = 0; s < batches; ++s) {
     layer = 0;
-    data(false, s, batch, length, tokens.data(), targets.data());
+    data(BatchRequest{false, s, batch, length}, tokens.data(), targets.data());
     if (llvm::Error err = (*program)->run(args))
       return err;
   }
@@ -196,7 +196,7 @@ nestor::train::estimateImportance(MLIRContext &context, const spec::ModelSpec &s
 
   // Depth: iterative normalized MSE of the logits, against the full model's.
   auto logitsWith = [&](int64_t b) -> llvm::Expected<std::vector<float>> {
-    data(false, b, batch, length, tokens.data(), targets.data());
+    data(BatchRequest{false, b, batch, length}, tokens.data(), targets.data());
     if (llvm::Error err = (*program)->run(args))
       return err;
     const float *p = static_cast<const float *>((*program)->result(0));

@@ -261,6 +261,7 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
   }
   r.lr = in.lr;
   r.tau = in.router.tau;
+  r.logitScale = in.router.logitScale;
   if (!std::isfinite(r.loss))
     return llvm::createStringError("the loss is %s", std::isnan(r.loss) ? "NaN" : "infinite");
 
@@ -299,6 +300,10 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
   if (llvm::Error err = optimizer->step->run(opt))
     return err;
   return r;
+}
+
+const float *Session::logits() const {
+  return static_cast<const float *>(compiled->program->result(0));
 }
 
 llvm::Expected<StepReport> Session::evaluate(const int32_t *tokens, const int32_t *targets,

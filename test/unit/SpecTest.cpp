@@ -481,6 +481,8 @@ const Rule kRules[] = {
      "training.eval_every", "must be positive"},
     {"eval_batches", [](ModelSpec &s) { s.mutable_training()->set_eval_batches(0); },
      "training.eval_batches", "must be positive"},
+    {"eval_problems", [](ModelSpec &s) { s.mutable_training()->set_eval_problems(0); },
+     "training.eval_problems", "must be positive"},
     {"validation_fraction_zero",
      [](ModelSpec &s) { s.mutable_data()->set_validation_fraction(0.0); },
      "data.validation_fraction", "(0, 1)"},

@@ -9,6 +9,13 @@
 #include "nestor/Importance.h"
 #include "nestor/Trainer.h"
 
+#include "nestor/Checkpoint.h"
+
+#include "nlohmann/json.hpp"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -61,8 +68,8 @@ spec::ModelSpec smallSpec(bool elastic) {
 }
 
 /// A learnable toy language: token t+1 = (token t * 3 + 1) mod 16, from a per-row start.
-void toyBatch(bool, int64_t step, int64_t batch, int64_t length, int32_t *tokens,
-              int32_t *targets) {
+void toyBatch(const BatchRequest &r, int32_t *tokens, int32_t *targets) {
+  int64_t step = r.index, batch = r.batch, length = r.length;
   for (int64_t b = 0; b < batch; ++b) {
     int32_t t = static_cast<int32_t>((step * 7 + b * 5) % 16);
     for (int64_t i = 0; i < length; ++i) {
@@ -131,7 +138,7 @@ std::unique_ptr<Session> trainParent(mlir::MLIRContext &ctx, int steps,
   (*s)->weights = initParams((*s)->params(), spec, 42);
   std::vector<int32_t> tokens(24), targets(24);
   for (int step = 0; step < steps; ++step) {
-    toyBatch(false, step, 2, 12, tokens.data(), targets.data());
+    toyBatch(BatchRequest{false, step, 2, 12}, tokens.data(), targets.data());
     Session::StepInputs in{tokens.data(), targets.data()};
     in.lr = learningRate(spec.training().optimizer(), step, steps);
     in.clipNorm = 1.0;
@@ -181,7 +188,7 @@ TEST(SessionTest, ElasticPhaseDistillsAndTrainsTheRouters) {
   double firstHalf = 0, lastHalf = 0;
   int steps = 40;
   for (int step = 0; step < steps; ++step) {
-    toyBatch(false, step, 2, 12, tokens.data(), targets.data());
+    toyBatch(BatchRequest{false, step, 2, 12}, tokens.data(), targets.data());
     Session::StepInputs in{tokens.data(), targets.data()};
     in.budget = step % 2;
     in.router = routerSchedule(spec.elastic(), step, steps, 1);
@@ -228,8 +235,7 @@ TEST(SessionTest, NonFiniteLossStopsTheStep) {
 
 /// The whole pipeline on the toy language: parent, importance, two stages, evaluation. The
 /// smaller budget after elastic training beats the same sub-network cut from the parent.
-TEST(PipelineTest, ParentImportanceStagesAndEvaluation) {
-  mlir::MLIRContext ctx;
+spec::ModelSpec pipelineSpec() {
   spec::ModelSpec spec = smallSpec(true);
   spec::Training *t = spec.mutable_training();
   t->set_seed(3);
@@ -252,9 +258,15 @@ TEST(PipelineTest, ParentImportanceStagesAndEvaluation) {
   s2->set_sequence_length(24);
   for (double w : {0.7, 0.3})
     s2->add_budget_weights(w);
+  return spec;
+}
+
+TEST(PipelineTest, ParentImportanceStagesAndEvaluation) {
+  mlir::MLIRContext ctx;
+  spec::ModelSpec spec = pipelineSpec();
   struct Counter : Listener {
     std::map<std::string, int> steps;
-    void onStep(const StepReport &r, int64_t, int64_t) override { ++steps[r.phase]; }
+    void onStep(const StepReport &r, const Progress &) override { ++steps[r.phase]; }
   } listener;
   auto run = runPipeline(ctx, spec, toyBatch, listener);
   ASSERT_TRUE(static_cast<bool>(run)) << llvm::toString(run.takeError());
@@ -264,9 +276,10 @@ TEST(PipelineTest, ParentImportanceStagesAndEvaluation) {
   ASSERT_EQ(run->evals.size(), 3u);
   EXPECT_EQ(run->evals[0].name, "parent");
   EXPECT_EQ(run->evals[2].name, "half");
-  for (const BudgetEval &e : run->evals)
+  for (const ModelEval &e : run->evals)
     EXPECT_TRUE(std::isfinite(e.validationLoss) && e.validationLoss < std::log(16.0)) << e.name;
-  EXPECT_LE(run->evals[2].validationLoss, run->evals[2].baselineLoss)
+  ASSERT_TRUE(run->evals[2].baselineLoss.has_value());
+  EXPECT_LE(run->evals[2].validationLoss, *run->evals[2].baselineLoss)
       << "elastic training should help the small budget";
   EXPECT_EQ(run->importance.depthOrder.size(), 4u);
 }
@@ -329,6 +342,193 @@ TEST(ImportanceTest, RanksDeadChannelsHeadsAndLayersLast) {
   EXPECT_EQ(after->hidden.back(), 0.0);
   EXPECT_TRUE(std::is_sorted(after->hidden.rbegin(), after->hidden.rend()));
   EXPECT_TRUE(std::is_sorted(after->ffn[1].rbegin(), after->ffn[1].rend()));
+}
+
+/// A fresh temporary run folder, removed afterwards.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    llvm::SmallString<128> p;
+    EXPECT_FALSE(llvm::sys::fs::createUniqueDirectory("nestor-run", p));
+    path = std::string(p);
+  }
+  ~TempDir() { llvm::sys::fs::remove_directories(path); }
+  std::string operator/(const std::string &name) const { return path + "/" + name; }
+};
+
+/// The "step" records of a run's metrics.jsonl as (phase, step) -> (loss, grad norm, budget,
+/// choices); timing fields left out (they differ between runs).
+std::map<std::pair<std::string, int64_t>, std::string> stepRecords(const std::string &runDir) {
+  auto buf = llvm::MemoryBuffer::getFile(runDir + "/metrics.jsonl");
+  EXPECT_TRUE(static_cast<bool>(buf)) << runDir;
+  std::map<std::pair<std::string, int64_t>, std::string> out;
+  if (!buf)
+    return out;
+  llvm::SmallVector<llvm::StringRef> lines;
+  (*buf)->getBuffer().split(lines, '\n', -1, false);
+  for (llvm::StringRef line : lines) {
+    auto j = nlohmann::json::parse(line.str());
+    if (j["kind"] != "step" && j["kind"] != "eval")
+      continue;
+    j.erase("seconds");
+    j.erase("tokens_per_s");
+    auto key = std::pair{j["kind"].get<std::string>() + ":" + j["phase"].get<std::string>() + ":" +
+                             j["budget"].get<std::string>(),
+                         j["step"].get<int64_t>()};
+    EXPECT_FALSE(out.count(key)) << "a record appears twice: " << line.str();
+    out[key] = j.dump();
+  }
+  return out;
+}
+
+/// A run stopped after k steps (as if killed right after its checkpoint) and resumed ends
+/// with exactly the metrics, losses bit for bit, and the weights of an uninterrupted run, for
+/// a stop in the parent phase and one in the elastic phase; a second uninterrupted run with
+/// the same seed is identical too.
+TEST(RunTest, ResumeReproducesTheUninterruptedRun) {
+  spec::ModelSpec spec = pipelineSpec();
+  spec.mutable_training()->set_checkpoint_every(7);
+  spec.mutable_training()->set_eval_every(25);
+  Listener quiet;
+  TempDir whole;
+  RunResult reference;
+  {
+    mlir::MLIRContext ctx;
+    RunOptions o;
+    o.runDir = whole.path;
+    auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
+    ASSERT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+    reference = std::move(*r);
+  }
+  auto expected = stepRecords(whole.path);
+  EXPECT_EQ(expected.size(),
+            40u + 50u + 2u /*parent evals*/ + 2u * 2 /*elastic evals*/ + 3u /*final*/);
+  for (int64_t stopAt : {12, 40 + 9}) {
+    TempDir dir;
+    {
+      mlir::MLIRContext ctx;
+      RunOptions o;
+      o.runDir = dir.path;
+      o.stopAfterSteps = stopAt;
+      auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
+      ASSERT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+      EXPECT_FALSE(llvm::sys::fs::exists(dir / "summary.json")) << "stopped early";
+    }
+    mlir::MLIRContext ctx;
+    RunOptions o;
+    o.runDir = dir.path;
+    o.resume = true;
+    auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
+    ASSERT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+    EXPECT_EQ(stepRecords(dir.path), expected) << "stopped after " << stopAt;
+    for (auto &[name, t] : reference.elastic)
+      EXPECT_EQ(std::memcmp(t.data.data(), r->elastic.at(name).data.data(),
+                            sizeof(float) * t.data.size()),
+                0)
+          << name << " differs after a resume at " << stopAt;
+    auto saved = ckpt::readSafetensors(dir / "model.safetensors");
+    ASSERT_TRUE(static_cast<bool>(saved)) << llvm::toString(saved.takeError());
+    EXPECT_EQ(saved->at("lm_head.weight").data, reference.elastic.at("lm_head.weight").data);
+    // Only the final files remain: no checkpoint folder is left behind.
+    std::error_code ec;
+    for (llvm::sys::fs::directory_iterator it(dir.path, ec), end; it != end && !ec;
+         it.increment(ec))
+      EXPECT_FALSE(llvm::StringRef(llvm::sys::path::filename(it->path())).starts_with("ckpt-"))
+          << it->path();
+  }
+  TempDir again;
+  mlir::MLIRContext ctx;
+  RunOptions o;
+  o.runDir = again.path;
+  ASSERT_TRUE(static_cast<bool>(runPipeline(ctx, spec, toyBatch, quiet, o)));
+  EXPECT_EQ(stepRecords(again.path), expected) << "same seed, same run";
+}
+
+/// A run folder that already holds a run is not overwritten; a resume with another spec is
+/// refused; a complete run has nothing to resume.
+TEST(RunTest, RefusesToOverwriteOrMixRuns) {
+  spec::ModelSpec spec = pipelineSpec();
+  Listener quiet;
+  TempDir dir;
+  mlir::MLIRContext ctx;
+  RunOptions o;
+  o.runDir = dir.path;
+  o.stopAfterSteps = 3;
+  ASSERT_TRUE(static_cast<bool>(runPipeline(ctx, spec, toyBatch, quiet, o)));
+  o.stopAfterSteps = -1;
+  auto again = runPipeline(ctx, spec, toyBatch, quiet, o);
+  ASSERT_FALSE(static_cast<bool>(again));
+  EXPECT_NE(llvm::toString(again.takeError()).find("already holds a run"), std::string::npos);
+  spec::ModelSpec other = spec;
+  other.mutable_training()->set_seed(99);
+  o.resume = true;
+  auto mixed = runPipeline(ctx, other, toyBatch, quiet, o);
+  ASSERT_FALSE(static_cast<bool>(mixed));
+  EXPECT_NE(llvm::toString(mixed.takeError()).find("different spec"), std::string::npos);
+}
+
+/// A non-finite loss stops the run with the phase, the step and the tensor in the message,
+/// and the last good checkpoint stays what the state file names.
+TEST(RunTest, NonFiniteLossStopsTheRunAndKeepsTheCheckpoint) {
+  spec::ModelSpec spec = pipelineSpec();
+  spec.mutable_training()->set_checkpoint_every(4);
+  Listener quiet;
+  TempDir dir;
+  mlir::MLIRContext ctx;
+  // A parent whose LM head holds a NaN: the teacher's logits, and so the KD loss, are NaN.
+  auto probe = Session::create(ctx, parentSpec(spec), 1, 4);
+  ASSERT_TRUE(static_cast<bool>(probe));
+  TensorMap parent = initParams((*probe)->params(), parentSpec(spec), 1);
+  parent.at("lm_head.weight").data[3] = std::numeric_limits<float>::quiet_NaN();
+  RunOptions o;
+  o.runDir = dir.path;
+  o.initialParent = &parent;
+  auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
+  ASSERT_FALSE(static_cast<bool>(r));
+  std::string m = llvm::toString(r.takeError());
+  EXPECT_NE(m.find("stage 'short' step 0 (elastic step 0): the loss is NaN"), std::string::npos)
+      << m;
+  auto state = llvm::MemoryBuffer::getFile(dir / "state.json");
+  ASSERT_TRUE(static_cast<bool>(state));
+  auto j = nlohmann::json::parse((*state)->getBuffer().str());
+  EXPECT_EQ(j["phase"], "elastic");
+  EXPECT_EQ(j["step"], 0);
+  EXPECT_TRUE(llvm::sys::fs::exists(dir / "parent.safetensors"));
+}
+
+/// The routers' inference choice is the argmax of each router's logits, applied to the axis'
+/// layers, with the depth choice dropping the first layers of the depth order.
+TEST(RunTest, RouterChoiceIsTheArgmaxOfEachRouter) {
+  spec::ModelSpec spec = smallSpec(true);
+  spec.mutable_elastic()->mutable_intermediate_size()->set_heterogeneous(true);
+  mlir::MLIRContext ctx;
+  auto probe = Session::create(ctx, spec, 1, 4);
+  ASSERT_TRUE(static_cast<bool>(probe)) << llvm::toString(probe.takeError());
+  TensorMap w = initParams((*probe)->params(), spec, 2);
+  for (auto &[name, t] : w)
+    if (llvm::StringRef(name).starts_with("routers."))
+      std::fill(t.data.begin(), t.data.end(), 0.0f);
+  // fc2.bias decides when everything else is zero. Budget-dependence through fc1: hidden
+  // unit 0 is on for budget 1 only, and fc2 reads it.
+  w.at("routers.hidden_size.fc2.bias").data = {0.0f, 1.0f};       // 16
+  w.at("routers.intermediate_size.fc2.bias").data = {1, 0, 0, 1}; // layers 1, 3: 48, 24
+  w.at("routers.mamba_num_heads.fc1.weight").data[0 * 2 + 1] = 1; // unit 0 <- budget 1
+  w.at("routers.mamba_num_heads.fc2.weight").data[1 * 8 + 0] = 5; // logit 1 <- unit 0
+  w.at("routers.depth.fc2.bias").data = {0.0f, 2.0f};             // drop 1 layer
+  std::vector<int64_t> order = {2, 0, 1, 3};
+  RouterChoice full = routerChoice(spec, w, 0, order), half = routerChoice(spec, w, 1, order);
+  EXPECT_EQ(full.indices["hidden_size"], std::vector<int64_t>{1});
+  EXPECT_EQ(full.indices["intermediate_size"], (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(full.indices["mamba_num_heads"], std::vector<int64_t>{0});
+  EXPECT_EQ(half.indices["mamba_num_heads"], std::vector<int64_t>{1});
+  EXPECT_EQ(full.indices["depth"], std::vector<int64_t>{1});
+  EXPECT_EQ(full.sizes.hidden, 16);
+  EXPECT_EQ(full.sizes.layers[1].ffn, 48);
+  EXPECT_EQ(full.sizes.layers[3].ffn, 24);
+  EXPECT_EQ(full.sizes.layers[0].mambaHeads, 4);
+  EXPECT_EQ(half.sizes.layers[0].mambaHeads, 2);
+  EXPECT_EQ(full.sizes.layers[2].keep, 0) << "layer 2 is the least important";
+  EXPECT_EQ(full.sizes.layers[0].keep, 1);
 }
 
 } // namespace

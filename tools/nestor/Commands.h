@@ -11,6 +11,7 @@
 #include "llvm/Support/Error.h"
 
 #include <functional>
+#include <string>
 
 namespace CLI {
 class App;
@@ -26,6 +27,11 @@ constexpr int kBadInput = 2;
 Action addParamsCommand(CLI::App &app);
 Action addCompileCommand(CLI::App &app);
 Action addBenchCommand(CLI::App &app);
+Action addTrainCommand(CLI::App &app);
+Action addReportCommand(CLI::App &app);
+
+/// 12310001152 -> "12,310,001,152" (independent of the user's locale).
+std::string grouped(double value);
 
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
 int reportError(llvm::Error error, int exitCode = kBadInput);

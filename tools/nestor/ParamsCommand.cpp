@@ -36,19 +36,6 @@ struct ParamsOptions {
   bool json = false;
 };
 
-/// 12310001152 -> "12,310,001,152" (independent of the user's locale).
-std::string grouped(double value) {
-  std::string digits = std::to_string(std::llround(value));
-  std::string out;
-  size_t lead = digits[0] == '-' ? 1 : 0;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > lead && (digits.size() - i) % 3 == 0)
-      out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
 /// Counts are integers for integral sizes; keep them integers in JSON.
 nlohmann::ordered_json number(double n) {
   if (n == std::round(n) && std::abs(n) < 9e15)

@@ -10,12 +10,26 @@
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <map>
 
 #include <unistd.h>
 
 using namespace nestor::cli;
+
+/// 12310001152 -> "12,310,001,152" (independent of the user's locale).
+std::string nestor::cli::grouped(double value) {
+  std::string digits = std::to_string(std::llround(value));
+  std::string out;
+  size_t lead = digits[0] == '-' ? 1 : 0;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > lead && (digits.size() - i) % 3 == 0)
+      out += ',';
+    out += digits[i];
+  }
+  return out;
+}
 
 int nestor::cli::reportError(llvm::Error error, int exitCode) {
   llvm::handleAllErrors(std::move(error), [](const llvm::ErrorInfoBase &info) {
@@ -63,6 +77,12 @@ int main(int argc, char **argv) {
   CLI::App *bench = app.add_subcommand(
       "bench", "Train-step time per budget on the CPU backend, as ratios to the full budget");
   actions[bench] = addBenchCommand(*bench);
+  CLI::App *train = app.add_subcommand(
+      "train", "The whole elastic training pipeline: parent, importance, stages, evaluation");
+  actions[train] = addTrainCommand(*train);
+  CLI::App *report =
+      app.add_subcommand("report", "Write RUN/report.html: plots and tables of a training run");
+  actions[report] = addReportCommand(*report);
 
   try {
     app.parse(argc, argv);
