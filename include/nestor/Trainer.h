@@ -61,9 +61,12 @@ struct ModelEval {
   double fraction = 1; // of the parent's parameters
   double params = 0;
   double validationLoss = 0;
-  std::optional<double> accuracy; // exact match on held-out problems (none for text data)
+  /// On held-out problems (none for text data): the share solved exactly (every completion
+  /// token the argmax, what greedy decoding would write) and the share of completion tokens
+  /// that are the argmax.
+  std::optional<double> accuracy, tokenAccuracy;
   /// Budgets only: the same sub-network cut from the parent without elastic training.
-  std::optional<double> baselineLoss, baselineAccuracy;
+  std::optional<double> baselineLoss, baselineAccuracy, baselineTokenAccuracy;
   spec::ModelSizes<double> sizes; // the architecture (argmax router choice)
 };
 

@@ -439,7 +439,10 @@ private:
   Progress progress(const std::string &phase, int64_t inPhase, int64_t phaseSteps, double seconds);
   llvm::Error failure(const std::string &where, llvm::Error err);
   llvm::Expected<double> validationLoss(Session &s, Difficulty d, int32_t budget);
-  llvm::Expected<std::optional<double>> accuracy(Session &s, int32_t budget);
+  struct Accuracy {
+    std::optional<double> exact, tokens;
+  };
+  llvm::Expected<Accuracy> accuracy(Session &s, int32_t budget);
   json schedules(double lr, double tau, double scale) const {
     return {
         {"seed", seed},
@@ -480,10 +483,16 @@ Progress Pipeline::progress(const std::string &phase, int64_t inPhase, int64_t p
 
 llvm::Error Pipeline::failure(const std::string &where, llvm::Error err) {
   std::string m = where + ": " + llvm::toString(std::move(err));
-  if (run.enabled())
-    m += state.checkpoint.empty() ? "; no checkpoint was written yet"
-                                  : "; the last good checkpoint is " + run.path(state.checkpoint) +
-                                        " (--resume continues from it)";
+  if (!run.enabled())
+    return llvm::createStringError("%s", m.c_str());
+  if (!state.checkpoint.empty())
+    m += "; the last good checkpoint is " + run.path(state.checkpoint) +
+         " (--resume continues from it)";
+  else if (state.phase == "elastic")
+    m += "; the run folder holds the start of the elastic phase (" +
+         run.path("parent.safetensors") + ", --resume restarts from it)";
+  else
+    m += "; no checkpoint was written yet";
   return llvm::createStringError("%s", m.c_str());
 }
 
@@ -842,9 +851,9 @@ llvm::Expected<double> Pipeline::validationLoss(Session &s, Difficulty d, int32_
 /// position before it. This is what greedy decoding would write, token for token, without
 /// running the decoder: greedy decoding reproduces the reference completion exactly if and
 /// only if the teacher-forced argmax does at every completion position.
-llvm::Expected<std::optional<double>> Pipeline::accuracy(Session &s, int32_t budget) {
+llvm::Expected<Pipeline::Accuracy> Pipeline::accuracy(Session &s, int32_t budget) {
   if (!options.problems)
-    return std::nullopt;
+    return Accuracy{};
   std::vector<Difficulty> kinds;
   if (spec.has_elastic())
     for (int i = 0; i < spec.training().stages_size(); ++i)
@@ -861,7 +870,7 @@ llvm::Expected<std::optional<double>> Pipeline::accuracy(Session &s, int32_t bud
   int64_t batch = s.batchSize(), length = s.sequenceLength();
   int64_t vocab = spec.architecture().vocab_size();
   std::vector<int32_t> tokens(batch * length), targets(batch * length);
-  int64_t correct = 0, counted = 0;
+  int64_t correct = 0, counted = 0, tokensRight = 0, tokensCounted = 0;
   size_t next = 0;
   while (next < problems.size()) {
     int64_t rows = 0;
@@ -878,20 +887,24 @@ llvm::Expected<std::optional<double>> Pipeline::accuracy(Session &s, int32_t bud
     const float *logits = s.logits();
     for (int64_t row = 0; row < rows; ++row) {
       bool ok = true;
-      for (int64_t t = 0; t < length && ok; ++t) {
+      for (int64_t t = 0; t < length; ++t) {
         int32_t target = targets[row * length + t];
         if (target < 0)
           continue;
         const float *z = logits + (row * length + t) * vocab;
-        ok = std::max_element(z, z + vocab) - z == target;
+        bool right = std::max_element(z, z + vocab) - z == target;
+        ok &= right;
+        tokensRight += right;
+        ++tokensCounted;
       }
       correct += ok;
       ++counted;
     }
   }
   if (counted == 0)
-    return std::nullopt;
-  return double(correct) / double(counted);
+    return Accuracy{};
+  return Accuracy{double(correct) / double(counted),
+                  double(tokensRight) / double(std::max<int64_t>(tokensCounted, 1))};
 }
 
 llvm::Error Pipeline::evaluatePhase() {
@@ -924,7 +937,8 @@ llvm::Error Pipeline::evaluatePhase() {
   auto acc = accuracy(**evalParent, 0);
   if (!acc)
     return acc.takeError();
-  pe.accuracy = *acc;
+  pe.accuracy = acc->exact;
+  pe.tokenAccuracy = acc->tokens;
   result.evals.push_back(pe);
   if (spec.has_elastic()) {
     auto created = Session::create(context, spec, batch, length, depthOrder);
@@ -951,10 +965,12 @@ llvm::Error Pipeline::evaluatePhase() {
           return a.takeError();
         if (cut) {
           me.baselineLoss = *l;
-          me.baselineAccuracy = *a;
+          me.baselineAccuracy = a->exact;
+          me.baselineTokenAccuracy = a->tokens;
         } else {
           me.validationLoss = *l;
-          me.accuracy = *a;
+          me.accuracy = a->exact;
+          me.tokenAccuracy = a->tokens;
         }
       }
       result.evals.push_back(me);
@@ -966,7 +982,8 @@ llvm::Error Pipeline::evaluatePhase() {
              {"step", state.step},
              {"budget", me.name},
              {"validation_loss", me.validationLoss},
-             {"accuracy", optionalJson(me.accuracy)}});
+             {"accuracy", optionalJson(me.accuracy)},
+             {"token_accuracy", optionalJson(me.tokenAccuracy)}});
   message(
       llvm::formatv("evaluation: {0} models in {1:F1} s", result.evals.size(),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count())
@@ -1004,6 +1021,8 @@ llvm::Error Pipeline::writeSummary() {
                     {"accuracy", optionalJson(me.accuracy)},
                     {"baseline_loss", optionalJson(me.baselineLoss)},
                     {"baseline_accuracy", optionalJson(me.baselineAccuracy)},
+                    {"token_accuracy", optionalJson(me.tokenAccuracy)},
+                    {"baseline_token_accuracy", optionalJson(me.baselineTokenAccuracy)},
                     {"architecture", sizesJson(spec, me.sizes)}});
   const spec::Architecture &a = spec.architecture();
   json summary = {{"name", spec.name()},

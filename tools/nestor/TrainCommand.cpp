@@ -71,19 +71,22 @@ std::string percent(const std::optional<double> &v) {
 }
 
 void printTable(const RunResult &run, bool elastic) {
-  std::cout << fmt::format("\n{:<8} {:>12} {:>7} {:>10} {:>9}", "model", "params", "share",
-                           "val loss", "accuracy");
+  std::cout << fmt::format("\n{:<8} {:>12} {:>7} {:>9} {:>7} {:>7}", "model", "params", "share",
+                           "val loss", "solved", "tokens");
   if (elastic)
-    std::cout << fmt::format("   {:>10} {:>9}", "cut: loss", "accuracy");
+    std::cout << fmt::format("  | {:>9} {:>7} {:>7}", "cut: loss", "solved", "tokens");
   std::cout << "\n";
   for (const ModelEval &e : run.evals) {
-    std::cout << fmt::format("{:<8} {:>12} {:>6.1f}% {:>10.4f} {:>9}", e.name,
+    std::cout << fmt::format("{:<8} {:>12} {:>6.1f}% {:>9.4f} {:>7} {:>7}", e.name,
                              nestor::cli::grouped(e.params), 100 * e.fraction, e.validationLoss,
-                             percent(e.accuracy));
+                             percent(e.accuracy), percent(e.tokenAccuracy));
     if (elastic && e.baselineLoss)
-      std::cout << fmt::format("   {:>10.4f} {:>9}", *e.baselineLoss, percent(e.baselineAccuracy));
+      std::cout << fmt::format("  | {:>9.4f} {:>7} {:>7}", *e.baselineLoss,
+                               percent(e.baselineAccuracy), percent(e.baselineTokenAccuracy));
     std::cout << "\n";
   }
+  std::cout << "(solved: held-out problems whose whole completion, working and answer, is the "
+               "model's greedy choice; tokens: completion tokens that are)\n";
   if (elastic)
     std::cout << "(cut: the same sub-network cut from the parent without elastic training)\n";
 }
@@ -130,9 +133,14 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
         return reportError(w.takeError());
       parent = std::move(*w);
     }
-    if (opts->resume && !llvm::sys::fs::exists(opts->outDir + "/state.json"))
+    bool hasRun = llvm::sys::fs::exists(opts->outDir + "/state.json");
+    if (opts->resume && !hasRun)
       return reportError(
           llvm::createStringError("%s: no run to resume (no state.json)", opts->outDir.c_str()));
+    if (!opts->resume && hasRun)
+      return reportError(llvm::createStringError(
+          "%s already holds a run: --resume continues it, or choose another --out",
+          opts->outDir.c_str()));
     if (std::error_code ec = llvm::sys::fs::create_directories(opts->outDir))
       return reportError(
           llvm::createStringError("%s: %s", opts->outDir.c_str(), ec.message().c_str()));
