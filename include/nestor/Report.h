@@ -26,8 +26,9 @@
 //    mamba_head_dim; plus "depth": [0, 1, ..., max_dropped_layers]),
 //    "rows": [ one per model, the parent first, then each budget in spec order:
 //      {"name", "fraction":<number>, "params":<int>, "validation_loss":<number>,
-//       "accuracy":<number or null>, "baseline_loss":<number or null>,
-//       "baseline_accuracy":<number or null> (null for the parent),
+//       "accuracy":<number or null>, "token_accuracy":<number or null>,
+//       "baseline_loss", "baseline_accuracy", "baseline_token_accuracy":<number or null>
+//       (null for the parent),
 //       "architecture": {"hidden_size":<int>, "layers": [ one per layer of the pattern:
 //          {"kind":"M"|"*"|"-", "kept":<bool>, and for its kind: "mamba_num_heads",
 //           "mamba_head_dim" (M), "num_attention_heads" (*), "intermediate_size" (-)} ]}} ],

@@ -55,7 +55,10 @@ struct Listener {
   virtual void onMessage(const std::string &message) {}
 };
 
-/// One row of the final table: the parent or a budget.
+/// One row of the final table: the parent or a budget, evaluated at the last stage's batch
+/// shape (a dense spec: the parent phase's) on the same validation batches for every row.
+/// The validation loss is the mean token cross-entropy over `eval_batches` held-out batches of
+/// each difficulty the run trains on (its stages'; both for a dense spec).
 struct ModelEval {
   std::string name;
   double fraction = 1; // of the parent's parameters

@@ -83,6 +83,7 @@ struct Row {
   std::string name;
   double fraction = kNaN, params = kNaN;
   std::optional<double> validationLoss, accuracy, baselineLoss, baselineAccuracy;
+  std::optional<double> tokenAccuracy, baselineTokenAccuracy;
   double hidden = kNaN;
   std::vector<LayerArch> layers;
 };
@@ -357,6 +358,8 @@ llvm::Expected<Summary> parseSummary(llvm::StringRef text, llvm::StringRef name)
       r.accuracy = row.nullableNumber("accuracy");
       r.baselineLoss = row.nullableNumber("baseline_loss");
       r.baselineAccuracy = row.nullableNumber("baseline_accuracy");
+      r.tokenAccuracy = row.nullableNumber("token_accuracy");
+      r.baselineTokenAccuracy = row.nullableNumber("baseline_token_accuracy");
       const Json *arch = row.objectField("architecture");
       if (!arch)
         break;
@@ -1561,11 +1564,13 @@ private:
     const std::vector<Row> &rows = summary->rows;
     double parentParams = rows.empty() ? kNaN : rows[0].params;
     out += "<section id=\"table\">\n<h2>Final table</h2>\n<p class=\"caption\">Validation loss "
-           "and accuracy of each model after elastic training, against the baseline (the parent "
+           "and accuracy (held-out problems solved exactly; completion tokens right) of each model "
+           "after elastic training, against the baseline (the parent "
            "cut to the same budget without elastic training).</p>\n<table>\n<thead><tr><th>Model"
            "</th><th>Params</th><th>Fraction</th><th>Of parent</th><th>Validation loss</th>"
-           "<th>Accuracy</th><th>Baseline loss</th><th>Baseline accuracy</th><th>Δ loss vs "
-           "baseline</th></tr></thead>\n<tbody>\n";
+           "<th>Accuracy</th><th>Token accuracy</th><th>Baseline loss</th><th>Baseline accuracy"
+           "</th><th>Baseline token accuracy</th><th>Δ loss vs baseline</th></tr></thead>\n"
+           "<tbody>\n";
     for (size_t i = 0; i < rows.size(); ++i) {
       const Row &r = rows[i];
       std::optional<double> ofParent;
@@ -1578,13 +1583,14 @@ private:
         delta = fmt::format("{:+.4f}", d);
         deltaClass = d < 0 ? " class=\"better\"" : d > 0 ? " class=\"worse\"" : "";
       }
-      out += fmt::format("<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td>"
-                         "<td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-                         "<td>{}</td><td>{}</td><td{}>{}</td></tr>\n",
-                         i == 0 ? kParentColor : colors(r.name), escape(r.name),
-                         humanCount(r.params), grouped(r.params), fixed(r.fraction, 3),
-                         percent(ofParent, 1), fixed(r.validationLoss, 4), percent(r.accuracy),
-                         fixed(r.baselineLoss, 4), percent(r.baselineAccuracy), deltaClass, delta);
+      out += fmt::format(
+          "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td>"
+          "<td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+          "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td></tr>\n",
+          i == 0 ? kParentColor : colors(r.name), escape(r.name), humanCount(r.params),
+          grouped(r.params), fixed(r.fraction, 3), percent(ofParent, 1), fixed(r.validationLoss, 4),
+          percent(r.accuracy), percent(r.tokenAccuracy), fixed(r.baselineLoss, 4),
+          percent(r.baselineAccuracy), percent(r.baselineTokenAccuracy), deltaClass, delta);
     }
     out += "</tbody>\n</table>\n</section>\n";
   }

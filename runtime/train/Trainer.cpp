@@ -439,6 +439,11 @@ private:
   Progress progress(const std::string &phase, int64_t inPhase, int64_t phaseSteps, double seconds);
   llvm::Error failure(const std::string &where, llvm::Error err);
   llvm::Expected<double> validationLoss(Session &s, Difficulty d, int32_t budget);
+  /// The difficulties the run trains on: its stages' (elastic), both (dense: the parent
+  /// phase alternates them).
+  std::vector<Difficulty> evalDifficulties() const;
+  /// The final validation loss: the mean of validationLoss over evalDifficulties().
+  llvm::Expected<double> finalLoss(Session &s, int32_t budget);
   struct Accuracy {
     std::optional<double> exact, tokens;
   };
@@ -846,14 +851,7 @@ llvm::Expected<double> Pipeline::validationLoss(Session &s, Difficulty d, int32_
   return total / double(std::max<int64_t>(batches, 1));
 }
 
-/// Exact match on held-out problems: the prompt is given and every token of the completion
-/// (the working, the answer, the end of document) must be the argmax of the logits at the
-/// position before it. This is what greedy decoding would write, token for token, without
-/// running the decoder: greedy decoding reproduces the reference completion exactly if and
-/// only if the teacher-forced argmax does at every completion position.
-llvm::Expected<Pipeline::Accuracy> Pipeline::accuracy(Session &s, int32_t budget) {
-  if (!options.problems)
-    return Accuracy{};
+std::vector<Difficulty> Pipeline::evalDifficulties() const {
   std::vector<Difficulty> kinds;
   if (spec.has_elastic())
     for (int i = 0; i < spec.training().stages_size(); ++i)
@@ -862,8 +860,31 @@ llvm::Expected<Pipeline::Accuracy> Pipeline::accuracy(Session &s, int32_t budget
     kinds = {Difficulty::Short, Difficulty::Long};
   std::sort(kinds.begin(), kinds.end());
   kinds.erase(std::unique(kinds.begin(), kinds.end()), kinds.end());
+  return kinds;
+}
+
+llvm::Expected<double> Pipeline::finalLoss(Session &s, int32_t budget) {
+  std::vector<Difficulty> kinds = evalDifficulties();
+  double total = 0;
+  for (Difficulty d : kinds) {
+    auto loss = validationLoss(s, d, budget);
+    if (!loss)
+      return loss.takeError();
+    total += *loss;
+  }
+  return total / double(kinds.size());
+}
+
+/// Exact match on held-out problems: the prompt is given and every token of the completion
+/// (the working, the answer, the end of document) must be the argmax of the logits at the
+/// position before it. This is what greedy decoding would write, token for token, without
+/// running the decoder: greedy decoding reproduces the reference completion exactly if and
+/// only if the teacher-forced argmax does at every completion position.
+llvm::Expected<Pipeline::Accuracy> Pipeline::accuracy(Session &s, int32_t budget) {
+  if (!options.problems)
+    return Accuracy{};
   std::vector<data::Problem> problems;
-  for (Difficulty d : kinds)
+  for (Difficulty d : evalDifficulties())
     llvm::append_range(problems, options.problems(d, spec.training().has_eval_problems()
                                                          ? spec.training().eval_problems()
                                                          : 64));
@@ -910,14 +931,11 @@ llvm::Expected<Pipeline::Accuracy> Pipeline::accuracy(Session &s, int32_t budget
 llvm::Error Pipeline::evaluatePhase() {
   const spec::Training &tr = spec.training();
   int64_t batch, length;
-  Difficulty d;
   if (spec.has_elastic()) {
     const spec::Stage &st = tr.stages(tr.stages_size() - 1);
     batch = st.batch_size(), length = st.sequence_length();
-    d = stageDifficulty(st, tr.stages_size() - 1);
   } else {
     batch = tr.parent().batch_size(), length = tr.parent().sequence_length();
-    d = Difficulty::Short;
   }
   auto t0 = std::chrono::steady_clock::now();
   spec::FixedSizes fixed = spec::fixedSizes(spec);
@@ -930,7 +948,7 @@ llvm::Error Pipeline::evaluatePhase() {
   pe.name = "parent";
   pe.params = parentParams;
   pe.sizes = spec::parentSizes(spec);
-  auto loss = validationLoss(**evalParent, d, 0);
+  auto loss = finalLoss(**evalParent, 0);
   if (!loss)
     return loss.takeError();
   pe.validationLoss = *loss;
@@ -957,7 +975,7 @@ llvm::Error Pipeline::evaluatePhase() {
       me.fraction = me.params / parentParams;
       for (bool cut : {false, true}) {
         e.weights = cut ? baseline : result.elastic;
-        auto l = validationLoss(e, d, b);
+        auto l = finalLoss(e, b);
         if (!l)
           return l.takeError();
         auto a = accuracy(e, b);

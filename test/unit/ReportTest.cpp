@@ -150,6 +150,8 @@ std::string summaryText(const SyntheticRun &run) {
                     {"accuracy", half ? json(0.35) : json(nullptr)},
                     {"baseline_loss", half ? 3.1 : 2.5},
                     {"baseline_accuracy", half ? 0.3 : 0.4},
+                    {"token_accuracy", half ? 0.875 : 0.9},
+                    {"baseline_token_accuracy", half ? 0.625 : 0.9},
                     {"architecture", architecture(half ? 1 : 0)}});
   }
   return json({{"name", "tiny-hybrid"},
@@ -292,9 +294,9 @@ TEST(Report, FinalTableHasARowPerModel) {
   ASSERT_NE(table, std::string::npos);
   std::string body = page.substr(table, page.find("</table>") - table);
   EXPECT_EQ(count(body, "<tr><td>"), 3u);
-  for (const char *cell :
-       {">512,345</td>", ">1,000,000</td>", "<td>0.500</td>", "<td>51.2%</td>", "<td>2.8123</td>",
-        "<td>35.0%</td>", "<td>3.1000</td>", "<td>30.0%</td>", "-0.2877</td>", "+0.0100</td>"})
+  for (const char *cell : {">512,345</td>", ">1,000,000</td>", "<td>0.500</td>", "<td>51.2%</td>",
+                           "<td>2.8123</td>", "<td>35.0%</td>", "<td>3.1000</td>", "<td>30.0%</td>",
+                           "-0.2877</td>", "+0.0100</td>", "<td>87.5%</td>", "<td>62.5%</td>"})
     EXPECT_NE(body.find(cell), std::string::npos) << cell;
   // The parent has no baseline; "full" has no accuracy.
   EXPECT_GE(count(body, "<td>–</td>"), 4u);
