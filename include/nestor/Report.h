@@ -55,6 +55,9 @@ llvm::Expected<std::string> renderReport(llvm::StringRef metricsJsonl, llvm::Str
                                          llvm::StringRef metricsName = "metrics.jsonl",
                                          llvm::StringRef summaryName = "summary.json");
 
+/// 12310001152 -> "12,310,001,152", independent of the user's locale ("–" when not finite).
+std::string groupThousands(double value);
+
 /// Reads RUN/metrics.jsonl and RUN/summary.json (if present) and writes RUN/report.html
 /// atomically. Returns the path written.
 llvm::Expected<std::string> writeReport(llvm::StringRef runDir);

@@ -336,6 +336,11 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
   int64_t numBudgets = el.budgets_size();
   Value onehot = OneHotOp::create(b, loc, tensor({numBudgets}), budget);
   auto modeAttr = MaskModeAttr::get(b.getContext(), mode);
+  // The resource loss takes expectations under the router distribution whatever the mask mode
+  // (METHOD.md §6: e = sum_i pi_i k_i, a layer's terms times its keep probability): every
+  // choice then receives gradient, not only the argmax's probability, so the router can move
+  // towards a smaller choice instead of only losing confidence in the one it has.
+  auto expectationAttr = MaskModeAttr::get(b.getContext(), MaskMode::Soft);
   auto route = [&](StringRef name, ArrayRef<int64_t> shape, unsigned stream) -> Value {
     std::string prefix = ("routers." + name).str();
     auto type = tensor(shape);
@@ -372,7 +377,7 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
       return PrefixMaskOp::create(b, loc, maskType, pi, choicesAttr, modeAttr, rowAttr);
     };
     Value expected = ExpectedSizeOp::create(b, loc, hetero ? tensor({rows}) : tensor({}), pi,
-                                            choicesAttr, modeAttr);
+                                            choicesAttr, expectationAttr);
     switch (axis.kind) {
     case AxisKind::Hidden:
       masks.hidden = makeMask(std::nullopt);
@@ -423,6 +428,9 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
     keep = LayerKeepOp::create(b, loc, tensor({numLayers}), pi, b.getDenseI64ArrayAttr(order),
                                modeAttr);
     masks.keep = keep;
+    if (mode != MaskMode::Soft)
+      keep = LayerKeepOp::create(b, loc, tensor({numLayers}), pi, b.getDenseI64ArrayAttr(order),
+                                 expectationAttr);
   } else {
     keep = scalarConstant(b, 1.0, {numLayers});
   }

@@ -34,6 +34,7 @@
 #include <vector>
 
 using namespace nestor;
+using nestor::report::groupThousands;
 
 namespace {
 
@@ -438,21 +439,6 @@ std::string escape(llvm::StringRef text) {
   return out;
 }
 
-/// 12310001152 -> "12,310,001,152" (independent of the user's locale).
-std::string grouped(double value) {
-  if (!std::isfinite(value))
-    return "–";
-  std::string digits = fmt::format("{:.0f}", value);
-  std::string out;
-  size_t lead = digits[0] == '-' ? 1 : 0;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > lead && (digits.size() - i) % 3 == 0)
-      out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
 /// 12310001152 -> "12.31 B".
 std::string humanCount(double n) {
   double a = std::abs(n);
@@ -466,7 +452,7 @@ std::string humanCount(double n) {
     return fmt::format("{:.2f} M", n / 1e6);
   if (a >= 1e4)
     return fmt::format("{:.1f} k", n / 1e3);
-  return grouped(n);
+  return groupThousands(n);
 }
 
 std::string duration(double seconds) {
@@ -1143,17 +1129,19 @@ private:
                          escape(value));
     };
     if (summary)
-      stat("Elastic tokens", humanCount(summary->tokens), grouped(summary->tokens) + " tokens");
-    stat("Parent steps", grouped(double(parent.size())));
-    stat("Elastic steps", grouped(double(elastic.size())));
-    stat("Budgets", grouped(double(colors.order.size())));
-    stat("Evaluations", grouped(double(metrics.evals.size())));
+      stat("Elastic tokens", humanCount(summary->tokens),
+           groupThousands(summary->tokens) + " tokens");
+    stat("Parent steps", groupThousands(double(parent.size())));
+    stat("Elastic steps", groupThousands(double(elastic.size())));
+    stat("Budgets", groupThousands(double(colors.order.size())));
+    stat("Evaluations", groupThousands(double(metrics.evals.size())));
     if (seconds > 0)
       stat("Step time, total", duration(seconds), fmt::format("{:.1f} s", seconds));
     if (std::isfinite(tokensPerS))
       stat("Tokens/s, last step", humanCount(tokensPerS));
     if (summary && !summary->rows.empty())
-      stat("Parent params", humanCount(summary->rows[0].params), grouped(summary->rows[0].params));
+      stat("Parent params", humanCount(summary->rows[0].params),
+           groupThousands(summary->rows[0].params));
     out += "</div>\n</header>\n";
     if (!summary)
       out += "<p class=\"note\">This run has no summary yet (summary.json is written at the end "
@@ -1345,7 +1333,7 @@ private:
           // The choices themselves, written out in full: they are the spec's numbers.
           plot.yTicks = *sizes;
           for (double size : *sizes)
-            plot.yTickLabels.push_back(grouped(size));
+            plot.yTickLabels.push_back(groupThousands(size));
         }
       } else {
         plot.yLabel = "choice index (0 = largest)";
@@ -1536,7 +1524,7 @@ private:
       std::string shown = row.name.size() > 16 ? row.name.substr(0, 15) + "…" : row.name;
       s += fmt::format("<g class=\"param-row\"><title>{} · {} parameters · {} of the parent · "
                        "target {}</title>",
-                       escape(row.name), grouped(row.params), percent(ofParent, 2),
+                       escape(row.name), groupThousands(row.params), percent(ofParent, 2),
                        percent(row.fraction, 1));
       s += fmt::format("<text class=\"row-label\" x=\"0\" y=\"{}\">{}</text>",
                        coord(y + rowH / 2 + 4), escape(shown));
@@ -1583,14 +1571,15 @@ private:
         delta = fmt::format("{:+.4f}", d);
         deltaClass = d < 0 ? " class=\"better\"" : d > 0 ? " class=\"worse\"" : "";
       }
-      out += fmt::format(
-          "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td>"
-          "<td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
-          "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td></tr>\n",
-          i == 0 ? kParentColor : colors(r.name), escape(r.name), humanCount(r.params),
-          grouped(r.params), fixed(r.fraction, 3), percent(ofParent, 1), fixed(r.validationLoss, 4),
-          percent(r.accuracy), percent(r.tokenAccuracy), fixed(r.baselineLoss, 4),
-          percent(r.baselineAccuracy), percent(r.baselineTokenAccuracy), deltaClass, delta);
+      out +=
+          fmt::format("<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td>"
+                      "<td title=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>"
+                      "<td>{}</td><td>{}</td><td>{}</td><td>{}</td><td{}>{}</td></tr>\n",
+                      i == 0 ? kParentColor : colors(r.name), escape(r.name), humanCount(r.params),
+                      groupThousands(r.params), fixed(r.fraction, 3), percent(ofParent, 1),
+                      fixed(r.validationLoss, 4), percent(r.accuracy), percent(r.tokenAccuracy),
+                      fixed(r.baselineLoss, 4), percent(r.baselineAccuracy),
+                      percent(r.baselineTokenAccuracy), deltaClass, delta);
     }
     out += "</tbody>\n</table>\n</section>\n";
   }
@@ -1668,4 +1657,19 @@ llvm::Expected<std::string> report::writeReport(llvm::StringRef runDir) {
   if (llvm::Error error = ckpt::writeFileAtomic(reportPath, *page))
     return llvm::Expected<std::string>(std::move(error));
   return reportPath;
+}
+
+/// 12310001152 -> "12,310,001,152" (independent of the user's locale).
+std::string nestor::report::groupThousands(double value) {
+  if (!std::isfinite(value))
+    return "–";
+  std::string digits = fmt::format("{:.0f}", value);
+  std::string out;
+  size_t lead = digits[0] == '-' ? 1 : 0;
+  for (size_t i = 0; i < digits.size(); ++i) {
+    if (i > lead && (digits.size() - i) % 3 == 0)
+      out += ',';
+    out += digits[i];
+  }
+  return out;
 }

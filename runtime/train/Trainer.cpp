@@ -720,7 +720,6 @@ llvm::Error Pipeline::elasticPhase() {
   TensorMap weights, expAvg, expAvgSq;
   int64_t global = state.phase == "elastic" ? state.step : total;
   int64_t stageStart = 0;
-  std::unique_ptr<Session> last;
   for (int si = 0; si < tr.stages_size(); ++si) {
     const spec::Stage &st = tr.stages(si);
     int64_t stageEnd = stageStart + st.steps();
@@ -828,7 +827,6 @@ llvm::Error Pipeline::elasticPhase() {
     weights = std::move(e.weights);
     expAvg = std::move(e.expAvg);
     expAvgSq = std::move(e.expAvgSq);
-    last = std::move(*created);
     stageStart = stageEnd;
   }
   result.elastic = std::move(weights);

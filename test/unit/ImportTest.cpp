@@ -139,12 +139,15 @@ TEST(ImportTest, DepthOrderIsCarriedIntoLayerKeep) {
   MLIRContext context;
   auto module = importSpec(context, spec, options);
   ASSERT_TRUE(static_cast<bool>(module)) << llvm::toString(module.takeError());
-  int seen = 0;
+  // Two layer_keeps read the depth router: the hard gates of the model and the soft keep
+  // probabilities of the resource loss (METHOD.md §6); both follow the order.
+  std::vector<elastic::MaskMode> modes;
   (*module)->walk([&](elastic::LayerKeepOp op) {
     EXPECT_EQ(op.getOrder(), ArrayRef<int64_t>(options.depthOrder));
-    ++seen;
+    modes.push_back(op.getMode());
   });
-  EXPECT_EQ(seen, 1);
+  EXPECT_EQ(modes,
+            (std::vector<elastic::MaskMode>{elastic::MaskMode::Hard, elastic::MaskMode::Soft}));
 }
 
 TEST(ImportTest, BadDepthOrderIsAnError) {

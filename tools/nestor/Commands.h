@@ -30,9 +30,6 @@ Action addBenchCommand(CLI::App &app);
 Action addTrainCommand(CLI::App &app);
 Action addReportCommand(CLI::App &app);
 
-/// 12310001152 -> "12,310,001,152" (independent of the user's locale).
-std::string grouped(double value);
-
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
 int reportError(llvm::Error error, int exitCode = kBadInput);
 

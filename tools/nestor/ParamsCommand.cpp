@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
+#include "nestor/Report.h"
+
 #include "nestor/ParamCount.h"
 #include "nestor/Spec.h"
 
@@ -312,7 +314,8 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
                counts[0], counts[1], counts[2]);
     fmt::print("parent\n");
     auto row = [&](const std::string &label, double n) {
-      fmt::print("  {:<24} {:>18}  {:6.2f}%\n", label, grouped(n), 100.0 * n / total);
+      fmt::print("  {:<24} {:>18}  {:6.2f}%\n", label, report::groupThousands(n),
+                 100.0 * n / total);
     };
     row("total", total);
     row("embedding", full.embedding);
@@ -331,7 +334,8 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
         std::string choice = axis == "depth" ? fmt::format("-{}", c["choice"].get<int64_t>())
                                              : std::to_string(c["choice"].get<int64_t>());
         double n = c["params"].get<double>();
-        fmt::print("  {:<22} {:>8} {:>18} {:>8.4f}\n", axis, choice, grouped(n), n / total);
+        fmt::print("  {:<22} {:>8} {:>18} {:>8.4f}\n", axis, choice, report::groupThousands(n),
+                   n / total);
       }
       if (e.max_dropped_layers() > 0)
         fmt::print("  (depth -k drops k layers; until an importance ranking exists, the last k)\n");
@@ -339,7 +343,7 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
       fmt::print("  {:<22} {:>8} {:>18}\n", "name", "fraction", "target params");
       for (const Budget &b : e.budgets())
         fmt::print("  {:<22} {:>8.3f} {:>18}\n", b.name(), b.fraction(),
-                   grouped(b.fraction() * total));
+                   report::groupThousands(b.fraction() * total));
     }
     if (opts->budgetTable && !spec->has_elastic())
       fmt::print("\nbudget table: none (a dense spec has no budgets)\n");
@@ -353,7 +357,7 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
         const Configuration &c = closest[i];
         fmt::print("  {:<10} {:>7} {:>7} {:>5} {:>8} {:>8} {:>8} {:>18} {:>7.4f}\n",
                    e.budgets(int(i)).name(), c.widths[0], c.widths[1], c.widths[2], c.widths[3],
-                   c.widths[4], c.dropped, grouped(c.params), c.params / total);
+                   c.widths[4], c.dropped, report::groupThousands(c.params), c.params / total);
       }
     }
     if (custom) {
@@ -364,10 +368,12 @@ cli::Action cli::addParamsCommand(CLI::App &app) {
                  opts->dropLayers ? fmt::format(" --drop-layers {} (the last {})", opts->dropLayers,
                                                 opts->dropLayers)
                                   : "");
-      fmt::print("  {:<24} {:>18}  {:6.4f} of the parent\n", "total", grouped(n), n / total);
-      fmt::print("  {:<24} {:>18}\n", "mamba", grouped(c["mamba"].get<double>()));
-      fmt::print("  {:<24} {:>18}\n", "attention", grouped(c["attention"].get<double>()));
-      fmt::print("  {:<24} {:>18}\n", "mlp", grouped(c["mlp"].get<double>()));
+      fmt::print("  {:<24} {:>18}  {:6.4f} of the parent\n", "total", report::groupThousands(n),
+                 n / total);
+      fmt::print("  {:<24} {:>18}\n", "mamba", report::groupThousands(c["mamba"].get<double>()));
+      fmt::print("  {:<24} {:>18}\n", "attention",
+                 report::groupThousands(c["attention"].get<double>()));
+      fmt::print("  {:<24} {:>18}\n", "mlp", report::groupThousands(c["mlp"].get<double>()));
     }
     return 0;
   };

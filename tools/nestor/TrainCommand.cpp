@@ -8,6 +8,8 @@
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
+#include "nestor/Report.h"
+
 #include "nestor/Checkpoint.h"
 #include "nestor/Data.h"
 #include "nestor/Trainer.h"
@@ -78,7 +80,7 @@ void printTable(const RunResult &run, bool elastic) {
   std::cout << "\n";
   for (const ModelEval &e : run.evals) {
     std::cout << fmt::format("{:<8} {:>12} {:>6.1f}% {:>9.4f} {:>7} {:>7}", e.name,
-                             nestor::cli::grouped(e.params), 100 * e.fraction, e.validationLoss,
+                             report::groupThousands(e.params), 100 * e.fraction, e.validationLoss,
                              percent(e.accuracy), percent(e.tokenAccuracy));
     if (elastic && e.baselineLoss)
       std::cout << fmt::format("  | {:>9.4f} {:>7} {:>7}", *e.baselineLoss,

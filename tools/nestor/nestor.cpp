@@ -18,19 +18,6 @@
 
 using namespace nestor::cli;
 
-/// 12310001152 -> "12,310,001,152" (independent of the user's locale).
-std::string nestor::cli::grouped(double value) {
-  std::string digits = std::to_string(std::llround(value));
-  std::string out;
-  size_t lead = digits[0] == '-' ? 1 : 0;
-  for (size_t i = 0; i < digits.size(); ++i) {
-    if (i > lead && (digits.size() - i) % 3 == 0)
-      out += ',';
-    out += digits[i];
-  }
-  return out;
-}
-
 int nestor::cli::reportError(llvm::Error error, int exitCode) {
   llvm::handleAllErrors(std::move(error), [](const llvm::ErrorInfoBase &info) {
     llvm::WithColor::error(llvm::errs(), "nestor") << info.message() << "\n";
