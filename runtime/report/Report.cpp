@@ -967,9 +967,9 @@ svg .cross{stroke:#9aa4b2;stroke-width:1.3}
 .note{background:#fff8e6;border:1px solid #f1dca4;color:#6b4e00;border-radius:8px;
  padding:9px 14px;margin:12px 0}
 table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}
-th,td{padding:7px 10px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
-th{font-size:11.5px;text-transform:uppercase;letter-spacing:.05em;color:var(--muted);
- font-weight:600}
+th,td{padding:7px 8px;border-bottom:1px solid var(--line);text-align:right;white-space:nowrap}
+th{font-size:11px;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);
+ font-weight:600;white-space:normal;vertical-align:bottom}
 td:first-child,th:first-child{text-align:left}
 tbody tr:hover{background:#f9fafb}
 td .sw{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:8px}
