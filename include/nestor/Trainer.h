@@ -101,6 +101,9 @@ llvm::Expected<RunResult> runPipeline(mlir::MLIRContext &context, const spec::Mo
                                       const BatchFn &data, Listener &listener,
                                       const RunOptions &options = {});
 
+/// Reads a run's importance.json (errors name the file).
+llvm::Expected<Importance> readImportance(llvm::StringRef path);
+
 /// The spec of the parent alone: `spec` without its elastic section.
 spec::ModelSpec parentSpec(const spec::ModelSpec &spec);
 

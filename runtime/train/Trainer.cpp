@@ -1108,6 +1108,10 @@ llvm::Expected<RunResult> Pipeline::execute() {
 
 } // namespace
 
+llvm::Expected<Importance> nestor::train::readImportance(llvm::StringRef path) {
+  return importanceFromJson(path.str());
+}
+
 llvm::Expected<RunResult> nestor::train::runPipeline(MLIRContext &context,
                                                      const spec::ModelSpec &spec,
                                                      const BatchFn &data, Listener &listener,

@@ -10,6 +10,7 @@
 #include "nestor/Trainer.h"
 
 #include "nestor/Checkpoint.h"
+#include "nestor/Slice.h"
 
 #include "nlohmann/json.hpp"
 #include "llvm/Support/FileSystem.h"
@@ -529,6 +530,94 @@ TEST(RunTest, RouterChoiceIsTheArgmaxOfEachRouter) {
   EXPECT_EQ(half.sizes.layers[0].mambaHeads, 2);
   EXPECT_EQ(full.sizes.layers[2].keep, 0) << "layer 2 is the least important";
   EXPECT_EQ(full.sizes.layers[0].keep, 1);
+}
+
+/// Zero-shot slicing (METHOD.md §8): after a short elastic run, the dense model cut at each
+/// budget's router choice computes the masked parent's logits at that budget (float32 kernels,
+/// <= 1e-5), and the cut really is smaller for the smaller budget.
+TEST(SliceTest, SlicedModelEqualsTheMaskedParentAtEveryBudget) {
+  spec::ModelSpec spec = pipelineSpec();
+  mlir::MLIRContext ctx;
+  Listener quiet;
+  auto run = runPipeline(ctx, spec, toyBatch, quiet);
+  ASSERT_TRUE(static_cast<bool>(run)) << llvm::toString(run.takeError());
+  int64_t batch = 2, length = 24;
+  std::vector<int32_t> tokens(batch * length), targets(batch * length);
+  toyBatch(BatchRequest{true, 3, batch, length}, tokens.data(), targets.data());
+  auto elastic = Session::create(ctx, spec, batch, length, run->importance.depthOrder);
+  ASSERT_TRUE(static_cast<bool>(elastic)) << llvm::toString(elastic.takeError());
+  (*elastic)->weights = run->elastic;
+  (*elastic)->teacher = run->parent;
+  std::vector<int64_t> denseSizes;
+  for (int32_t b = 0; b < spec.elastic().budgets_size(); ++b) {
+    RouterChoice choice = routerChoice(spec, run->elastic, b, run->importance.depthOrder);
+    auto sliced = slice::sliceModel(spec, choice.sizes);
+    ASSERT_TRUE(static_cast<bool>(sliced)) << llvm::toString(sliced.takeError());
+    EXPECT_FALSE(sliced->spec.has_elastic());
+    auto weights = slice::applySliceMap(sliced->map, run->elastic);
+    ASSERT_TRUE(static_cast<bool>(weights)) << llvm::toString(weights.takeError());
+    auto dense = Session::create(ctx, sliced->spec, batch, length);
+    ASSERT_TRUE(static_cast<bool>(dense)) << llvm::toString(dense.takeError());
+    ASSERT_EQ((*dense)->params().size(), weights->size()) << "every dense tensor is sliced";
+    (*dense)->weights = *weights;
+    ASSERT_TRUE(static_cast<bool>((*elastic)->evaluate(tokens.data(), targets.data(), b)));
+    std::vector<float> masked((*elastic)->logits(), (*elastic)->logits() + batch * length * 16);
+    ASSERT_TRUE(static_cast<bool>((*dense)->evaluate(tokens.data(), targets.data(), 0)));
+    double diff = 0;
+    for (size_t i = 0; i < masked.size(); ++i)
+      diff = std::max(diff, double(std::abs(masked[i] - (*dense)->logits()[i])));
+    EXPECT_LE(diff, 1e-5) << spec.elastic().budgets(b).name();
+    int64_t n = 0;
+    for (const auto &[name, t] : *weights)
+      n += static_cast<int64_t>(t.data.size());
+    EXPECT_EQ(
+        double(n),
+        spec::countParams(spec::fixedSizes(sliced->spec), spec::parentSizes(sliced->spec)).total());
+    denseSizes.push_back(n);
+  }
+  EXPECT_LT(denseSizes[1], denseSizes[0]) << "the routers cut the small budget";
+}
+
+/// The structure of the 12B spec slices at any homogeneous choice, with parameter counts that
+/// follow the formula; per-layer (heterogeneous) sizes and broken groups are refused by name.
+TEST(SliceTest, Nano12BStructureAndRefusals) {
+  auto spec =
+      spec::loadSpecFile(std::string(std::getenv("NESTOR_SRC") ? std::getenv("NESTOR_SRC") : ".") +
+                         "/examples/specs/nemotron-nano-12b-v2.pbtxt");
+  ASSERT_TRUE(static_cast<bool>(spec)) << llvm::toString(spec.takeError());
+  spec::ModelSizes<double> sizes = spec::parentSizes(*spec);
+  sizes.hidden = 4480;
+  for (spec::LayerSizes<double> &l : sizes.layers)
+    l.ffn = 15680, l.mambaHeads = 112, l.attnHeads = 32;
+  for (int l : {3, 17, 40})
+    sizes.layers[l].keep = 0;
+  auto sliced = slice::sliceModel(*spec, sizes);
+  ASSERT_TRUE(static_cast<bool>(sliced)) << llvm::toString(sliced.takeError());
+  EXPECT_EQ(sliced->spec.architecture().hybrid_override_pattern().size(), 59u);
+  EXPECT_EQ(sliced->keptLayers.size(), 59u);
+  double fromMap = 0;
+  for (const auto &[name, s] : sliced->map) {
+    double n = 1;
+    for (const auto &idx : s.indices)
+      n *= double(idx.size());
+    fromMap += n;
+  }
+  EXPECT_EQ(fromMap, spec::countParams(spec::fixedSizes(*spec), sizes).total());
+  if (llvm::Error err = spec::validateSpec(sliced->spec, "sliced"))
+    ADD_FAILURE() << "the sliced spec does not validate: " << llvm::toString(std::move(err));
+
+  spec::ModelSizes<double> hetero = sizes;
+  hetero.layers[1].ffn = 10240; // layer 1 is an MLP layer
+  auto refused = slice::sliceModel(*spec, hetero);
+  ASSERT_FALSE(static_cast<bool>(refused));
+  EXPECT_NE(llvm::toString(refused.takeError()).find("intermediate_size differs between layers"),
+            std::string::npos);
+  spec::ModelSizes<double> broken = sizes;
+  for (spec::LayerSizes<double> &l : broken.layers)
+    l.mambaHeads = 100; // not a multiple of 8 groups
+  auto bad = slice::sliceModel(*spec, broken);
+  ASSERT_FALSE(static_cast<bool>(bad));
+  EXPECT_NE(llvm::toString(bad.takeError()).find("mamba_num_heads 100"), std::string::npos);
 }
 
 } // namespace

@@ -29,6 +29,7 @@ Action addCompileCommand(CLI::App &app);
 Action addBenchCommand(CLI::App &app);
 Action addTrainCommand(CLI::App &app);
 Action addReportCommand(CLI::App &app);
+Action addSliceCommand(CLI::App &app);
 
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
 int reportError(llvm::Error error, int exitCode = kBadInput);

@@ -70,6 +70,9 @@ int main(int argc, char **argv) {
   CLI::App *report =
       app.add_subcommand("report", "Write RUN/report.html: plots and tables of a training run");
   actions[report] = addReportCommand(*report);
+  CLI::App *slice = app.add_subcommand(
+      "slice", "Cut a trained budget out of a run: a dense spec and checkpoint (zero-shot)");
+  actions[slice] = addSliceCommand(*slice);
 
   try {
     app.parse(argc, argv);

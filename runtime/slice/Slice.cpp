@@ -1,0 +1,235 @@
+//===- Slice.cpp - Zero-shot slicing of a trained elastic model ------------===//
+#include "nestor/Slice.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
+
+#include <numeric>
+
+using namespace nestor;
+using namespace nestor::slice;
+
+namespace {
+
+std::vector<int64_t> range(int64_t n, int64_t from = 0) {
+  std::vector<int64_t> r(n);
+  std::iota(r.begin(), r.end(), from);
+  return r;
+}
+
+std::vector<int64_t> concat(std::initializer_list<std::vector<int64_t>> parts) {
+  std::vector<int64_t> r;
+  for (const auto &p : parts)
+    r.insert(r.end(), p.begin(), p.end());
+  return r;
+}
+
+std::vector<int64_t> shifted(std::vector<int64_t> v, int64_t by) {
+  for (int64_t &x : v)
+    x += by;
+  return v;
+}
+
+/// The first `kept` of every group of `perGroup` consecutive items, groups in order.
+std::vector<int64_t> groupPrefixes(int64_t groups, int64_t perGroup, int64_t kept) {
+  std::vector<int64_t> r;
+  for (int64_t g = 0; g < groups; ++g)
+    for (int64_t i = 0; i < kept; ++i)
+      r.push_back(g * perGroup + i);
+  return r;
+}
+
+/// Item i of `units` expanded to its `width` consecutive rows `i * stride + [0, width)`.
+std::vector<int64_t> expand(const std::vector<int64_t> &units, int64_t stride, int64_t width) {
+  std::vector<int64_t> r;
+  for (int64_t u : units)
+    for (int64_t e = 0; e < width; ++e)
+      r.push_back(u * stride + e);
+  return r;
+}
+
+std::string layerName(size_t layer, llvm::StringRef suffix) {
+  return llvm::formatv("backbone.layers.{0}.{1}", layer, suffix).str();
+}
+
+} // namespace
+
+llvm::Expected<Sliced> nestor::slice::sliceModel(const spec::ModelSpec &parent,
+                                                 const spec::ModelSizes<double> &sizes) {
+  const spec::Architecture &a = parent.architecture();
+  const std::string &pattern = a.hybrid_override_pattern();
+  if (sizes.layers.size() != pattern.size())
+    return llvm::createStringError("slice: %zu layer sizes for a pattern of %zu layers",
+                                   sizes.layers.size(), pattern.size());
+  Sliced out;
+  out.spec = parent;
+  out.spec.clear_elastic();
+  // The elastic curriculum does not describe the dense model (its budget weights would not
+  // even validate); what trains a dense model (training.parent) and the data stay.
+  out.spec.mutable_training()->clear_stages();
+  spec::Architecture *da = out.spec.mutable_architecture();
+  int64_t d = static_cast<int64_t>(sizes.hidden);
+  if (d <= 0 || d > a.hidden_size())
+    return llvm::createStringError("slice: hidden_size %lld is not in (0, %lld]",
+                                   static_cast<long long>(d),
+                                   static_cast<long long>(a.hidden_size()));
+
+  // One size per layer kind in a dense spec: every kept layer of a kind must agree.
+  std::map<char, spec::LayerSizes<double>> kindSizes;
+  std::map<char, int64_t> firstLayer;
+  std::string densePattern;
+  for (size_t l = 0; l < pattern.size(); ++l) {
+    if (sizes.layers[l].keep == 0)
+      continue;
+    char kind = pattern[l];
+    densePattern += kind;
+    out.keptLayers.push_back(static_cast<int64_t>(l));
+    const spec::LayerSizes<double> &s = sizes.layers[l];
+    auto [it, first] = kindSizes.try_emplace(kind, s);
+    if (first) {
+      firstLayer[kind] = static_cast<int64_t>(l);
+      continue;
+    }
+    const spec::LayerSizes<double> &t = it->second;
+    const char *axis = kind == 'M' ? (s.mambaHeads != t.mambaHeads       ? "mamba_num_heads"
+                                      : s.mambaHeadDim != t.mambaHeadDim ? "mamba_head_dim"
+                                                                         : nullptr)
+                       : kind == '*'
+                           ? (s.attnHeads != t.attnHeads ? "num_attention_heads" : nullptr)
+                           : (s.ffn != t.ffn ? "intermediate_size" : nullptr);
+    if (axis)
+      return llvm::createStringError(
+          "slice: %s differs between layers %lld and %zu; a dense spec holds one size per "
+          "layer kind, so heterogeneous choices cannot be sliced yet",
+          axis, static_cast<long long>(firstLayer[kind]), l);
+  }
+  if (densePattern.empty())
+    return llvm::createStringError("slice: every layer is dropped");
+  da->set_hybrid_override_pattern(densePattern);
+  da->set_hidden_size(d);
+
+  int64_t H = a.mamba_num_heads(), P = a.mamba_head_dim(), G = a.n_groups();
+  int64_t GN = G * a.ssm_state_size(), HP = H * P;
+  int64_t nh = a.num_attention_heads(), nkv = a.num_key_value_heads(), hd = a.head_dim();
+  int64_t heads = 0, headDim = 0, attnHeads = 0, ffn = 0;
+  if (kindSizes.count('M')) {
+    heads = int64_t(kindSizes['M'].mambaHeads), headDim = int64_t(kindSizes['M'].mambaHeadDim);
+    if (heads <= 0 || heads > H || heads % G != 0)
+      return llvm::createStringError(
+          "slice: mamba_num_heads %lld is not a positive multiple of n_groups (%lld) up to %lld",
+          (long long)heads, (long long)G, (long long)H);
+    if (headDim <= 0 || headDim > P)
+      return llvm::createStringError("slice: mamba_head_dim %lld is not in (0, %lld]",
+                                     (long long)headDim, (long long)P);
+    da->set_mamba_num_heads(heads);
+    da->set_mamba_head_dim(headDim);
+  }
+  if (kindSizes.count('*')) {
+    attnHeads = int64_t(kindSizes['*'].attnHeads);
+    if (attnHeads <= 0 || attnHeads > nh || attnHeads % nkv != 0)
+      return llvm::createStringError("slice: num_attention_heads %lld is not a positive "
+                                     "multiple of num_key_value_heads (%lld) up to %lld",
+                                     (long long)attnHeads, (long long)nkv, (long long)nh);
+    da->set_num_attention_heads(attnHeads);
+  }
+  if (kindSizes.count('-')) {
+    ffn = int64_t(kindSizes['-'].ffn);
+    if (ffn <= 0 || ffn > a.intermediate_size())
+      return llvm::createStringError("slice: intermediate_size %lld is not in (0, %lld]",
+                                     (long long)ffn, (long long)a.intermediate_size());
+    da->set_intermediate_size(ffn);
+  }
+
+  std::vector<int64_t> hidden = range(d), vocab = range(a.vocab_size());
+  SliceMap &map = out.map;
+  auto take = [&](const std::string &dense, const std::string &source,
+                  std::vector<std::vector<int64_t>> indices) {
+    map[dense] = TensorSlice{source, std::move(indices)};
+  };
+  take("backbone.embeddings.weight", "backbone.embeddings.weight", {vocab, hidden});
+  take("backbone.norm_f.weight", "backbone.norm_f.weight", {hidden});
+  if (!a.tie_word_embeddings())
+    take("lm_head.weight", "lm_head.weight", {vocab, hidden});
+  for (auto [j, l] : llvm::enumerate(out.keptLayers)) {
+    auto dst = [&, j = j](llvm::StringRef s) { return layerName(j, s); };
+    auto src = [&, l = l](llvm::StringRef s) { return layerName(size_t(l), s); };
+    take(dst("norm.weight"), src("norm.weight"), {hidden});
+    switch (pattern[l]) {
+    case 'M': {
+      // Heads: the first heads/G of every group (METHOD.md §2); channels: one prefix shared
+      // by every kept head. B and C stay whole.
+      std::vector<int64_t> keptHeads = groupPrefixes(G, H / G, heads / G);
+      std::vector<int64_t> chans = expand(keptHeads, P, headDim);
+      std::vector<int64_t> bc = range(2 * GN);
+      // in_proj rows: [z (HP), x (HP), B (GN), C (GN), dt (H)].
+      take(dst("mixer.in_proj.weight"), src("mixer.in_proj.weight"),
+           {concat({chans, shifted(chans, HP), shifted(bc, 2 * HP),
+                    shifted(keptHeads, 2 * HP + 2 * GN)}),
+            hidden});
+      // conv channels: [x (HP), B (GN), C (GN)].
+      std::vector<int64_t> conv = concat({chans, shifted(bc, HP)});
+      take(dst("mixer.conv1d.weight"), src("mixer.conv1d.weight"), {conv, range(a.conv_kernel())});
+      take(dst("mixer.conv1d.bias"), src("mixer.conv1d.bias"), {conv});
+      for (const char *name : {"mixer.dt_bias", "mixer.A_log", "mixer.D"})
+        take(dst(name), src(name), {keptHeads});
+      take(dst("mixer.norm.weight"), src("mixer.norm.weight"), {chans});
+      take(dst("mixer.out_proj.weight"), src("mixer.out_proj.weight"), {hidden, chans});
+      break;
+    }
+    case '*': {
+      // Query heads: the first attnHeads/nkv of every KV group; K and V stay whole.
+      std::vector<int64_t> q = expand(groupPrefixes(nkv, nh / nkv, attnHeads / nkv), hd, hd);
+      take(dst("mixer.q_proj.weight"), src("mixer.q_proj.weight"), {q, hidden});
+      for (const char *name : {"mixer.k_proj.weight", "mixer.v_proj.weight"})
+        take(dst(name), src(name), {range(nkv * hd), hidden});
+      take(dst("mixer.o_proj.weight"), src("mixer.o_proj.weight"), {hidden, q});
+      break;
+    }
+    default:
+      take(dst("mixer.up_proj.weight"), src("mixer.up_proj.weight"), {range(ffn), hidden});
+      take(dst("mixer.down_proj.weight"), src("mixer.down_proj.weight"), {hidden, range(ffn)});
+      break;
+    }
+  }
+  return out;
+}
+
+llvm::Expected<train::TensorMap> nestor::slice::applySliceMap(const SliceMap &map,
+                                                              const train::TensorMap &parent) {
+  train::TensorMap out;
+  for (const auto &[name, s] : map) {
+    auto it = parent.find(s.source);
+    if (it == parent.end())
+      return llvm::createStringError("slice: the parent has no tensor '%s'", s.source.c_str());
+    const train::Tensor &src = it->second;
+    if (src.shape.size() != s.indices.size())
+      return llvm::createStringError("slice: '%s' has rank %zu, the slice map expects %zu",
+                                     s.source.c_str(), src.shape.size(), s.indices.size());
+    for (size_t dim = 0; dim < s.indices.size(); ++dim)
+      for (int64_t i : s.indices[dim])
+        if (i < 0 || i >= src.shape[dim])
+          return llvm::createStringError(
+              "slice: index %lld out of range for dimension %zu of '%s' (size %lld)",
+              static_cast<long long>(i), dim, s.source.c_str(),
+              static_cast<long long>(src.shape[dim]));
+    train::Tensor t;
+    for (const auto &idx : s.indices)
+      t.shape.push_back(static_cast<int64_t>(idx.size()));
+    if (s.indices.size() == 1) {
+      for (int64_t i : s.indices[0])
+        t.data.push_back(src.data[i]);
+    } else if (s.indices.size() == 2) {
+      int64_t width = src.shape[1];
+      t.data.reserve(s.indices[0].size() * s.indices[1].size());
+      for (int64_t r : s.indices[0])
+        for (int64_t c : s.indices[1])
+          t.data.push_back(src.data[r * width + c]);
+    } else {
+      return llvm::createStringError("slice: '%s' has rank %zu; only vectors and matrices are "
+                                     "sliced",
+                                     s.source.c_str(), s.indices.size());
+    }
+    out[name] = std::move(t);
+  }
+  return out;
+}
