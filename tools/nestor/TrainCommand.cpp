@@ -111,6 +111,14 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
     auto spec = spec::loadSpecFile(opts->specPath);
     if (!spec)
       return reportError(spec.takeError());
+    // The run folder keeps a copy of the spec (for --resume and nestor slice), so the text
+    // files it names must be found from there too: make their paths absolute.
+    for (std::string &file : *spec->mutable_data()->mutable_text_files()) {
+      llvm::SmallString<256> path(spec::resolveSpecRelativePath(opts->specPath, file));
+      llvm::sys::fs::make_absolute(path);
+      llvm::sys::path::remove_dots(path, /*remove_dot_dot=*/true);
+      file = std::string(path);
+    }
     const spec::Training &tr = spec->training();
     if (spec->has_elastic() && tr.stages_size() == 0)
       return reportError(llvm::createStringError(
