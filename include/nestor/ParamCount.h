@@ -107,7 +107,8 @@ template <typename T> ParamBreakdown<T> countParams(const FixedSizes &f, const M
 /// The fixed sizes of a (validated) spec.
 FixedSizes fixedSizes(const ModelSpec &spec);
 
-/// The parent's sizes: every axis at its largest, every layer kept.
+/// The parent's sizes: every axis at its largest (a dense spec's `layer_overrides` applied),
+/// every layer kept.
 ModelSizes<double> parentSizes(const ModelSpec &spec);
 
 } // namespace nestor::spec

@@ -43,9 +43,9 @@ struct Sliced {
 };
 
 /// The dense model with `sizes` (one entry per parent layer; keep = 0 drops the layer) cut
-/// from `parent` (an elastic or dense spec). Fails, naming the axis and layers, when kept
-/// layers of one kind differ in size (a dense spec has one size per layer kind) or a size
-/// breaks a group constraint.
+/// from `parent`. Kept layers of one kind that differ (a heterogeneous choice) get their own
+/// sizes in the dense spec's `layer_overrides`. Fails, naming the layer and the axis, when a
+/// size is out of range or breaks a group constraint.
 llvm::Expected<Sliced> sliceModel(const spec::ModelSpec &parent,
                                   const spec::ModelSizes<double> &sizes);
 

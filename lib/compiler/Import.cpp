@@ -119,17 +119,18 @@ private:
 
 void Importer::declareModelParams(Signature &sig) {
   int64_t d = arch.hidden_size(), v = arch.vocab_size();
-  int64_t h = arch.mamba_num_heads(), p = arch.mamba_head_dim();
   int64_t gn = arch.n_groups() * arch.ssm_state_size();
-  int64_t nh = arch.num_attention_heads(), nkv = arch.num_key_value_heads();
-  int64_t hd = arch.head_dim(), f = arch.intermediate_size();
-  modelParams.clear(); // each function declares its own arguments
+  int64_t nkv = arch.num_key_value_heads(), hd = arch.head_dim();
+  pb::ModelSizes<double> sizes = pb::parentSizes(spec); // per layer: layer_overrides applied
+  modelParams.clear();                                  // each function declares its own arguments
   auto add = [&](std::string name, ArrayRef<int64_t> shape) {
     modelParams.push_back({std::move(name), tensor(shape)});
   };
   add("backbone.embeddings.weight", {v, d});
   for (auto [i, kind] : llvm::enumerate(layers)) {
     int64_t layer = static_cast<int64_t>(i);
+    int64_t h = int64_t(sizes.layers[i].mambaHeads), p = int64_t(sizes.layers[i].mambaHeadDim);
+    int64_t nh = int64_t(sizes.layers[i].attnHeads), f = int64_t(sizes.layers[i].ffn);
     add(layerName(layer, "norm.weight"), {d});
     switch (kind) {
     case pb::LayerKind::Mamba:
@@ -209,8 +210,10 @@ Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const M
   auto act = activation(d);
   auto epsAttr = b.getF64FloatAttr(eps);
   Value h = EmbedOp::create(b, loc, act, tokens, param("backbone.embeddings.weight"), m.hidden);
+  pb::ModelSizes<double> sizes = pb::parentSizes(spec);
   for (auto [i, kind] : llvm::enumerate(layers)) {
     int64_t layer = static_cast<int64_t>(i);
+    const pb::LayerSizes<double> &ls = sizes.layers[i];
     Value n = RMSNormOp::create(b, loc, act, h, param(layerName(layer, "norm.weight")), m.hidden,
                                 epsAttr);
     Value y;
@@ -223,8 +226,8 @@ Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const M
           param(layerName(layer, "mixer.A_log")), param(layerName(layer, "mixer.D")),
           param(layerName(layer, "mixer.norm.weight")),
           param(layerName(layer, "mixer.out_proj.weight")), m.mambaHeads[i], m.mambaHeadDim[i],
-          m.hidden, b.getI64IntegerAttr(arch.mamba_num_heads()),
-          b.getI64IntegerAttr(arch.mamba_head_dim()), b.getI64IntegerAttr(arch.n_groups()),
+          m.hidden, b.getI64IntegerAttr(int64_t(ls.mambaHeads)),
+          b.getI64IntegerAttr(int64_t(ls.mambaHeadDim)), b.getI64IntegerAttr(arch.n_groups()),
           b.getI64IntegerAttr(arch.ssm_state_size()), epsAttr);
       break;
     case pb::LayerKind::Attention:
@@ -232,7 +235,7 @@ Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const M
                               param(layerName(layer, "mixer.k_proj.weight")),
                               param(layerName(layer, "mixer.v_proj.weight")),
                               param(layerName(layer, "mixer.o_proj.weight")), m.attnHeads[i],
-                              m.hidden, b.getI64IntegerAttr(arch.num_attention_heads()),
+                              m.hidden, b.getI64IntegerAttr(int64_t(ls.attnHeads)),
                               b.getI64IntegerAttr(arch.num_key_value_heads()),
                               b.getI64IntegerAttr(arch.head_dim()));
       break;

@@ -34,5 +34,16 @@ ModelSizes<double> nestor::spec::parentSizes(const ModelSpec &spec) {
   layer.mambaHeadDim = double(a.mamba_head_dim());
   layer.keep = 1.0;
   s.layers.assign(fixedSizes(spec).layers.size(), layer);
+  // Per-layer sizes of a dense model sliced from a heterogeneous choice; 0 keeps the default.
+  for (int i = 0; i < a.layer_overrides_size() && i < int(s.layers.size()); ++i) {
+    const LayerOverride &o = a.layer_overrides(i);
+    LayerSizes<double> &l = s.layers[i];
+    for (auto [value, field] : {std::pair{o.intermediate_size(), &LayerSizes<double>::ffn},
+                                {o.num_attention_heads(), &LayerSizes<double>::attnHeads},
+                                {o.mamba_num_heads(), &LayerSizes<double>::mambaHeads},
+                                {o.mamba_head_dim(), &LayerSizes<double>::mambaHeadDim}})
+      if (value > 0)
+        l.*field = double(value);
+  }
   return s;
 }

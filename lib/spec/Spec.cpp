@@ -291,6 +291,7 @@ private:
 
   bool checkScalars(const google::protobuf::Message &message, const std::string &path);
   bool checkArchitecture();
+  bool checkLayerOverrides();
   bool checkAxis(llvm::StringRef name, const AxisChoices &axis, int64_t parent, int64_t groups,
                  llvm::StringRef groupField, std::optional<LayerKind> kind);
   bool checkElastic();
@@ -415,6 +416,48 @@ bool Validator::checkArchitecture() {
   if (a.has_layer_norm_epsilon() && !(a.layer_norm_epsilon() > 0.0))
     return fail("architecture.layer_norm_epsilon",
                 "must be positive, got " + llvm::formatv("{0}", a.layer_norm_epsilon()).str());
+  return checkLayerOverrides();
+}
+
+bool Validator::checkLayerOverrides() {
+  const Architecture &a = spec.architecture();
+  if (a.layer_overrides_size() == 0)
+    return true;
+  if (spec.has_elastic())
+    return fail("architecture.layer_overrides",
+                "is for dense models (a sliced heterogeneous budget); an elastic parent has one "
+                "size per layer kind");
+  if (a.layer_overrides_size() != static_cast<int>(layers.size()))
+    return fail("architecture.layer_overrides",
+                llvm::formatv("has {0} entries for a pattern of {1} layers; it needs one per layer",
+                              a.layer_overrides_size(), layers.size())
+                    .str());
+  for (int i = 0; i < a.layer_overrides_size(); ++i) {
+    const LayerOverride &o = a.layer_overrides(i);
+    std::string at = llvm::formatv("architecture.layer_overrides[{0}].", i).str();
+    for (auto [name, value] : {std::pair{"intermediate_size", o.intermediate_size()},
+                               {"num_attention_heads", o.num_attention_heads()},
+                               {"mamba_num_heads", o.mamba_num_heads()},
+                               {"mamba_head_dim", o.mamba_head_dim()}}) {
+      if (value < 0)
+        return fail(at + name, "must not be negative (0 keeps the architecture's size), got " +
+                                   llvm::Twine(value));
+      if (value > kMaxSize)
+        return fail(
+            at + name,
+            llvm::formatv("{0} is larger than the supported maximum {1}", value, kMaxSize).str());
+    }
+    if (layers[i] == LayerKind::Mamba && o.mamba_num_heads() % a.n_groups() != 0)
+      return fail(at + "mamba_num_heads",
+                  llvm::formatv("{0} heads are not divisible by n_groups ({1})",
+                                o.mamba_num_heads(), a.n_groups())
+                      .str());
+    if (layers[i] == LayerKind::Attention && o.num_attention_heads() % a.num_key_value_heads() != 0)
+      return fail(at + "num_attention_heads",
+                  llvm::formatv("{0} query heads are not divisible by num_key_value_heads ({1})",
+                                o.num_attention_heads(), a.num_key_value_heads())
+                      .str());
+  }
   return true;
 }
 

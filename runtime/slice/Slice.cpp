@@ -68,77 +68,96 @@ llvm::Expected<Sliced> nestor::slice::sliceModel(const spec::ModelSpec &parent,
   // even validate); what trains a dense model (training.parent) and the data stay.
   out.spec.mutable_training()->clear_stages();
   spec::Architecture *da = out.spec.mutable_architecture();
+  da->clear_layer_overrides();
   int64_t d = static_cast<int64_t>(sizes.hidden);
   if (d <= 0 || d > a.hidden_size())
     return llvm::createStringError("slice: hidden_size %lld is not in (0, %lld]",
                                    static_cast<long long>(d),
                                    static_cast<long long>(a.hidden_size()));
 
-  // One size per layer kind in a dense spec: every kept layer of a kind must agree.
-  std::map<char, spec::LayerSizes<double>> kindSizes;
-  std::map<char, int64_t> firstLayer;
+  int64_t H = a.mamba_num_heads(), P = a.mamba_head_dim(), G = a.n_groups();
+  int64_t GN = G * a.ssm_state_size(), HP = H * P;
+  int64_t nh = a.num_attention_heads(), nkv = a.num_key_value_heads(), hd = a.head_dim();
+  // The kept layers and their sizes, each checked against the parent and its groups.
   std::string densePattern;
+  std::vector<spec::LayerSizes<int64_t>> kept;
   for (size_t l = 0; l < pattern.size(); ++l) {
-    if (sizes.layers[l].keep == 0)
-      continue;
-    char kind = pattern[l];
-    densePattern += kind;
-    out.keptLayers.push_back(static_cast<int64_t>(l));
     const spec::LayerSizes<double> &s = sizes.layers[l];
-    auto [it, first] = kindSizes.try_emplace(kind, s);
-    if (first) {
-      firstLayer[kind] = static_cast<int64_t>(l);
+    if (s.keep == 0)
       continue;
+    spec::LayerSizes<int64_t> k{int64_t(s.ffn), int64_t(s.attnHeads), int64_t(s.mambaHeads),
+                                int64_t(s.mambaHeadDim), 1};
+    auto bad = [&](const char *axis, int64_t v, llvm::StringRef why) {
+      return llvm::createStringError("slice: layer %zu: %s %lld %s", l, axis, (long long)v,
+                                     why.str().c_str());
+    };
+    switch (pattern[l]) {
+    case 'M':
+      if (k.mambaHeads <= 0 || k.mambaHeads > H || k.mambaHeads % G != 0)
+        return bad(
+            "mamba_num_heads", k.mambaHeads,
+            llvm::formatv("is not a positive multiple of n_groups ({0}) up to {1}", G, H).str());
+      if (k.mambaHeadDim <= 0 || k.mambaHeadDim > P)
+        return bad("mamba_head_dim", k.mambaHeadDim, llvm::formatv("is not in (0, {0}]", P).str());
+      break;
+    case '*':
+      if (k.attnHeads <= 0 || k.attnHeads > nh || k.attnHeads % nkv != 0)
+        return bad("num_attention_heads", k.attnHeads,
+                   llvm::formatv("is not a positive multiple of num_key_value_heads ({0}) up to "
+                                 "{1}",
+                                 nkv, nh)
+                       .str());
+      break;
+    default:
+      if (k.ffn <= 0 || k.ffn > a.intermediate_size())
+        return bad("intermediate_size", k.ffn,
+                   llvm::formatv("is not in (0, {0}]", a.intermediate_size()).str());
+      break;
     }
-    const spec::LayerSizes<double> &t = it->second;
-    const char *axis = kind == 'M' ? (s.mambaHeads != t.mambaHeads       ? "mamba_num_heads"
-                                      : s.mambaHeadDim != t.mambaHeadDim ? "mamba_head_dim"
-                                                                         : nullptr)
-                       : kind == '*'
-                           ? (s.attnHeads != t.attnHeads ? "num_attention_heads" : nullptr)
-                           : (s.ffn != t.ffn ? "intermediate_size" : nullptr);
-    if (axis)
-      return llvm::createStringError(
-          "slice: %s differs between layers %lld and %zu; a dense spec holds one size per "
-          "layer kind, so heterogeneous choices cannot be sliced yet",
-          axis, static_cast<long long>(firstLayer[kind]), l);
+    densePattern += pattern[l];
+    out.keptLayers.push_back(static_cast<int64_t>(l));
+    kept.push_back(k);
   }
   if (densePattern.empty())
     return llvm::createStringError("slice: every layer is dropped");
   da->set_hybrid_override_pattern(densePattern);
   da->set_hidden_size(d);
-
-  int64_t H = a.mamba_num_heads(), P = a.mamba_head_dim(), G = a.n_groups();
-  int64_t GN = G * a.ssm_state_size(), HP = H * P;
-  int64_t nh = a.num_attention_heads(), nkv = a.num_key_value_heads(), hd = a.head_dim();
-  int64_t heads = 0, headDim = 0, attnHeads = 0, ffn = 0;
-  if (kindSizes.count('M')) {
-    heads = int64_t(kindSizes['M'].mambaHeads), headDim = int64_t(kindSizes['M'].mambaHeadDim);
-    if (heads <= 0 || heads > H || heads % G != 0)
-      return llvm::createStringError(
-          "slice: mamba_num_heads %lld is not a positive multiple of n_groups (%lld) up to %lld",
-          (long long)heads, (long long)G, (long long)H);
-    if (headDim <= 0 || headDim > P)
-      return llvm::createStringError("slice: mamba_head_dim %lld is not in (0, %lld]",
-                                     (long long)headDim, (long long)P);
-    da->set_mamba_num_heads(heads);
-    da->set_mamba_head_dim(headDim);
+  // A dense spec has one size per layer kind: the largest kept one; layers that differ from
+  // it (a heterogeneous choice) are listed in layer_overrides, one entry per layer.
+  int64_t maxFfn = 0, maxAttn = 0, maxHeads = 0, maxDim = 0;
+  for (auto [j, k] : llvm::enumerate(kept)) {
+    char kind = densePattern[j];
+    if (kind == 'M')
+      maxHeads = std::max(maxHeads, k.mambaHeads), maxDim = std::max(maxDim, k.mambaHeadDim);
+    else if (kind == '*')
+      maxAttn = std::max(maxAttn, k.attnHeads);
+    else
+      maxFfn = std::max(maxFfn, k.ffn);
   }
-  if (kindSizes.count('*')) {
-    attnHeads = int64_t(kindSizes['*'].attnHeads);
-    if (attnHeads <= 0 || attnHeads > nh || attnHeads % nkv != 0)
-      return llvm::createStringError("slice: num_attention_heads %lld is not a positive "
-                                     "multiple of num_key_value_heads (%lld) up to %lld",
-                                     (long long)attnHeads, (long long)nkv, (long long)nh);
-    da->set_num_attention_heads(attnHeads);
+  if (maxHeads)
+    da->set_mamba_num_heads(maxHeads), da->set_mamba_head_dim(maxDim);
+  if (maxAttn)
+    da->set_num_attention_heads(maxAttn);
+  if (maxFfn)
+    da->set_intermediate_size(maxFfn);
+  bool heterogeneous = false;
+  for (auto [j, k] : llvm::enumerate(kept)) {
+    char kind = densePattern[j];
+    heterogeneous |= kind == 'M'   ? k.mambaHeads != maxHeads || k.mambaHeadDim != maxDim
+                     : kind == '*' ? k.attnHeads != maxAttn
+                                   : k.ffn != maxFfn;
   }
-  if (kindSizes.count('-')) {
-    ffn = int64_t(kindSizes['-'].ffn);
-    if (ffn <= 0 || ffn > a.intermediate_size())
-      return llvm::createStringError("slice: intermediate_size %lld is not in (0, %lld]",
-                                     (long long)ffn, (long long)a.intermediate_size());
-    da->set_intermediate_size(ffn);
-  }
+  if (heterogeneous)
+    for (auto [j, k] : llvm::enumerate(kept)) {
+      spec::LayerOverride *o = da->add_layer_overrides();
+      char kind = densePattern[j];
+      if (kind == 'M')
+        o->set_mamba_num_heads(k.mambaHeads), o->set_mamba_head_dim(k.mambaHeadDim);
+      else if (kind == '*')
+        o->set_num_attention_heads(k.attnHeads);
+      else
+        o->set_intermediate_size(k.ffn);
+    }
 
   std::vector<int64_t> hidden = range(d), vocab = range(a.vocab_size());
   SliceMap &map = out.map;
@@ -153,6 +172,8 @@ llvm::Expected<Sliced> nestor::slice::sliceModel(const spec::ModelSpec &parent,
   for (auto [j, l] : llvm::enumerate(out.keptLayers)) {
     auto dst = [&, j = j](llvm::StringRef s) { return layerName(j, s); };
     auto src = [&, l = l](llvm::StringRef s) { return layerName(size_t(l), s); };
+    int64_t heads = kept[j].mambaHeads, headDim = kept[j].mambaHeadDim;
+    int64_t attnHeads = kept[j].attnHeads, ffn = kept[j].ffn;
     take(dst("norm.weight"), src("norm.weight"), {hidden});
     switch (pattern[l]) {
     case 'M': {

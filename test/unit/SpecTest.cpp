@@ -218,6 +218,14 @@ TEST(SpecTest, TextFilesAreRelativeToTheSpec) {
   llvm::sys::fs::remove(dir);
 }
 
+/// `s` as a dense spec with one (empty) layer override per layer.
+void makeDense(ModelSpec &s) {
+  s.clear_elastic();
+  s.mutable_training()->clear_stages();
+  for (size_t i = 0; i < s.architecture().hybrid_override_pattern().size(); ++i)
+    s.mutable_architecture()->add_layer_overrides();
+}
+
 /// One broken spec: what to break, and the field path and text the error must contain.
 struct Rule {
   const char *name;
@@ -483,6 +491,33 @@ const Rule kRules[] = {
      "training.eval_batches", "must be positive"},
     {"eval_problems", [](ModelSpec &s) { s.mutable_training()->set_eval_problems(0); },
      "training.eval_problems", "must be positive"},
+    {"layer_overrides_elastic",
+     [](ModelSpec &s) { s.mutable_architecture()->add_layer_overrides(); },
+     "architecture.layer_overrides", "is for dense models"},
+    {"layer_overrides_count",
+     [](ModelSpec &s) {
+       makeDense(s);
+       s.mutable_architecture()->mutable_layer_overrides()->DeleteSubrange(1, 7);
+     },
+     "architecture.layer_overrides", "has 1 entries for a pattern of 8 layers"},
+    {"layer_overrides_negative",
+     [](ModelSpec &s) {
+       makeDense(s);
+       s.mutable_architecture()->mutable_layer_overrides(1)->set_intermediate_size(-3);
+     },
+     "architecture.layer_overrides[1].intermediate_size", "must not be negative"},
+    {"layer_overrides_groups",
+     [](ModelSpec &s) {
+       makeDense(s);
+       s.mutable_architecture()->mutable_layer_overrides(2)->set_mamba_num_heads(5);
+     },
+     "architecture.layer_overrides[2].mamba_num_heads", "not divisible by n_groups (2)"},
+    {"layer_overrides_kv_groups",
+     [](ModelSpec &s) {
+       makeDense(s);
+       s.mutable_architecture()->mutable_layer_overrides(3)->set_num_attention_heads(3);
+     },
+     "architecture.layer_overrides[3].num_attention_heads", "num_key_value_heads (2)"},
     {"validation_fraction_zero",
      [](ModelSpec &s) { s.mutable_data()->set_validation_fraction(0.0); },
      "data.validation_fraction", "(0, 1)"},

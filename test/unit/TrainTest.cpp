@@ -532,37 +532,39 @@ TEST(RunTest, RouterChoiceIsTheArgmaxOfEachRouter) {
   EXPECT_EQ(full.sizes.layers[0].keep, 1);
 }
 
-/// Zero-shot slicing (METHOD.md §8): after a short elastic run, the dense model cut at each
-/// budget's router choice computes the masked parent's logits at that budget (float32 kernels,
-/// <= 1e-5), and the cut really is smaller for the smaller budget.
-TEST(SliceTest, SlicedModelEqualsTheMaskedParentAtEveryBudget) {
-  spec::ModelSpec spec = pipelineSpec();
-  mlir::MLIRContext ctx;
-  Listener quiet;
-  auto run = runPipeline(ctx, spec, toyBatch, quiet);
-  ASSERT_TRUE(static_cast<bool>(run)) << llvm::toString(run.takeError());
+/// The dense model cut at each budget's router choice computes the masked parent's logits at
+/// that budget (float32 kernels, <= 1e-5); returns the dense parameter count per budget.
+std::vector<int64_t> expectSlicedEqualsMasked(mlir::MLIRContext &ctx, const spec::ModelSpec &spec,
+                                              const TensorMap &elasticWeights,
+                                              const RunResult &run) {
   int64_t batch = 2, length = 24;
   std::vector<int32_t> tokens(batch * length), targets(batch * length);
   toyBatch(BatchRequest{true, 3, batch, length}, tokens.data(), targets.data());
-  auto elastic = Session::create(ctx, spec, batch, length, run->importance.depthOrder);
-  ASSERT_TRUE(static_cast<bool>(elastic)) << llvm::toString(elastic.takeError());
-  (*elastic)->weights = run->elastic;
-  (*elastic)->teacher = run->parent;
+  auto elastic = Session::create(ctx, spec, batch, length, run.importance.depthOrder);
+  EXPECT_TRUE(static_cast<bool>(elastic)) << llvm::toString(elastic.takeError());
+  if (!elastic)
+    return {};
+  (*elastic)->weights = elasticWeights;
+  (*elastic)->teacher = run.parent;
   std::vector<int64_t> denseSizes;
   for (int32_t b = 0; b < spec.elastic().budgets_size(); ++b) {
-    RouterChoice choice = routerChoice(spec, run->elastic, b, run->importance.depthOrder);
+    RouterChoice choice = routerChoice(spec, elasticWeights, b, run.importance.depthOrder);
     auto sliced = slice::sliceModel(spec, choice.sizes);
-    ASSERT_TRUE(static_cast<bool>(sliced)) << llvm::toString(sliced.takeError());
+    EXPECT_TRUE(static_cast<bool>(sliced)) << llvm::toString(sliced.takeError());
+    if (!sliced)
+      return {};
     EXPECT_FALSE(sliced->spec.has_elastic());
-    auto weights = slice::applySliceMap(sliced->map, run->elastic);
-    ASSERT_TRUE(static_cast<bool>(weights)) << llvm::toString(weights.takeError());
+    auto weights = slice::applySliceMap(sliced->map, elasticWeights);
+    EXPECT_TRUE(static_cast<bool>(weights)) << llvm::toString(weights.takeError());
     auto dense = Session::create(ctx, sliced->spec, batch, length);
-    ASSERT_TRUE(static_cast<bool>(dense)) << llvm::toString(dense.takeError());
-    ASSERT_EQ((*dense)->params().size(), weights->size()) << "every dense tensor is sliced";
+    EXPECT_TRUE(static_cast<bool>(dense)) << llvm::toString(dense.takeError());
+    if (!weights || !dense)
+      return {};
+    EXPECT_EQ((*dense)->params().size(), weights->size()) << "every dense tensor is sliced";
     (*dense)->weights = *weights;
-    ASSERT_TRUE(static_cast<bool>((*elastic)->evaluate(tokens.data(), targets.data(), b)));
+    EXPECT_TRUE(static_cast<bool>((*elastic)->evaluate(tokens.data(), targets.data(), b)));
     std::vector<float> masked((*elastic)->logits(), (*elastic)->logits() + batch * length * 16);
-    ASSERT_TRUE(static_cast<bool>((*dense)->evaluate(tokens.data(), targets.data(), 0)));
+    EXPECT_TRUE(static_cast<bool>((*dense)->evaluate(tokens.data(), targets.data(), 0)));
     double diff = 0;
     for (size_t i = 0; i < masked.size(); ++i)
       diff = std::max(diff, double(std::abs(masked[i] - (*dense)->logits()[i])));
@@ -575,12 +577,54 @@ TEST(SliceTest, SlicedModelEqualsTheMaskedParentAtEveryBudget) {
         spec::countParams(spec::fixedSizes(sliced->spec), spec::parentSizes(sliced->spec)).total());
     denseSizes.push_back(n);
   }
-  EXPECT_LT(denseSizes[1], denseSizes[0]) << "the routers cut the small budget";
+  return denseSizes;
 }
 
-/// The structure of the 12B spec slices at any homogeneous choice, with parameter counts that
-/// follow the formula; per-layer (heterogeneous) sizes and broken groups are refused by name.
-TEST(SliceTest, Nano12BStructureAndRefusals) {
+/// Zero-shot slicing (METHOD.md §8) after a short elastic run: the sliced model equals the
+/// masked parent at every budget, and the cut really is smaller for the smaller budget.
+TEST(SliceTest, SlicedModelEqualsTheMaskedParentAtEveryBudget) {
+  spec::ModelSpec spec = pipelineSpec();
+  mlir::MLIRContext ctx;
+  Listener quiet;
+  auto run = runPipeline(ctx, spec, toyBatch, quiet);
+  ASSERT_TRUE(static_cast<bool>(run)) << llvm::toString(run.takeError());
+  std::vector<int64_t> sizes = expectSlicedEqualsMasked(ctx, spec, run->elastic, *run);
+  ASSERT_EQ(sizes.size(), 2u);
+  EXPECT_LT(sizes[1], sizes[0]) << "the routers cut the small budget";
+}
+
+/// A heterogeneous choice (the two MLP layers at different widths, a layer dropped) slices to
+/// a dense spec with per-layer sizes that still equals the masked parent.
+TEST(SliceTest, HeterogeneousChoiceSlicesWithLayerOverrides) {
+  spec::ModelSpec spec = pipelineSpec();
+  spec.mutable_elastic()->mutable_intermediate_size()->set_heterogeneous(true);
+  mlir::MLIRContext ctx;
+  Listener quiet;
+  auto run = runPipeline(ctx, spec, toyBatch, quiet);
+  ASSERT_TRUE(static_cast<bool>(run)) << llvm::toString(run.takeError());
+  // Force the routers: MLP layer 1 keeps 48 neurons, layer 3 keeps 24; drop one layer.
+  TensorMap forced = run->elastic;
+  auto force = [&](const std::string &axis, std::vector<float> bias) {
+    for (const char *w : {".fc1.weight", ".fc1.bias", ".fc2.weight"})
+      std::fill(forced.at("routers." + axis + w).data.begin(),
+                forced.at("routers." + axis + w).data.end(), 0.0f);
+    forced.at("routers." + axis + ".fc2.bias").data = std::move(bias);
+  };
+  force("intermediate_size", {50, 0, 0, 50});
+  force("depth", {0, 50});
+  RouterChoice choice = routerChoice(spec, forced, 1, run->importance.depthOrder);
+  ASSERT_EQ(choice.indices["intermediate_size"], (std::vector<int64_t>{0, 1}));
+  auto sliced = slice::sliceModel(spec, choice.sizes);
+  ASSERT_TRUE(static_cast<bool>(sliced)) << llvm::toString(sliced.takeError());
+  EXPECT_EQ(sliced->spec.architecture().hybrid_override_pattern().size(), 3u);
+  EXPECT_EQ(sliced->spec.architecture().layer_overrides_size(), 3);
+  std::vector<int64_t> sizes = expectSlicedEqualsMasked(ctx, spec, forced, *run);
+  EXPECT_EQ(sizes.size(), 2u);
+}
+
+/// The structure of the 12B spec slices at homogeneous and per-layer choices, with parameter
+/// counts that follow the formula; broken groups are refused by name.
+TEST(SliceTest, Nano12BStructure) {
   auto spec =
       spec::loadSpecFile(std::string(std::getenv("NESTOR_SRC") ? std::getenv("NESTOR_SRC") : ".") +
                          "/examples/specs/nemotron-nano-12b-v2.pbtxt");
@@ -606,12 +650,21 @@ TEST(SliceTest, Nano12BStructureAndRefusals) {
   if (llvm::Error err = spec::validateSpec(sliced->spec, "sliced"))
     ADD_FAILURE() << "the sliced spec does not validate: " << llvm::toString(std::move(err));
 
+  EXPECT_EQ(sliced->spec.architecture().layer_overrides_size(), 0) << "homogeneous";
+
   spec::ModelSizes<double> hetero = sizes;
   hetero.layers[1].ffn = 10240; // layer 1 is an MLP layer
-  auto refused = slice::sliceModel(*spec, hetero);
-  ASSERT_FALSE(static_cast<bool>(refused));
-  EXPECT_NE(llvm::toString(refused.takeError()).find("intermediate_size differs between layers"),
-            std::string::npos);
+  auto perLayer = slice::sliceModel(*spec, hetero);
+  ASSERT_TRUE(static_cast<bool>(perLayer)) << llvm::toString(perLayer.takeError());
+  const spec::Architecture &pa = perLayer->spec.architecture();
+  ASSERT_EQ(pa.layer_overrides_size(), 59);
+  EXPECT_EQ(pa.intermediate_size(), 15680) << "the largest kept MLP width";
+  EXPECT_EQ(pa.layer_overrides(1).intermediate_size(), 10240);
+  EXPECT_EQ(spec::countParams(spec::fixedSizes(perLayer->spec), spec::parentSizes(perLayer->spec))
+                .total(),
+            spec::countParams(spec::fixedSizes(*spec), hetero).total());
+  if (llvm::Error err = spec::validateSpec(perLayer->spec, "sliced"))
+    ADD_FAILURE() << llvm::toString(std::move(err));
   spec::ModelSizes<double> broken = sizes;
   for (spec::LayerSizes<double> &l : broken.layers)
     l.mambaHeads = 100; // not a multiple of 8 groups
