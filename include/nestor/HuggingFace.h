@@ -45,9 +45,10 @@ llvm::Expected<std::string> nemotronHConfig(const spec::ModelSpec &dense);
 /// missing or wrongly typed fields, a pattern with layer kinds Nestor lacks, per-layer lists of
 /// the wrong length or with sizes that break a group constraint. The spec validates.
 ///
-/// A per-layer size equal to its scalar field is left 0 in layer_overrides and a model whose
-/// lists hold one size per kind gets no layer_overrides, so a spec in that form (each scalar
-/// the maximum over its layers) comes back identical from nemotronHConfig.
+/// The spec is in the form `nestor slice` writes: a model whose lists hold one size per layer
+/// kind gets no layer_overrides; otherwise every layer's override states all the sizes of its
+/// kind (and none of another). A spec in that form, each scalar the maximum over its layers,
+/// comes back identical through nemotronHConfig; any other keeps every layer's sizes.
 llvm::Expected<spec::ModelSpec> specFromNemotronHConfig(llvm::StringRef json,
                                                         llvm::StringRef fileName);
 
@@ -90,7 +91,8 @@ llvm::Error writeDenseFolder(const DenseModel &model, llvm::StringRef outDir,
 /// replace the input's weights with the other format's.
 llvm::Error checkOutputFolder(llvm::StringRef inDir, llvm::StringRef outDir);
 
-/// checkOutputFolder + loadDenseAsHuggingFace + writeHuggingFaceFolder (`nestor export DIR --format hf`).
+/// checkOutputFolder + loadDenseAsHuggingFace + writeHuggingFaceFolder (`nestor export DIR --format
+/// hf`).
 llvm::Error exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir);
 
 /// checkOutputFolder + loadHuggingFaceAsDense + writeDenseFolder (`nestor import-hf`).

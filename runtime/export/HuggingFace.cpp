@@ -33,8 +33,7 @@ namespace {
 /// The largest size a spec accepts (lib/spec/Spec.cpp).
 constexpr int64_t kMaxSize = int64_t(1) << 24;
 
-llvm::Error fieldError(llvm::StringRef file, const llvm::Twine &field,
-                       const llvm::Twine &message) {
+llvm::Error fieldError(llvm::StringRef file, const llvm::Twine &field, const llvm::Twine &message) {
   return llvm::createStringError((file + ": " + field + ": " + message).str());
 }
 
@@ -54,35 +53,33 @@ LayerDims layerDims(const Architecture &a, size_t layer) {
   const spec::LayerOverride &o = a.layer_overrides(static_cast<int>(layer));
   auto pick = [](int64_t override, int64_t base) { return override > 0 ? override : base; };
   return {pick(o.intermediate_size(), dims.ffn), pick(o.num_attention_heads(), dims.attnHeads),
-          pick(o.mamba_num_heads(), dims.mambaHeads),
-          pick(o.mamba_head_dim(), dims.mambaHeadDim)};
+          pick(o.mamba_num_heads(), dims.mambaHeads), pick(o.mamba_head_dim(), dims.mambaHeadDim)};
 }
 
-/// One per-layer size of config.json: its list's name, the layer kind that has it, and where
-/// it lives in the architecture and in a layer override.
+/// One per-layer size of config.json: its scalar and list names, the layer kind that has it,
+/// and where it lives in a layer's sizes and in a layer override.
 struct PerLayerField {
   const char *scalar;
   const char *list;
   LayerKind kind;
   int64_t LayerDims::*dims;
-  void (Architecture::*setScalar)(int64_t);
   void (spec::LayerOverride::*setOverride)(int64_t);
 };
 
 const PerLayerField kPerLayerFields[] = {
     {"intermediate_size", "intermediate_size_per_layer", LayerKind::MLP, &LayerDims::ffn,
-     &Architecture::set_intermediate_size, &spec::LayerOverride::set_intermediate_size},
+     &spec::LayerOverride::set_intermediate_size},
     {"num_attention_heads", "num_attention_heads_per_layer", LayerKind::Attention,
-     &LayerDims::attnHeads, &Architecture::set_num_attention_heads,
-     &spec::LayerOverride::set_num_attention_heads},
+     &LayerDims::attnHeads, &spec::LayerOverride::set_num_attention_heads},
     {"mamba_num_heads", "mamba_num_heads_per_layer", LayerKind::Mamba, &LayerDims::mambaHeads,
-     &Architecture::set_mamba_num_heads, &spec::LayerOverride::set_mamba_num_heads},
+     &spec::LayerOverride::set_mamba_num_heads},
     {"mamba_head_dim", "mamba_head_dim_per_layer", LayerKind::Mamba, &LayerDims::mambaHeadDim,
-     &Architecture::set_mamba_head_dim, &spec::LayerOverride::set_mamba_head_dim},
+     &spec::LayerOverride::set_mamba_head_dim},
 };
 
 std::string shapeString(const std::vector<int64_t> &shape) {
-  return "[" + llvm::join(llvm::map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") +
+  return "[" +
+         llvm::join(llvm::map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") +
          "]";
 }
 
@@ -142,8 +139,7 @@ llvm::Expected<nlohmann::json> parseJsonObject(llvm::StringRef text, llvm::Strin
 llvm::Expected<std::string> readTextFile(llvm::StringRef path) {
   auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
   if (!buffer)
-    return llvm::createStringError(
-        (path + ": cannot read: " + buffer.getError().message()).str());
+    return llvm::createStringError((path + ": cannot read: " + buffer.getError().message()).str());
   return (*buffer)->getBuffer().str();
 }
 
@@ -234,8 +230,7 @@ public:
 
 } // namespace
 
-std::map<std::string, std::vector<int64_t>>
-nestor::hf::denseTensorShapes(const Architecture &a) {
+std::map<std::string, std::vector<int64_t>> nestor::hf::denseTensorShapes(const Architecture &a) {
   std::map<std::string, std::vector<int64_t>> shapes;
   auto parsed = spec::parsePattern(a.hybrid_override_pattern());
   if (!parsed) {
@@ -454,10 +449,9 @@ llvm::Expected<spec::ModelSpec> nestor::hf::specFromNemotronHConfig(llvm::String
   if (!attentionHeadDim)
     return attentionHeadDim.takeError();
   if (*headDim && *attentionHeadDim && **headDim != **attentionHeadDim)
-    return fieldError(fileName, "attention_head_dim",
-                      llvm::formatv("{0} differs from head_dim ({1})", **attentionHeadDim,
-                                    **headDim)
-                          .str());
+    return fieldError(
+        fileName, "attention_head_dim",
+        llvm::formatv("{0} differs from head_dim ({1})", **attentionHeadDim, **headDim).str());
   if (std::optional<int64_t> hd = *headDim ? *headDim : *attentionHeadDim)
     a.set_head_dim(*hd);
   else if (hasAttention)
@@ -501,10 +495,11 @@ llvm::Expected<spec::ModelSpec> nestor::hf::specFromNemotronHConfig(llvm::String
   if (llvm::Error err = spec::validateSpec(spec, fileName))
     return err;
 
-  // Per-layer lists. An entry equal to its scalar stays 0 (the spec's "take the value above"),
-  // and when no entry differs there are no overrides at all: one canonical spec per model.
-  std::vector<spec::LayerOverride> overrides(numLayers);
-  bool anyOverride = false;
+  // Per-layer lists. As `nestor slice` writes a heterogeneous model, every layer's override
+  // states all the sizes of its kind, and a model whose layers of each kind agree has none:
+  // one canonical spec per model, so a sliced spec comes back identical.
+  std::vector<LayerDims> dims(numLayers, baseDims(a));
+  bool heterogeneous = false;
   for (const PerLayerField &f : kPerLayerFields) {
     const nlohmann::json *list = r.find(f.list);
     if (!list)
@@ -537,25 +532,27 @@ llvm::Expected<spec::ModelSpec> nestor::hf::specFromNemotronHConfig(llvm::String
         return fieldError(fileName, at, "must be positive, got 0");
       if (f.kind == LayerKind::Mamba && f.dims == &LayerDims::mambaHeads &&
           *value % a.n_groups() != 0)
-        return fieldError(fileName, at,
-                          llvm::formatv("{0} heads are not divisible by n_groups ({1})", *value,
-                                        a.n_groups())
-                              .str());
+        return fieldError(
+            fileName, at,
+            llvm::formatv("{0} heads are not divisible by n_groups ({1})", *value, a.n_groups())
+                .str());
       if (f.kind == LayerKind::Attention && *value % a.num_key_value_heads() != 0)
         return fieldError(fileName, at,
                           llvm::formatv("{0} query heads are not divisible by "
                                         "num_key_value_heads ({1})",
                                         *value, a.num_key_value_heads())
                               .str());
-      if (*value != scalar) {
-        (overrides[i].*f.setOverride)(*value);
-        anyOverride = true;
-      }
+      dims[i].*f.dims = *value;
+      heterogeneous |= *value != scalar;
     }
   }
-  if (anyOverride)
-    for (spec::LayerOverride &o : overrides)
-      *a.add_layer_overrides() = std::move(o);
+  if (heterogeneous)
+    for (size_t i = 0; i < numLayers; ++i) {
+      spec::LayerOverride *o = a.add_layer_overrides();
+      for (const PerLayerField &f : kPerLayerFields)
+        if ((*layers)[i] == f.kind)
+          (o->*f.setOverride)(dims[i].*f.dims);
+    }
 
   if (llvm::Error err = spec::validateSpec(spec, fileName))
     return err;
@@ -614,9 +611,9 @@ llvm::Expected<train::TensorMap> readHuggingFaceWeights(llvm::StringRef hfDir) {
     for (const std::string &name : names) {
       auto it = part->find(name);
       if (it == part->end())
-        return llvm::createStringError(
-            (llvm::Twine(path) + ": tensor '" + name + "' is missing (" + indexPath + " names this file)")
-                .str());
+        return llvm::createStringError((llvm::Twine(path) + ": tensor '" + name + "' is missing (" +
+                                        indexPath + " names this file)")
+                                           .str());
       tensors[name] = std::move(it->second);
     }
   }
@@ -638,13 +635,13 @@ llvm::Expected<hf::HuggingFaceModel> nestor::hf::loadDenseAsHuggingFace(llvm::St
     return spec.takeError();
   if (spec->has_elastic())
     return llvm::createStringError(
-        (llvm::Twine(specPath) + ": the spec is elastic (a training run's); export a dense model: `nestor "
-                    "slice RUN --budget NAME --out DIR` cuts one per budget")
+        (llvm::Twine(specPath) +
+         ": the spec is elastic (a training run's); export a dense model: `nestor "
+         "slice RUN --budget NAME --out DIR` cuts one per budget")
             .str());
   auto config = nemotronHConfig(*spec);
   if (!config)
-    return llvm::createStringError(
-        (specPath + ": " + llvm::toString(config.takeError())).c_str());
+    return llvm::createStringError((specPath + ": " + llvm::toString(config.takeError())).c_str());
 
   std::string weightsPath = joinPath(denseDir, "model.safetensors");
   auto weights = ckpt::readSafetensors(weightsPath);
@@ -657,9 +654,9 @@ llvm::Expected<hf::HuggingFaceModel> nestor::hf::loadDenseAsHuggingFace(llvm::St
       return llvm::createStringError(
           (llvm::Twine(weightsPath) + ": tensor '" + name + "' of the spec is missing").str());
     if (it->second.shape != shape)
-      return llvm::createStringError((llvm::Twine(weightsPath) + ": tensor '" + name + "' has shape " +
-                                      shapeString(it->second.shape) + " but the spec says " +
-                                      shapeString(shape))
+      return llvm::createStringError((llvm::Twine(weightsPath) + ": tensor '" + name +
+                                      "' has shape " + shapeString(it->second.shape) +
+                                      " but the spec says " + shapeString(shape))
                                          .str());
   }
   for (const auto &[name, tensor] : *weights)
@@ -719,18 +716,17 @@ llvm::Expected<hf::DenseModel> nestor::hf::loadHuggingFaceAsDense(llvm::StringRe
       std::vector<int64_t> expected = shape;
       if (isConvWeight(name))
         expected = {shape[0], 1, shape[1]};
-      return llvm::createStringError((llvm::Twine(weightsName) + ": tensor '" + name + "' has shape " +
-                                      shapeString(it->second.shape) + " but config.json says " +
-                                      shapeString(expected))
+      return llvm::createStringError((llvm::Twine(weightsName) + ": tensor '" + name +
+                                      "' has shape " + shapeString(it->second.shape) +
+                                      " but config.json says " + shapeString(expected))
                                          .str());
     }
   }
   for (const auto &[name, tensor] : *weights)
     if (!shapes.count(name))
-      return llvm::createStringError(
-          (llvm::Twine(weightsName) + ": tensor '" + name + "' is not a tensor of the model config.json " +
-           "describes")
-              .str());
+      return llvm::createStringError((llvm::Twine(weightsName) + ": tensor '" + name +
+                                      "' is not a tensor of the model config.json " + "describes")
+                                         .str());
   return DenseModel{std::move(*spec), std::move(*weights)};
 }
 
@@ -739,9 +735,8 @@ llvm::Error nestor::hf::writeHuggingFaceFolder(const HuggingFaceModel &model,
   if (llvm::Error err = createFolder(outDir))
     return err;
   // transformers refuses safetensors files whose metadata does not say format "pt".
-  if (llvm::Error err =
-          ckpt::writeSafetensors(joinPath(outDir, "model.safetensors"), model.tensors,
-                                 {{"format", "pt"}}))
+  if (llvm::Error err = ckpt::writeSafetensors(joinPath(outDir, "model.safetensors"), model.tensors,
+                                               {{"format", "pt"}}))
     return err;
   return ckpt::writeFileAtomic(joinPath(outDir, "config.json"), model.config);
 }
@@ -750,8 +745,8 @@ llvm::Error nestor::hf::writeDenseFolder(const DenseModel &model, llvm::StringRe
                                          llvm::StringRef source) {
   if (llvm::Error err = createFolder(outDir))
     return err;
-  if (llvm::Error err = ckpt::writeSafetensors(joinPath(outDir, "model.safetensors"),
-                                               model.tensors, {{"format", "nestor"}}))
+  if (llvm::Error err = ckpt::writeSafetensors(joinPath(outDir, "model.safetensors"), model.tensors,
+                                               {{"format", "nestor"}}))
     return err;
   std::string text;
   if (!google::protobuf::TextFormat::PrintToString(model.spec, &text))

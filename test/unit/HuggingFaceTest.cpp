@@ -4,8 +4,9 @@
 // errors of bad configs and folders, and whole folders exported and imported bit for bit.
 //
 //===----------------------------------------------------------------------===//
-#include "nestor/Checkpoint.h"
 #include "nestor/HuggingFace.h"
+#include "nestor/Checkpoint.h"
+#include "nestor/Slice.h"
 
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -41,7 +42,7 @@ constexpr const char *kDenseSpec = R"pb(
     num_attention_heads: 6
     num_key_value_heads: 2
     head_dim: 8
-    vocab_size: 32
+    vocab_size: 256
     layer_norm_epsilon: 1e-5
   }
   training { parent { steps: 10 sequence_length: 16 batch_size: 2 } }
@@ -55,18 +56,25 @@ spec::ModelSpec parse(const char *text) {
 
 spec::ModelSpec homogeneousSpec() { return parse(kDenseSpec); }
 
-/// Layers of one kind with different sizes; each scalar is the maximum over its layers and an
-/// override is set only where a layer differs from it (the canonical form import produces).
+/// Layers of one kind with different sizes, as `nestor slice` writes them: each scalar is the
+/// maximum over its layers and every layer's override states all the sizes of its kind.
 spec::ModelSpec heterogeneousSpec() {
   spec::ModelSpec spec = homogeneousSpec();
   spec::Architecture &a = *spec.mutable_architecture();
-  for (int i = 0; i < 7; ++i)
-    a.add_layer_overrides();
-  a.mutable_layer_overrides(0)->set_mamba_num_heads(2);
-  a.mutable_layer_overrides(1)->set_intermediate_size(32);
-  a.mutable_layer_overrides(4)->set_mamba_head_dim(4);
-  a.mutable_layer_overrides(5)->set_mamba_num_heads(2);
-  a.mutable_layer_overrides(5)->set_mamba_head_dim(4);
+  auto mamba = [&](int64_t heads, int64_t headDim) {
+    spec::LayerOverride *o = a.add_layer_overrides();
+    o->set_mamba_num_heads(heads);
+    o->set_mamba_head_dim(headDim);
+  };
+  auto mlp = [&](int64_t ffn) { a.add_layer_overrides()->set_intermediate_size(ffn); };
+  // "M-M*MM-"
+  mamba(2, 6);
+  mlp(32);
+  mamba(4, 6);
+  a.add_layer_overrides()->set_num_attention_heads(6);
+  mamba(4, 4);
+  mamba(2, 4);
+  mlp(40);
   return spec;
 }
 
@@ -176,21 +184,26 @@ TEST(HuggingFaceConfig, HeterogeneousRoundTrip) {
 }
 
 TEST(HuggingFaceConfig, NonCanonicalOverridesKeepEveryLayersSize) {
-  // Scalars above every layer's size and overrides restating them: the round trip gives the
-  // canonical spec, whose every layer (and so every tensor) has the same size.
+  // A scalar above every layer's size, overrides left 0 ("the value above"): the round trip
+  // gives the canonical spec, whose every layer (and so every tensor) has the same size.
   spec::ModelSpec spec = homogeneousSpec();
   spec::Architecture &a = *spec.mutable_architecture();
   a.set_intermediate_size(64);
   for (int i = 0; i < 7; ++i)
     a.add_layer_overrides()->set_intermediate_size(i == 1 ? 48 : 40);
-  a.mutable_layer_overrides(2)->set_mamba_num_heads(4); // equal to the scalar
+  a.mutable_layer_overrides(2)->set_mamba_num_heads(2);
   auto back = hf::specFromNemotronHConfig(configOf(spec), "config.json");
   ASSERT_TRUE(static_cast<bool>(back)) << llvm::toString(back.takeError());
   EXPECT_EQ(hf::denseTensorShapes(back->architecture()), hf::denseTensorShapes(a));
-  EXPECT_EQ(back->architecture().intermediate_size(), 48);
-  EXPECT_EQ(back->architecture().layer_overrides_size(), 7);
-  EXPECT_EQ(back->architecture().layer_overrides(6).intermediate_size(), 40);
-  EXPECT_EQ(back->architecture().layer_overrides(1).intermediate_size(), 0);
+  const spec::Architecture &b = back->architecture();
+  EXPECT_EQ(b.intermediate_size(), 48);
+  ASSERT_EQ(b.layer_overrides_size(), 7);
+  EXPECT_EQ(b.layer_overrides(1).intermediate_size(), 48);
+  EXPECT_EQ(b.layer_overrides(6).intermediate_size(), 40);
+  EXPECT_EQ(b.layer_overrides(0).intermediate_size(), 0); // a Mamba layer
+  EXPECT_EQ(b.layer_overrides(0).mamba_num_heads(), 4);
+  EXPECT_EQ(b.layer_overrides(0).mamba_head_dim(), 6);
+  EXPECT_EQ(b.layer_overrides(2).mamba_num_heads(), 2);
 }
 
 TEST(HuggingFaceConfig, UniformOverridesImportAsHomogeneous) {
@@ -241,6 +254,38 @@ TEST(HuggingFaceConfig, NemotronNano12BMatchesTheHubConfig) {
   auto back = hf::specFromNemotronHConfig(c.dump(), "config.json");
   ASSERT_TRUE(static_cast<bool>(back)) << llvm::toString(back.takeError());
   expectSameArchitecture(spec->architecture(), back->architecture());
+}
+
+TEST(HuggingFaceConfig, SlicedHeterogeneousSpecRoundTrips) {
+  // What `nestor slice` writes for a per-layer choice with a dropped layer comes back
+  // identical, and the config's tensors are the slice map's.
+  const char *src = std::getenv("NESTOR_SRC");
+  if (!src)
+    GTEST_SKIP() << "NESTOR_SRC is not set";
+  auto parent = spec::loadSpecFile(std::string(src) + "/examples/specs/tiny-hybrid.pbtxt");
+  ASSERT_TRUE(static_cast<bool>(parent)) << llvm::toString(parent.takeError());
+  const spec::Architecture &pa = parent->architecture();
+  ASSERT_EQ(pa.hybrid_override_pattern(), "M-M*M-M-");
+  spec::ModelSizes<double> sizes = spec::parentSizes(*parent);
+  sizes.layers[0].mambaHeads = double(pa.mamba_num_heads() - pa.n_groups());
+  sizes.layers[1].ffn = double(pa.intermediate_size() / 2);
+  sizes.layers[4].mambaHeadDim = double(pa.mamba_head_dim() / 2);
+  sizes.layers[5].keep = 0;
+  auto sliced = slice::sliceModel(*parent, sizes);
+  ASSERT_TRUE(static_cast<bool>(sliced)) << llvm::toString(sliced.takeError());
+  const spec::Architecture &a = sliced->spec.architecture();
+  ASSERT_EQ(a.hybrid_override_pattern(), "M-M*MM-");
+  ASSERT_GT(a.layer_overrides_size(), 0);
+
+  auto back = hf::specFromNemotronHConfig(configOf(sliced->spec), "config.json");
+  ASSERT_TRUE(static_cast<bool>(back)) << llvm::toString(back.takeError());
+  expectSameArchitecture(a, back->architecture());
+
+  std::map<std::string, std::vector<int64_t>> fromMap;
+  for (const auto &[name, s] : sliced->map)
+    for (const auto &indices : s.indices)
+      fromMap[name].push_back(static_cast<int64_t>(indices.size()));
+  EXPECT_EQ(hf::denseTensorShapes(a), fromMap);
 }
 
 TEST(HuggingFaceConfig, ElasticOrMalformedSpecsAreRefused) {
@@ -436,12 +481,13 @@ TEST_F(HuggingFaceFolder, ShardedWeightsImport) {
   for (auto &[name, tensor] : *all) {
     int shard = i++ % 2;
     shards[shard][name] = tensor;
-    map[name] = shard == 0 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
+    map[name] =
+        shard == 0 ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors";
   }
-  ASSERT_FALSE(static_cast<bool>(ckpt::writeSafetensors(
-      path("hf/model-00001-of-00002.safetensors"), shards[0], {{"format", "pt"}})));
-  ASSERT_FALSE(static_cast<bool>(ckpt::writeSafetensors(
-      path("hf/model-00002-of-00002.safetensors"), shards[1], {{"format", "pt"}})));
+  ASSERT_FALSE(static_cast<bool>(ckpt::writeSafetensors(path("hf/model-00001-of-00002.safetensors"),
+                                                        shards[0], {{"format", "pt"}})));
+  ASSERT_FALSE(static_cast<bool>(ckpt::writeSafetensors(path("hf/model-00002-of-00002.safetensors"),
+                                                        shards[1], {{"format", "pt"}})));
   ASSERT_FALSE(static_cast<bool>(
       ckpt::writeFileAtomic(path("hf/model.safetensors.index.json"),
                             json({{"metadata", json::object()}, {"weight_map", map}}).dump())));
@@ -469,9 +515,8 @@ TEST_F(HuggingFaceFolder, ExportChecksEveryTensorOfTheSpec) {
   // Layer 1's FFN is 32 wide in this model; a 40-wide tensor belongs to another model.
   reshaped["backbone.layers.1.mixer.up_proj.weight"].shape = {40, 24};
   reshaped["backbone.layers.1.mixer.up_proj.weight"].data.resize(40 * 24);
-  EXPECT_EQ(exportError(reshaped), file +
-                                       ": tensor 'backbone.layers.1.mixer.up_proj.weight' has "
-                                       "shape [40, 24] but the spec says [32, 24]");
+  EXPECT_EQ(exportError(reshaped), file + ": tensor 'backbone.layers.1.mixer.up_proj.weight' has "
+                                          "shape [40, 24] but the spec says [32, 24]");
 
   train::TensorMap extra = weights;
   extra["routers.depth.fc1.bias"] = train::Tensor{{4}, {0, 0, 0, 0}};

@@ -30,6 +30,8 @@ Action addBenchCommand(CLI::App &app);
 Action addTrainCommand(CLI::App &app);
 Action addReportCommand(CLI::App &app);
 Action addSliceCommand(CLI::App &app);
+Action addExportCommand(CLI::App &app);
+Action addImportHfCommand(CLI::App &app);
 
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
 int reportError(llvm::Error error, int exitCode = kBadInput);

@@ -79,8 +79,7 @@ nestor::cli::Action nestor::cli::addImportHfCommand(CLI::App &app) {
                  "A Hugging Face NemotronH folder (config.json, model.safetensors or sharded "
                  "safetensors with model.safetensors.index.json)")
       ->required();
-  app.add_option("--out", opts->outDir, "Folder for spec.pbtxt and model.safetensors")
-      ->required();
+  app.add_option("--out", opts->outDir, "Folder for spec.pbtxt and model.safetensors")->required();
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     if (llvm::Error err = hf::checkOutputFolder(opts->hfDir, opts->outDir))
@@ -96,8 +95,8 @@ nestor::cli::Action nestor::cli::addImportHfCommand(CLI::App &app) {
                              a.hybrid_override_pattern().size(),
                              a.layer_overrides_size() ? ", per-layer sizes" : "", a.hidden_size(),
                              parameterCount(model->tensors));
-    std::cout << fmt::format("  wrote {}/spec.pbtxt, model.safetensors in {:.2f} s\n",
-                             opts->outDir, secondsSince(t0));
+    std::cout << fmt::format("  wrote {}/spec.pbtxt, model.safetensors in {:.2f} s\n", opts->outDir,
+                             secondsSince(t0));
     return 0;
   };
 }

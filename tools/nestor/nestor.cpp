@@ -73,6 +73,13 @@ int main(int argc, char **argv) {
   CLI::App *slice = app.add_subcommand(
       "slice", "Cut a trained budget out of a run: a dense spec and checkpoint (zero-shot)");
   actions[slice] = addSliceCommand(*slice);
+  CLI::App *exportCmd = app.add_subcommand(
+      "export", "Write a dense model folder in a standard format (hf: a Hugging Face NemotronH "
+                "folder)");
+  actions[exportCmd] = addExportCommand(*exportCmd);
+  CLI::App *importHf = app.add_subcommand(
+      "import-hf", "Read a Hugging Face NemotronH folder into a dense spec and checkpoint");
+  actions[importHf] = addImportHfCommand(*importHf);
 
   try {
     app.parse(argc, argv);
