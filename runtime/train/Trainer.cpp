@@ -184,6 +184,10 @@ llvm::Expected<json> readJson(const std::string &path) {
   return j;
 }
 
+std::string shapeString(const std::vector<int64_t> &shape) {
+  return llvm::join(llvm::map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ");
+}
+
 /// The run directory: metrics, checkpoints, state. Every method is a no-op without one.
 class RunDir {
 public:
@@ -335,15 +339,10 @@ public:
         return llvm::createStringError("%s: tensor '%s' is missing", file.c_str(),
                                        (prefix + name).c_str());
       if (it->second.shape != t.shape)
-        return llvm::createStringError(
-            "%s: tensor '%s' has shape [%s], the model needs [%s]", file.c_str(),
-            (prefix + name).c_str(),
-            llvm::join(
-                llvm::map_range(it->second.shape, [](int64_t d) { return std::to_string(d); }),
-                ", ")
-                .c_str(),
-            llvm::join(llvm::map_range(t.shape, [](int64_t d) { return std::to_string(d); }), ", ")
-                .c_str());
+        return llvm::createStringError("%s: tensor '%s' has shape [%s], the model needs [%s]",
+                                       file.c_str(), (prefix + name).c_str(),
+                                       shapeString(it->second.shape).c_str(),
+                                       shapeString(t.shape).c_str());
       t.data = it->second.data;
     }
     return llvm::Error::success();
@@ -363,25 +362,6 @@ json importanceJson(const Importance &imp) {
           {"mamba_channels", imp.mambaChannels},
           {"depth_order", imp.depthOrder},
           {"depth_scores", imp.depthScores}};
-}
-
-llvm::Expected<Importance> importanceFromJson(const std::string &path) {
-  auto j = readJson(path);
-  if (!j)
-    return j.takeError();
-  Importance imp;
-  try {
-    j->at("hidden").get_to(imp.hidden);
-    j->at("ffn").get_to(imp.ffn);
-    j->at("attention_heads").get_to(imp.attnHeads);
-    j->at("mamba_heads").get_to(imp.mambaHeads);
-    j->at("mamba_channels").get_to(imp.mambaChannels);
-    j->at("depth_order").get_to(imp.depthOrder);
-    j->at("depth_scores").get_to(imp.depthScores);
-  } catch (const json::exception &e) {
-    return llvm::createStringError("%s: %s", path.c_str(), e.what());
-  }
-  return imp;
 }
 
 json sizesJson(const spec::ModelSpec &spec, const spec::ModelSizes<double> &s) {
@@ -649,7 +629,7 @@ llvm::Error Pipeline::parentPhase() {
 
 llvm::Error Pipeline::importancePhase() {
   if (state.phase != "parent") { // done before: read it back
-    auto imp = importanceFromJson(run.path("importance.json"));
+    auto imp = readImportance(run.path("importance.json"));
     if (!imp)
       return imp.takeError();
     result.importance = std::move(*imp);
@@ -1109,7 +1089,22 @@ llvm::Expected<RunResult> Pipeline::execute() {
 } // namespace
 
 llvm::Expected<Importance> nestor::train::readImportance(llvm::StringRef path) {
-  return importanceFromJson(path.str());
+  auto j = readJson(path.str());
+  if (!j)
+    return j.takeError();
+  Importance imp;
+  try {
+    j->at("hidden").get_to(imp.hidden);
+    j->at("ffn").get_to(imp.ffn);
+    j->at("attention_heads").get_to(imp.attnHeads);
+    j->at("mamba_heads").get_to(imp.mambaHeads);
+    j->at("mamba_channels").get_to(imp.mambaChannels);
+    j->at("depth_order").get_to(imp.depthOrder);
+    j->at("depth_scores").get_to(imp.depthScores);
+  } catch (const json::exception &e) {
+    return llvm::createStringError("%s: %s", path.str().c_str(), e.what());
+  }
+  return imp;
 }
 
 llvm::Expected<RunResult> nestor::train::runPipeline(MLIRContext &context,
