@@ -32,6 +32,7 @@
 #include "nestor/ParamCount.h"
 #include "nestor/Train.h"
 
+#include <atomic>
 #include <functional>
 #include <optional>
 #include <string>
@@ -78,6 +79,9 @@ struct RunResult {
   TensorMap elastic; // the elastic model with its routers (empty for dense specs)
   Importance importance;
   std::vector<ModelEval> evals; // the parent first, then every budget in spec order
+  /// The run stopped early (RunOptions::interrupt or stopAfterSteps) after a checkpoint;
+  /// evals are empty and --resume continues it.
+  bool interrupted = false;
 };
 
 struct RunOptions {
@@ -93,6 +97,9 @@ struct RunOptions {
   /// Stop (successfully, as if killed after a checkpoint) once this many optimisation steps
   /// have run in this process; -1: run to the end. For tests of resumption.
   int64_t stopAfterSteps = -1;
+  /// When set (e.g. by a SIGINT handler), the run checkpoints after the current step and
+  /// stops; RunResult::interrupted says so.
+  const std::atomic<bool> *interrupt = nullptr;
 };
 
 /// Runs the pipeline on `spec` with batches from `data`. Fails, naming the phase, the step and

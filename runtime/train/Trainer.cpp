@@ -414,7 +414,8 @@ private:
   /// True when the test hook says to stop as if killed.
   bool stopNow() {
     ++stepsThisProcess;
-    return options.stopAfterSteps >= 0 && stepsThisProcess >= options.stopAfterSteps;
+    return (options.stopAfterSteps >= 0 && stepsThisProcess >= options.stopAfterSteps) ||
+           (options.interrupt && options.interrupt->load());
   }
   Progress progress(const std::string &phase, int64_t inPhase, int64_t phaseSteps, double seconds);
   llvm::Error failure(const std::string &where, llvm::Error err);
@@ -1067,15 +1068,19 @@ llvm::Expected<RunResult> Pipeline::execute() {
   if (state.phase == "parent")
     if (llvm::Error err = parentPhase())
       return err;
-  if (stopped)
+  if (stopped) {
+    result.interrupted = true;
     return result;
+  }
   if (spec.has_elastic()) {
     if (llvm::Error err = importancePhase())
       return err;
     if (llvm::Error err = elasticPhase())
       return err;
-    if (stopped)
+    if (stopped) {
+      result.interrupted = true;
       return result;
+    }
   } else if (state.phase != "parent") {
     return llvm::createStringError("%s: a dense run has no elastic phase", options.runDir.c_str());
   }

@@ -399,6 +399,7 @@ TEST(RunTest, ResumeReproducesTheUninterruptedRun) {
     o.runDir = whole.path;
     auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
     ASSERT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+    EXPECT_FALSE(r->interrupted);
     reference = std::move(*r);
   }
   auto expected = stepRecords(whole.path);
@@ -413,6 +414,7 @@ TEST(RunTest, ResumeReproducesTheUninterruptedRun) {
       o.stopAfterSteps = stopAt;
       auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
       ASSERT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+      EXPECT_TRUE(r->interrupted);
       EXPECT_FALSE(llvm::sys::fs::exists(dir / "summary.json")) << "stopped early";
     }
     mlir::MLIRContext ctx;

@@ -19,6 +19,8 @@
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/Path.h"
 
+#include <atomic>
+#include <csignal>
 #include <iostream>
 #include <unistd.h>
 
@@ -26,6 +28,10 @@ using namespace nestor;
 using namespace nestor::train;
 
 namespace {
+
+/// Set by SIGINT/SIGTERM: the run checkpoints after the step in flight and stops.
+std::atomic<bool> interrupted{false};
+extern "C" void onInterrupt(int) { interrupted.store(true); }
 
 struct TrainOptions {
   std::string specPath, outDir, parentPath;
@@ -164,9 +170,19 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
     std::cerr << "nestor train: " << spec->name() << ", data: " << src.describe() << "\n";
     Progressbar bar(*spec);
     mlir::MLIRContext context;
+    ro.interrupt = &interrupted;
+    std::signal(SIGINT, onInterrupt);
+    std::signal(SIGTERM, onInterrupt);
     auto run = runPipeline(context, *spec, src.batchFn(), bar, ro);
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
     if (!run)
       return reportError(run.takeError(), 1);
+    if (run->interrupted) {
+      std::cerr << "\nnestor train: interrupted; the run is checkpointed, and `nestor train "
+                << opts->specPath << " --out " << opts->outDir << " --resume` continues it\n";
+      return 130; // the shell's code for a run stopped by SIGINT
+    }
     printTable(*run, spec->has_elastic());
     std::cout << "\nrun folder: " << opts->outDir << " (report: " << opts->outDir
               << "/report.html)\n";

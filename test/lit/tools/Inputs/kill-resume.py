@@ -1,8 +1,9 @@
-"""Kills `nestor train` with SIGKILL after its first checkpoint of the elastic phase, resumes
+"""Stops `nestor train` with a signal after its first checkpoint of the elastic phase, resumes
 it, and checks that every step and evaluation record (losses, gradient norms, budgets, router
-choices; not timings) equals that of an uninterrupted run of the same spec.
+choices; not timings) equals that of an uninterrupted run of the same spec. SIGKILL kills it
+outright; SIGINT asks it to checkpoint and stop (exit code 130).
 
-usage: kill-resume.py NESTOR SPEC WORKDIR
+usage: kill-resume.py NESTOR SPEC WORKDIR [KILL|INT]
 """
 import json
 import os
@@ -30,6 +31,7 @@ def records(run):
 
 def main():
     nestor, spec, work = sys.argv[1:4]
+    sig = signal.SIGINT if len(sys.argv) > 4 and sys.argv[4] == "INT" else signal.SIGKILL
     whole, killed = os.path.join(work, "whole"), os.path.join(work, "killed")
     quiet = dict(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run([nestor, "train", spec, "--out", whole], check=True, **quiet)
@@ -51,11 +53,13 @@ def main():
         except (OSError, ValueError):
             pass  # not written yet (writes are atomic, so never half a file)
         time.sleep(0.005)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    code = proc.wait()
+    if sig == signal.SIGINT and code != 130:
+        sys.exit(f"an interrupted run exits with 130, got {code}")
     with open(state) as f:
         s = json.load(f)
-    print(f"killed in phase {s['phase']} after checkpoint {s['checkpoint']}")
+    print(f"{sig.name} in phase {s['phase']}, resuming from checkpoint {s['checkpoint']}")
     if os.path.exists(os.path.join(killed, "summary.json")):
         sys.exit("the killed run had already finished")
 
