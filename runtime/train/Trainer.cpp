@@ -429,8 +429,14 @@ private:
     std::optional<double> exact, tokens;
   };
   llvm::Expected<Accuracy> accuracy(Session &s, int32_t budget);
-  json schedules(double lr, double tau, double scale) const {
+  /// What state.json records beside the position: the stage, the schedules' values at the
+  /// step and the random generator's state (its seed and the next step: draws are pure
+  /// functions of both, nestor/Train.h).
+  json schedules(int stage, double lr, double tau, double scale) const {
     return {
+        {"stage", stage < 0
+                      ? json("parent")
+                      : json({{"index", stage}, {"name", spec.training().stages(stage).name()}})},
         {"seed", seed},
         {"rng", {{"generator", "counter-splitmix64"}, {"seed", seed}, {"next_step", state.step}}},
         {"schedule", {{"lr", lr}, {"tau", tau}, {"logit_scale", scale}}}};
@@ -613,7 +619,7 @@ llvm::Error Pipeline::parentPhase() {
     state.parentDone = s + 1 == pt.steps();
     if ((s + 1) % every == 0 || s + 1 == pt.steps() || stop)
       if (llvm::Error err = run.checkpoint(state, parent.weights, &parent.expAvg, &parent.expAvgSq,
-                                           schedules(in.lr, 0, 0)))
+                                           schedules(-1, in.lr, 0, 0)))
         return err;
     if (stop) {
       stopped = true;
@@ -797,8 +803,9 @@ llvm::Error Pipeline::elasticPhase() {
         }
       }
       if ((global + 1) % every == 0 || global + 1 == total || stop)
-        if (llvm::Error err = run.checkpoint(state, e.weights, &e.expAvg, &e.expAvgSq,
-                                             schedules(in.lr, in.router.tau, in.router.logitScale)))
+        if (llvm::Error err =
+                run.checkpoint(state, e.weights, &e.expAvg, &e.expAvgSq,
+                               schedules(si, in.lr, in.router.tau, in.router.logitScale)))
           return err;
       if (stop) {
         stopped = true;
