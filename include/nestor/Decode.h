@@ -54,8 +54,8 @@ public:
   /// Feeds `prompt`, then writes the argmax token up to `maxTokens` times, stopping after
   /// `stopToken` (which is included). Starts from a reset decoder. Fails, naming the position,
   /// on a token out of the vocabulary.
-  llvm::Expected<std::vector<int32_t>> greedy(const std::vector<int32_t> &prompt,
-                                              int64_t maxTokens, int32_t stopToken);
+  llvm::Expected<std::vector<int32_t>> greedy(const std::vector<int32_t> &prompt, int64_t maxTokens,
+                                              int32_t stopToken);
 
   struct Impl;
 

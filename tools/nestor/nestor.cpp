@@ -80,6 +80,9 @@ int main(int argc, char **argv) {
   CLI::App *importHf = app.add_subcommand(
       "import-hf", "Read a Hugging Face NemotronH folder into a dense spec and checkpoint");
   actions[importHf] = addImportHfCommand(*importHf);
+  CLI::App *generate = app.add_subcommand(
+      "generate", "Decode text from a run's budgets (one loaded checkpoint) or a dense folder");
+  actions[generate] = addGenerateCommand(*generate);
 
   try {
     app.parse(argc, argv);

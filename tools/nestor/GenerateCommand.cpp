@@ -1,0 +1,189 @@
+//===- GenerateCommand.cpp - `nestor generate` -----------------------------===//
+//
+// Many-in-one serving (METHOD.md §8): the weights of a run are loaded once and every budget is
+// decoded from them prefix-dense (nestor/Decode.h), so serving more budgets costs no memory
+// and a smaller budget decodes faster. A dense folder (`nestor slice`, `nestor import-hf`, a
+// dense run) is served whole. Text goes through the byte tokenizer: kBos, the prompt's bytes,
+// then greedy decoding until kEos or --max-tokens.
+//
+//===----------------------------------------------------------------------===//
+#include "Commands.h"
+
+#include "nestor/Checkpoint.h"
+#include "nestor/Data.h"
+#include "nestor/Decode.h"
+#include "nestor/Report.h"
+#include "nestor/Trainer.h"
+
+#include "CLI/CLI.hpp"
+#include "fmt/format.h"
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+
+using namespace nestor;
+
+namespace {
+
+struct GenerateOptions {
+  std::string dir, budget;
+  std::vector<std::string> budgets, prompts;
+  int64_t maxTokens = 128;
+};
+
+/// One model to serve: a budget of an elastic run, or the whole model.
+struct Target {
+  std::string name;
+  spec::ModelSizes<double> sizes;
+};
+
+double secondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+} // namespace
+
+nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
+  auto opts = std::make_shared<GenerateOptions>();
+  app.add_option("RUN_OR_DIR", opts->dir,
+                 "A `nestor train` run folder, or a dense folder (spec.pbtxt, model.safetensors) "
+                 "from `nestor slice`")
+      ->required();
+  app.add_option("--prompt", opts->prompts,
+                 "The text to continue; once for every budget, or once per budget of --budgets")
+      ->required();
+  app.add_option("--max-tokens", opts->maxTokens, "Most tokens to generate per prompt")
+      ->check(CLI::PositiveNumber);
+  CLI::Option *one =
+      app.add_option("--budget", opts->budget, "The budget to serve (default: the first)");
+  app.add_option("--budgets", opts->budgets, "Budgets to serve from the one loaded checkpoint")
+      ->delimiter(',')
+      ->excludes(one);
+  return [opts]() -> int {
+    std::string dir = opts->dir;
+    auto spec = spec::loadSpecFile(dir + "/spec.pbtxt");
+    if (!spec)
+      return reportError(spec.takeError());
+    const spec::Architecture &arch = spec->architecture();
+    if (arch.vocab_size() < data::kByteVocabSize)
+      return reportError(llvm::createStringError(
+          "%s/spec.pbtxt: vocab_size %lld is smaller than the byte tokenizer's %d", dir.c_str(),
+          static_cast<long long>(arch.vocab_size()), data::kByteVocabSize));
+    std::vector<std::string> requested = opts->budgets;
+    if (!opts->budget.empty())
+      requested.push_back(opts->budget);
+    if (!llvm::sys::fs::exists(dir + "/model.safetensors"))
+      return reportError(llvm::createStringError(
+          "%s: no model.safetensors (an unfinished run? generate once `nestor train` or "
+          "--resume completes)",
+          dir.c_str()));
+
+    // Which sub-networks to serve; an elastic run's budgets need the routers' choice and the
+    // depth order, read below once the weights are in.
+    std::vector<std::string> names;
+    if (spec->has_elastic()) {
+      for (const spec::Budget &b : spec->elastic().budgets())
+        names.push_back(b.name());
+      if (requested.empty())
+        requested.push_back(names.front());
+      for (const std::string &r : requested)
+        if (!llvm::is_contained(names, r))
+          return reportError(llvm::createStringError("--budget: '%s' is not a budget of %s (%s)",
+                                                     r.c_str(), dir.c_str(),
+                                                     llvm::join(names, ", ").c_str()));
+    } else if (!requested.empty()) {
+      return reportError(llvm::createStringError(
+          "--budget: %s holds a dense model (no elastic section); it is served whole",
+          dir.c_str()));
+    }
+    size_t count = std::max<size_t>(requested.size(), 1);
+    if (opts->prompts.size() != 1 && opts->prompts.size() != count)
+      return reportError(llvm::createStringError(
+          "--prompt: given %zu times for %zu budgets; give it once, or once per budget",
+          opts->prompts.size(), count));
+
+    auto t0 = std::chrono::steady_clock::now();
+    auto weights = ckpt::readSafetensors(dir + "/model.safetensors");
+    if (!weights)
+      return reportError(weights.takeError());
+    double loadSeconds = secondsSince(t0);
+    double bytes = 0;
+    for (const auto &[name, t] : *weights)
+      bytes += 4.0 * double(t.data.size());
+
+    std::vector<Target> targets;
+    if (spec->has_elastic()) {
+      std::vector<int64_t> depthOrder;
+      if (spec->elastic().max_dropped_layers() > 0 ||
+          llvm::sys::fs::exists(dir + "/importance.json")) {
+        auto importance = train::readImportance(dir + "/importance.json");
+        if (!importance)
+          return reportError(importance.takeError());
+        depthOrder = importance->depthOrder;
+      }
+      for (const std::string &r : requested) {
+        int32_t b = static_cast<int32_t>(llvm::find(names, r) - names.begin());
+        targets.push_back({r, train::routerChoice(*spec, *weights, b, depthOrder).sizes});
+      }
+    } else {
+      targets.push_back({spec->name(), spec::parentSizes(*spec)});
+    }
+
+    spec::FixedSizes fixed = spec::fixedSizes(*spec);
+    double parentParams = spec::countParams(fixed, spec::parentSizes(*spec)).total();
+    std::cout << fmt::format("{}: loaded {} ({:.1f} MB of float32 weights) in {:.2f} s; serving "
+                             "{} from it\n",
+                             spec->name(), dir + "/model.safetensors", bytes / 1e6, loadSeconds,
+                             targets.size() == 1 ? "1 model"
+                                                 : std::to_string(targets.size()) + " budgets");
+    for (size_t i = 0; i < targets.size(); ++i) {
+      const Target &target = targets[i];
+      const std::string &prompt = opts->prompts[opts->prompts.size() == 1 ? 0 : i];
+      auto decoder = decode::Decoder::create(*spec, *weights, target.sizes);
+      if (!decoder)
+        return reportError(decoder.takeError(), 1);
+      std::vector<int32_t> tokens = data::encodeBytes(prompt);
+      tokens.insert(tokens.begin(), data::kBos);
+
+      // Prefill and decode are timed apart: tokens/s is the incremental decoding speed.
+      auto tp = std::chrono::steady_clock::now();
+      const float *logits = nullptr;
+      for (int32_t t : tokens) {
+        auto l = (*decoder)->step(t);
+        if (!l)
+          return reportError(l.takeError(), 1);
+        logits = *l;
+      }
+      double prefillSeconds = secondsSince(tp);
+      auto td = std::chrono::steady_clock::now();
+      std::vector<int32_t> out;
+      int64_t vocab = (*decoder)->vocabSize();
+      while (static_cast<int64_t>(out.size()) < opts->maxTokens) {
+        int32_t next = static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
+        out.push_back(next);
+        if (next == data::kEos || static_cast<int64_t>(out.size()) == opts->maxTokens)
+          break;
+        auto l = (*decoder)->step(next);
+        if (!l)
+          return reportError(l.takeError(), 1);
+        logits = *l;
+      }
+      double decodeSeconds = secondsSince(td);
+      // The last token is chosen but not fed back; count only the steps that ran.
+      int64_t steps = std::max<int64_t>(static_cast<int64_t>(out.size()) - 1, 0);
+      double params = spec::countParams(fixed, target.sizes).total();
+      std::cout << fmt::format("\n[{}] {} parameters ({:.1f}% of the parent)\n", target.name,
+                               report::groupThousands(params), 100 * params / parentParams);
+      std::cout << prompt << data::decodeBytes(out) << "\n";
+      std::cout << fmt::format(
+          "  prompt {} tokens in {:.1f} ms; generated {} tokens{}, decode {:.1f} tokens/s\n",
+          tokens.size(), 1e3 * prefillSeconds, out.size(),
+          !out.empty() && out.back() == data::kEos ? " (end of text)" : "",
+          steps > 0 && decodeSeconds > 0 ? double(steps) / decodeSeconds : 0.0);
+    }
+    return 0;
+  };
+}
