@@ -9,6 +9,8 @@
 //===----------------------------------------------------------------------===//
 #include "nestor/HuggingFace.h"
 
+#include "nestor/Json.h"
+
 #include "nestor/Checkpoint.h"
 
 #include "google/protobuf/text_format.h"
@@ -22,7 +24,6 @@
 
 #include <algorithm>
 #include <optional>
-#include <set>
 
 using namespace nestor;
 using spec::Architecture;
@@ -98,42 +99,19 @@ const char *kindName(LayerKind kind) {
 
 bool isConvWeight(llvm::StringRef name) { return name.ends_with(".mixer.conv1d.weight"); }
 
-/// nlohmann's message without its "[json.exception.parse_error.101] " prefix.
-std::string jsonMessage(llvm::StringRef what) {
-  size_t close = what.find("] ");
-  if (what.starts_with("[") && close != llvm::StringRef::npos)
-    what = what.drop_front(close + 2);
-  return what.str();
-}
-
-/// Parses JSON text into an object; nlohmann keeps the last of repeated keys, and a config
-/// that sets a size twice is ambiguous, so a repeat is an error.
+/// Parses JSON text into an object; a config that sets a size twice is ambiguous, so a
+/// repeated key is an error (nestor/Json.h).
 llvm::Expected<nlohmann::json> parseJsonObject(llvm::StringRef text, llvm::StringRef file) {
-  std::vector<std::set<std::string>> openObjects;
-  std::optional<std::string> repeatedKey;
-  auto checkKeys = [&](int, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
-    using Event = nlohmann::json::parse_event_t;
-    if (event == Event::object_start)
-      openObjects.emplace_back();
-    else if (event == Event::object_end)
-      openObjects.pop_back();
-    else if (event == Event::key && !openObjects.back().insert(parsed.get<std::string>()).second &&
-             !repeatedKey)
-      repeatedKey = parsed.get<std::string>();
-    return true;
-  };
-  nlohmann::json value;
-  try {
-    value = nlohmann::json::parse(text.begin(), text.end(), checkKeys);
-  } catch (const nlohmann::json::parse_error &e) {
-    return llvm::createStringError((file + ": not valid JSON: " + jsonMessage(e.what())).str());
-  }
-  if (repeatedKey)
-    return llvm::createStringError((file + ": the key '" + *repeatedKey + "' appears twice").str());
-  if (!value.is_object())
+  json::StrictParse parsed = json::parseStrict(text);
+  if (parsed.syntaxError)
+    return llvm::createStringError((file + ": not valid JSON: " + *parsed.syntaxError).str());
+  if (parsed.repeatedKey)
     return llvm::createStringError(
-        (file + ": a JSON " + value.type_name() + ", not an object").str());
-  return value;
+        (file + ": the key '" + *parsed.repeatedKey + "' appears twice").str());
+  if (!parsed.value.is_object())
+    return llvm::createStringError(
+        (file + ": a JSON " + parsed.value.type_name() + ", not an object").str());
+  return std::move(parsed.value);
 }
 
 llvm::Expected<std::string> readTextFile(llvm::StringRef path) {

@@ -7,6 +7,8 @@
 //===----------------------------------------------------------------------===//
 #include "nestor/Checkpoint.h"
 
+#include "nestor/Json.h"
+
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/ScopeExit.h"
@@ -27,7 +29,6 @@
 #include <fcntl.h>
 #include <limits>
 #include <optional>
-#include <set>
 #include <unistd.h>
 
 using namespace nestor;
@@ -392,29 +393,12 @@ nestor::ckpt::decodeSafetensors(llvm::StringRef bytes, llvm::StringRef name, Met
 
   llvm::StringRef headerText = bytes.substr(8, headerBytes);
   llvm::StringRef data = bytes.substr(8 + headerBytes);
-  // nlohmann keeps the last of repeated keys; a header that names a tensor twice is ambiguous
-  // (which entry did the writer mean?), so the parse records the first repeat instead.
-  std::vector<std::set<std::string>> openObjects;
-  std::optional<std::string> repeatedKey;
-  auto checkKeys = [&](int, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
-    using Event = nlohmann::json::parse_event_t;
-    if (event == Event::object_start)
-      openObjects.emplace_back();
-    else if (event == Event::object_end)
-      openObjects.pop_back();
-    else if (event == Event::key && !openObjects.back().insert(parsed.get<std::string>()).second &&
-             !repeatedKey)
-      repeatedKey = parsed.get<std::string>();
-    return true;
-  };
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(headerText.begin(), headerText.end(), checkKeys);
-  } catch (const nlohmann::json::parse_error &e) {
-    return errorAt(name, llvm::Twine("header is not valid JSON: ") + e.what());
-  }
-  if (repeatedKey)
-    return errorAt(name, "header repeats the key '" + *repeatedKey + "'");
+  json::StrictParse parsed = json::parseStrict(headerText);
+  if (parsed.syntaxError)
+    return errorAt(name, llvm::Twine("header is not valid JSON: ") + *parsed.syntaxError);
+  const nlohmann::json &header = parsed.value;
+  if (parsed.repeatedKey)
+    return errorAt(name, "header repeats the key '" + *parsed.repeatedKey + "'");
   if (!header.is_object())
     return errorAt(name, llvm::Twine("header is a JSON ") + header.type_name() + ", not an object");
 

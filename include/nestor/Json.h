@@ -1,0 +1,31 @@
+//===- Json.h - Strict JSON parsing for the files Nestor reads ---*- C++ -*-===//
+//
+// nlohmann::json keeps the last of repeated keys without a word; in a checkpoint header or a
+// model config a repeated key is ambiguous (which did the writer mean?), so the readers parse
+// through here and refuse it, each with its own message.
+//
+//===----------------------------------------------------------------------===//
+#ifndef NESTOR_JSON_H
+#define NESTOR_JSON_H
+
+#include "nlohmann/json.hpp"
+#include "llvm/ADT/StringRef.h"
+
+#include <optional>
+#include <string>
+
+namespace nestor::json {
+
+struct StrictParse {
+  nlohmann::json value;
+  /// The parser's message on invalid JSON, without nlohmann's "[json.exception...] " prefix.
+  std::optional<std::string> syntaxError;
+  /// The first key that appears twice within one object.
+  std::optional<std::string> repeatedKey;
+};
+
+StrictParse parseStrict(llvm::StringRef text);
+
+} // namespace nestor::json
+
+#endif // NESTOR_JSON_H

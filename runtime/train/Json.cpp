@@ -1,0 +1,31 @@
+//===- Json.cpp - Strict JSON parsing for the files Nestor reads -----------===//
+#include "nestor/Json.h"
+
+#include <set>
+#include <vector>
+
+nestor::json::StrictParse nestor::json::parseStrict(llvm::StringRef text) {
+  StrictParse out;
+  std::vector<std::set<std::string>> openObjects;
+  auto checkKeys = [&](int, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
+    using Event = nlohmann::json::parse_event_t;
+    if (event == Event::object_start)
+      openObjects.emplace_back();
+    else if (event == Event::object_end)
+      openObjects.pop_back();
+    else if (event == Event::key && !openObjects.back().insert(parsed.get<std::string>()).second &&
+             !out.repeatedKey)
+      out.repeatedKey = parsed.get<std::string>();
+    return true;
+  };
+  try {
+    out.value = nlohmann::json::parse(text.begin(), text.end(), checkKeys);
+  } catch (const nlohmann::json::parse_error &e) {
+    llvm::StringRef what = e.what();
+    size_t close = what.find("] ");
+    if (what.starts_with("[") && close != llvm::StringRef::npos)
+      what = what.drop_front(close + 2);
+    out.syntaxError = what.str();
+  }
+  return out;
+}
