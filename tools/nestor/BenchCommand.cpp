@@ -5,11 +5,16 @@
 // The routers are set so that budget i picks choice i on every axis (its i-th largest width and
 // i dropped layers), with hard masks unless --soft: that is the sub-network the budget trains.
 // Weights are random at a realistic scale; timing does not depend on their values.
+// With --decode N it also times incremental decoding of N tokens per budget, served
+// prefix-dense from the one parent copy (nestor generate) and from a copy sliced to the budget
+// (nestor slice), and the slicing itself, all as ratios to the full budget in the same run.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
 #include "nestor/Compile.h"
+#include "nestor/Decode.h"
+#include "nestor/Slice.h"
 #include "nestor/Spec.h"
 
 #include "CLI/CLI.hpp"
@@ -32,7 +37,21 @@ struct BenchOptions {
   int64_t batch = 0, seqLen = 0;
   int steps = 5, warmup = 1;
   bool soft = false, noPrefixDense = false, json = false, profile = false, float64 = false;
+  int decode = 0;
 };
+
+/// Decode tokens/s of `decoder` over `tokens` steps after a 16-token prompt.
+llvm::Expected<double> decodeRate(decode::Decoder &decoder, int tokens, int64_t vocab) {
+  decoder.reset();
+  for (int i = 0; i < 16; ++i)
+    if (auto r = decoder.step(static_cast<int32_t>((i * 7 + 3) % vocab)); !r)
+      return r.takeError();
+  auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < tokens; ++i)
+    if (auto r = decoder.step(static_cast<int32_t>((i * 13 + 5) % vocab)); !r)
+      return r.takeError();
+  return tokens / std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 
 /// Typed argument buffers of a compiled step.
 struct Buffers {
@@ -58,6 +77,9 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
   app.add_flag("--float64", opts->float64, "Run in float64");
   app.add_flag("--profile", opts->profile, "Print time per kernel kind");
   app.add_flag("--json", opts->json, "Print JSON");
+  app.add_option("--decode", opts->decode,
+                 "Also time decoding this many tokens per budget: prefix-dense from the parent "
+                 "and from a sliced copy (float32)");
 
   return [opts]() -> int {
     auto spec = spec::loadSpecFile(opts->specPath);
@@ -66,8 +88,11 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     if (!spec->has_elastic())
       return reportError(llvm::createStringError("%s: bench needs a spec with an elastic section",
                                                  opts->specPath.c_str()));
-    if (opts->steps < 1 || opts->warmup < 0)
-      return reportError(llvm::createStringError("--steps must be >= 1 and --warmup >= 0"));
+    if (opts->steps < 1 || opts->warmup < 0 || opts->decode < 0)
+      return reportError(
+          llvm::createStringError("--steps must be >= 1, --warmup and --decode >= 0"));
+    if (opts->decode > 0 && opts->float64)
+      return reportError(llvm::createStringError("--decode runs in float32; drop --float64"));
     spec->mutable_elastic()->set_mask_mode(opts->soft ? spec::SOFT : spec::HARD);
     StepOptions step = defaultStepOptions(*spec);
     if (opts->batch > 0)
@@ -183,6 +208,65 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
       rows.push_back({e.budgets(b).name(), seconds, c.program->gemmFlops() / opts->steps});
     }
 
+    // Decoding: the same weights and, per budget, the sizes the routers were wired to choose
+    // (choice i on every axis, the last i layers dropped: the importer's default depth order).
+    struct DecodeRow {
+      double parentRate = 0, slicedRate = 0, sliceSeconds = 0;
+    };
+    std::vector<DecodeRow> decodeRows;
+    if (opts->decode > 0) {
+      train::TensorMap weights;
+      for (auto [i, a] : llvm::enumerate(c.args))
+        if (a.isParam) {
+          const float *p = buf.at<float>(static_cast<int>(i));
+          weights[a.name] = train::Tensor{a.shape, std::vector<float>(p, p + a.numel())};
+        }
+      const std::string &pattern = spec->architecture().hybrid_override_pattern();
+      for (int64_t b = 0; b < budgets; ++b) {
+        spec::ModelSizes<double> sizes = spec::parentSizes(*spec);
+        auto pick = [&](const spec::AxisChoices &a, double fallback) {
+          return a.choices_size() ? double(a.choices(std::min<int64_t>(b, a.choices_size() - 1)))
+                                  : fallback;
+        };
+        sizes.hidden = pick(e.hidden_size(), sizes.hidden);
+        for (size_t l = 0; l < sizes.layers.size(); ++l) {
+          spec::LayerSizes<double> &ls = sizes.layers[l];
+          ls.ffn = pick(e.intermediate_size(), ls.ffn);
+          ls.attnHeads = pick(e.num_attention_heads(), ls.attnHeads);
+          ls.mambaHeads = pick(e.mamba_num_heads(), ls.mambaHeads);
+          ls.mambaHeadDim = pick(e.mamba_head_dim(), ls.mambaHeadDim);
+          if (int64_t(l) >= int64_t(pattern.size()) - std::min<int64_t>(b, e.max_dropped_layers()))
+            ls.keep = 0;
+        }
+        DecodeRow row;
+        auto parent = decode::Decoder::create(*spec, weights, sizes);
+        if (!parent)
+          return reportError(parent.takeError(), 1);
+        auto rate = decodeRate(**parent, opts->decode, vocab);
+        if (!rate)
+          return reportError(rate.takeError(), 1);
+        row.parentRate = *rate;
+        auto t0 = std::chrono::steady_clock::now();
+        auto sliced = slice::sliceModel(*spec, sizes);
+        if (!sliced)
+          return reportError(sliced.takeError(), 1);
+        auto denseWeights = slice::applySliceMap(sliced->map, weights);
+        if (!denseWeights)
+          return reportError(denseWeights.takeError(), 1);
+        row.sliceSeconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        auto dense =
+            decode::Decoder::create(sliced->spec, *denseWeights, spec::parentSizes(sliced->spec));
+        if (!dense)
+          return reportError(dense.takeError(), 1);
+        rate = decodeRate(**dense, opts->decode, vocab);
+        if (!rate)
+          return reportError(rate.takeError(), 1);
+        row.slicedRate = *rate;
+        decodeRows.push_back(row);
+      }
+    }
+
     nlohmann::ordered_json j;
     j["spec"] = opts->specPath;
     j["batch"] = step.batch;
@@ -199,6 +283,14 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
                               {"tokens_per_s", tokens / r.seconds},
                               {"ratio_to_full", r.seconds / rows[0].seconds},
                               {"gemm_gflops", r.flops / r.seconds / 1e9}});
+    for (auto [b, d] : llvm::enumerate(decodeRows)) {
+      nlohmann::ordered_json &row = j["budgets"][b];
+      row["decode_tokens_per_s"] = d.parentRate;
+      row["decode_ratio_to_full"] = d.parentRate / decodeRows[0].parentRate;
+      row["sliced_decode_tokens_per_s"] = d.slicedRate;
+      row["sliced_decode_ratio_to_full"] = d.slicedRate / decodeRows[0].slicedRate;
+      row["slice_ms"] = d.sliceSeconds * 1e3;
+    }
     if (opts->json) {
       std::cout << j.dump(2) << "\n";
     } else {
@@ -217,6 +309,18 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         std::cout << fmt::format("{:<10} {:>10.1f} {:>12.0f} {:>8.2f}x {:>12.1f}\n", r.name,
                                  r.seconds * 1e3, tokens / r.seconds, r.seconds / rows[0].seconds,
                                  r.flops / r.seconds / 1e9);
+      if (!decodeRows.empty()) {
+        std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1):\n",
+                                 opts->decode);
+        std::cout << fmt::format("{:<10} {:>22} {:>9} {:>20} {:>9} {:>9}\n", "budget",
+                                 "from parent tok/s", "vs full", "sliced copy tok/s", "vs full",
+                                 "slice ms");
+        for (auto [b, d] : llvm::enumerate(decodeRows))
+          std::cout << fmt::format("{:<10} {:>22.0f} {:>8.2f}x {:>20.0f} {:>8.2f}x {:>9.1f}\n",
+                                   rows[b].name, d.parentRate,
+                                   d.parentRate / decodeRows[0].parentRate, d.slicedRate,
+                                   d.slicedRate / decodeRows[0].slicedRate, d.sliceSeconds * 1e3);
+      }
     }
     if (opts->profile) {
       std::map<std::string, double> byKind;
