@@ -13,6 +13,7 @@
 
 #include "nestor/Tensor.h"
 
+#include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
@@ -28,6 +29,13 @@ using Metadata = std::map<std::string, std::string>;
 /// rename, fsync of the directory). On failure the previous file, if any, is untouched and no
 /// temporary is left behind. Errors name the path.
 llvm::Error writeFileAtomic(llvm::StringRef path, llvm::StringRef contents);
+
+/// The whole of `path` as bytes. The file is read as volatile (a writer may be appending, as
+/// the trainer does to metrics.jsonl); errors name the path ("PATH: cannot read: reason").
+llvm::Expected<std::string> readFileBytes(llvm::StringRef path);
+
+/// A tensor shape as it appears in messages: "[4, 8]".
+std::string shapeString(llvm::ArrayRef<int64_t> shape);
 
 /// The safetensors encoding of `tensors` (dtype F32, names in map order) with `metadata`.
 std::string encodeSafetensors(const train::TensorMap &tensors, const Metadata &metadata = {});

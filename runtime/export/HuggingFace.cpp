@@ -78,12 +78,6 @@ const PerLayerField kPerLayerFields[] = {
      &spec::LayerOverride::set_mamba_head_dim},
 };
 
-std::string shapeString(const std::vector<int64_t> &shape) {
-  return "[" +
-         llvm::join(llvm::map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ") +
-         "]";
-}
-
 /// The layer kind as the pattern's documentation names it.
 const char *kindName(LayerKind kind) {
   switch (kind) {
@@ -112,13 +106,6 @@ llvm::Expected<nlohmann::json> parseJsonObject(llvm::StringRef text, llvm::Strin
     return llvm::createStringError(
         (file + ": a JSON " + parsed.value.type_name() + ", not an object").str());
   return std::move(parsed.value);
-}
-
-llvm::Expected<std::string> readTextFile(llvm::StringRef path) {
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
-  if (!buffer)
-    return llvm::createStringError((path + ": cannot read: " + buffer.getError().message()).str());
-  return (*buffer)->getBuffer().str();
 }
 
 /// Reads the fields of a config.json object, each error naming the file and the field.
@@ -560,7 +547,7 @@ llvm::Expected<train::TensorMap> readHuggingFaceWeights(llvm::StringRef hfDir) {
         (hfDir + ": no model.safetensors (nor model.safetensors.index.json); Nestor reads "
                  "safetensors weights")
             .str());
-  auto text = readTextFile(indexPath);
+  auto text = ckpt::readFileBytes(indexPath);
   if (!text)
     return text.takeError();
   auto index = parseJsonObject(*text, indexPath);
@@ -633,8 +620,8 @@ llvm::Expected<hf::HuggingFaceModel> nestor::hf::loadDenseAsHuggingFace(llvm::St
           (llvm::Twine(weightsPath) + ": tensor '" + name + "' of the spec is missing").str());
     if (it->second.shape != shape)
       return llvm::createStringError((llvm::Twine(weightsPath) + ": tensor '" + name +
-                                      "' has shape " + shapeString(it->second.shape) +
-                                      " but the spec says " + shapeString(shape))
+                                      "' has shape " + ckpt::shapeString(it->second.shape) +
+                                      " but the spec says " + ckpt::shapeString(shape))
                                          .str());
   }
   for (const auto &[name, tensor] : *weights)
@@ -655,7 +642,7 @@ llvm::Expected<hf::HuggingFaceModel> nestor::hf::loadDenseAsHuggingFace(llvm::St
 
 llvm::Expected<hf::DenseModel> nestor::hf::loadHuggingFaceAsDense(llvm::StringRef hfDir) {
   std::string configPath = joinPath(hfDir, "config.json");
-  auto text = readTextFile(configPath);
+  auto text = ckpt::readFileBytes(configPath);
   if (!text)
     return text.takeError();
   auto spec = specFromNemotronHConfig(*text, configPath);
@@ -695,8 +682,8 @@ llvm::Expected<hf::DenseModel> nestor::hf::loadHuggingFaceAsDense(llvm::StringRe
       if (isConvWeight(name))
         expected = {shape[0], 1, shape[1]};
       return llvm::createStringError((llvm::Twine(weightsName) + ": tensor '" + name +
-                                      "' has shape " + shapeString(it->second.shape) +
-                                      " but config.json says " + shapeString(expected))
+                                      "' has shape " + ckpt::shapeString(it->second.shape) +
+                                      " but config.json says " + ckpt::shapeString(expected))
                                          .str());
     }
   }

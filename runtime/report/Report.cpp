@@ -1605,15 +1605,6 @@ private:
   std::string out;
 };
 
-llvm::Expected<std::string> readFile(const std::string &path) {
-  // Volatile: the trainer may be appending to metrics.jsonl while the report reads it.
-  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
-                                            /*RequiresNullTerminator=*/false, /*IsVolatile=*/true);
-  if (!buffer)
-    return llvm::createStringError(fmt::format("{}: {}", path, buffer.getError().message()));
-  return (*buffer)->getBuffer().str();
-}
-
 } // namespace
 
 llvm::Expected<std::string> report::renderReport(llvm::StringRef metricsJsonl,
@@ -1640,12 +1631,12 @@ llvm::Expected<std::string> report::writeReport(llvm::StringRef runDir) {
     return std::string(path);
   };
   std::string metricsPath = inRun("metrics.jsonl"), summaryPath = inRun("summary.json");
-  auto metrics = readFile(metricsPath);
+  auto metrics = ckpt::readFileBytes(metricsPath);
   if (!metrics)
     return metrics.takeError();
   std::string summary;
   if (llvm::sys::fs::exists(summaryPath)) {
-    auto text = readFile(summaryPath);
+    auto text = ckpt::readFileBytes(summaryPath);
     if (!text)
       return text.takeError();
     summary = std::move(*text);

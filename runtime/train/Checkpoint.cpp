@@ -84,13 +84,6 @@ std::error_code syncDirectory(llvm::StringRef dir) {
   return ec;
 }
 
-std::string shapeString(llvm::ArrayRef<int64_t> shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 /// The element count of `shape`, or nullopt if it is negative or overflows.
 std::optional<uint64_t> elementCount(llvm::ArrayRef<int64_t> shape) {
   // A zero anywhere makes the tensor empty whatever the other extents are, so overflow among
@@ -466,4 +459,19 @@ llvm::Expected<TensorMap> nestor::ckpt::readSafetensors(llvm::StringRef path, Me
   if (!buffer)
     return ioError(path, "cannot read", buffer.getError());
   return decodeSafetensors((*buffer)->getBuffer(), path, metadata);
+}
+
+std::string nestor::ckpt::shapeString(llvm::ArrayRef<int64_t> shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i)
+    s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+llvm::Expected<std::string> nestor::ckpt::readFileBytes(llvm::StringRef path) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/false,
+                                            /*RequiresNullTerminator=*/false, /*IsVolatile=*/true);
+  if (!buffer)
+    return llvm::createStringError((path + ": cannot read: " + buffer.getError().message()).str());
+  return (*buffer)->getBuffer().str();
 }

@@ -167,25 +167,14 @@ std::string joinPath(llvm::StringRef dir, llvm::StringRef name) {
   return std::string(p);
 }
 
-llvm::Expected<std::string> readFile(const std::string &path) {
-  auto buf = llvm::MemoryBuffer::getFile(path);
-  if (!buf)
-    return llvm::createStringError("%s: %s", path.c_str(), buf.getError().message().c_str());
-  return (*buf)->getBuffer().str();
-}
-
 llvm::Expected<json> readJson(const std::string &path) {
-  auto text = readFile(path);
+  auto text = ckpt::readFileBytes(path);
   if (!text)
     return text.takeError();
   json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object())
     return llvm::createStringError("%s: not a JSON object", path.c_str());
   return j;
-}
-
-std::string shapeString(const std::vector<int64_t> &shape) {
-  return llvm::join(llvm::map_range(shape, [](int64_t d) { return std::to_string(d); }), ", ");
 }
 
 /// The run directory: metrics, checkpoints, state. Every method is a no-op without one.
@@ -339,10 +328,10 @@ public:
         return llvm::createStringError("%s: tensor '%s' is missing", file.c_str(),
                                        (prefix + name).c_str());
       if (it->second.shape != t.shape)
-        return llvm::createStringError("%s: tensor '%s' has shape [%s], the model needs [%s]",
+        return llvm::createStringError("%s: tensor '%s' has shape %s, the model needs %s",
                                        file.c_str(), (prefix + name).c_str(),
-                                       shapeString(it->second.shape).c_str(),
-                                       shapeString(t.shape).c_str());
+                                       ckpt::shapeString(it->second.shape).c_str(),
+                                       ckpt::shapeString(t.shape).c_str());
       t.data = it->second.data;
     }
     return llvm::Error::success();
@@ -501,7 +490,7 @@ llvm::Error Pipeline::start() {
   google::protobuf::TextFormat::PrintToString(spec, &specText);
   std::string specPath = run.path("spec.pbtxt");
   if (options.resume) {
-    auto saved = readFile(specPath);
+    auto saved = ckpt::readFileBytes(specPath);
     if (!saved)
       return saved.takeError();
     auto parsed = spec::parseSpecText(*saved, specPath);
