@@ -114,6 +114,11 @@ llvm::Expected<Importance> readImportance(llvm::StringRef path);
 /// The spec of the parent alone: `spec` without its elastic section.
 spec::ModelSpec parentSpec(const spec::ModelSpec &spec);
 
+/// The index of the budget called `name` in `spec`; the error names `where` (the run) and
+/// lists the budgets there are: "--budget: 'x' is not a budget of RUN (full, 75%, 50%)".
+llvm::Expected<int32_t> budgetIndex(const spec::ModelSpec &spec, llvm::StringRef name,
+                                    llvm::StringRef where);
+
 /// The routers' inference choice at `budget` (argmax of each router's logits, METHOD.md §4):
 /// the choice index of every elastic axis (one per layer of the axis' kind for heterogeneous
 /// axes; "depth" holds the number of layers dropped) and the sizes they give, with the dropped

@@ -88,6 +88,18 @@ int64_t argmaxOf(const double *v, int64_t n) {
 
 } // namespace
 
+llvm::Expected<int32_t> nestor::train::budgetIndex(const spec::ModelSpec &spec,
+                                                   llvm::StringRef name, llvm::StringRef where) {
+  std::vector<std::string> names;
+  for (const spec::Budget &b : spec.elastic().budgets()) {
+    if (b.name() == name)
+      return static_cast<int32_t>(names.size());
+    names.push_back(b.name());
+  }
+  return llvm::createStringError("--budget: '%s' is not a budget of %s (%s)", name.str().c_str(),
+                                 where.str().c_str(), llvm::join(names, ", ").c_str());
+}
+
 RouterChoice nestor::train::routerChoice(const spec::ModelSpec &spec, const TensorMap &weights,
                                          int32_t budget, llvm::ArrayRef<int64_t> depthOrder) {
   RouterChoice rc;

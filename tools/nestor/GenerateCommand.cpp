@@ -83,17 +83,16 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
 
     // Which sub-networks to serve; an elastic run's budgets need the routers' choice and the
     // depth order, read below once the weights are in.
-    std::vector<std::string> names;
+    std::vector<int32_t> budgets;
     if (spec->has_elastic()) {
-      for (const spec::Budget &b : spec->elastic().budgets())
-        names.push_back(b.name());
       if (requested.empty())
-        requested.push_back(names.front());
-      for (const std::string &r : requested)
-        if (!llvm::is_contained(names, r))
-          return reportError(llvm::createStringError("--budget: '%s' is not a budget of %s (%s)",
-                                                     r.c_str(), dir.c_str(),
-                                                     llvm::join(names, ", ").c_str()));
+        requested.push_back(spec->elastic().budgets(0).name());
+      for (const std::string &r : requested) {
+        auto b = train::budgetIndex(*spec, r, dir);
+        if (!b)
+          return reportError(b.takeError());
+        budgets.push_back(*b);
+      }
     } else if (!requested.empty()) {
       return reportError(llvm::createStringError(
           "--budget: %s holds a dense model (no elastic section); it is served whole",
@@ -124,10 +123,9 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
           return reportError(importance.takeError());
         depthOrder = importance->depthOrder;
       }
-      for (const std::string &r : requested) {
-        int32_t b = static_cast<int32_t>(llvm::find(names, r) - names.begin());
-        targets.push_back({r, train::routerChoice(*spec, *weights, b, depthOrder).sizes});
-      }
+      for (size_t i = 0; i < requested.size(); ++i)
+        targets.push_back(
+            {requested[i], train::routerChoice(*spec, *weights, budgets[i], depthOrder).sizes});
     } else {
       targets.push_back({spec->name(), spec::parentSizes(*spec)});
     }

@@ -60,17 +60,9 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
     if (!spec->has_elastic())
       return reportError(llvm::createStringError("%s: a dense run has no budgets to slice",
                                                  (run + "/spec.pbtxt").c_str()));
-    int32_t budget = -1;
-    std::vector<std::string> names;
-    for (int b = 0; b < spec->elastic().budgets_size(); ++b) {
-      names.push_back(spec->elastic().budgets(b).name());
-      if (names.back() == opts->budget)
-        budget = b;
-    }
-    if (budget < 0)
-      return reportError(llvm::createStringError("--budget: '%s' is not a budget of %s (%s)",
-                                                 opts->budget.c_str(), run.c_str(),
-                                                 llvm::join(names, ", ").c_str()));
+    auto budget = train::budgetIndex(*spec, opts->budget, run);
+    if (!budget)
+      return reportError(budget.takeError());
     if (!llvm::sys::fs::exists(run + "/model.safetensors"))
       return reportError(llvm::createStringError(
           "%s: the run has not finished (no model.safetensors); slice it once `nestor train` "
@@ -83,7 +75,7 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
     if (!importance)
       return reportError(importance.takeError());
     train::RouterChoice choice =
-        train::routerChoice(*spec, *weights, budget, importance->depthOrder);
+        train::routerChoice(*spec, *weights, *budget, importance->depthOrder);
     auto sliced = slice::sliceModel(*spec, choice.sizes);
     if (!sliced)
       return reportError(sliced.takeError(), 1);
