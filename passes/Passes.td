@@ -62,6 +62,29 @@ def ElasticCountParamsPass : Pass<"elastic-count-params", "mlir::func::FuncOp"> 
   let dependentDialects = ["::nestor::elastic::ElasticDialect"];
 }
 
+def ElasticSlicePass : Pass<"elastic-slice", "mlir::ModuleOp"> {
+  let summary = "Slice the elastic model at one budget into a dense model (METHOD.md section 8)";
+  let description = [{
+    Replaces `@<function>` by the dense model its routers choose at `budget` (one of the
+    function's `elastic.budgets`). The routers are evaluated at the budget (argmax; their
+    weights must be constants), every mask is folded to the prefix it keeps (per group for
+    Mamba heads, per KV group for attention heads), every op shrinks itself through
+    `SliceOpInterface`, dropped layers vanish with their weights, and no router, Gumbel, mask,
+    loss or budget op is left: the result is `(tokens, weights...) -> logits`.
+
+    Each weight argument of the dense function records its slice of the parent, which the
+    runtime applies to checkpoint tensors: `elastic.param` (the dense name, layers renumbered),
+    `elastic.slice_of` (the parent tensor) and `elastic.slice`, one `array<i64>` per dimension
+    of `[begin, end)` index runs kept in order.
+  }];
+  let options = [
+    Option<"budget", "budget", "std::string", /*default=*/"", "The budget to slice at (required)">,
+    Option<"function", "function", "std::string", /*default=*/"\"elastic_model\"",
+           "The elastic model function">
+  ];
+  let dependentDialects = ["::nestor::elastic::ElasticDialect"];
+}
+
 def KernelFusePass : Pass<"kernel-fuse", "mlir::func::FuncOp"> {
   let summary = "Fuse kernel ops: GEMM epilogues and accumulation, add chains, host steps";
   let description = [{

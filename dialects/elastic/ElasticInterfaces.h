@@ -7,6 +7,8 @@
 
 namespace nestor::elastic {
 
+class SliceState; // dialects/elastic/ElasticSlicing.h
+
 /// One mask operand of an op and the axis it must describe.
 struct MaskUse {
   unsigned operandIndex;

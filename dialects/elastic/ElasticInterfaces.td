@@ -45,4 +45,27 @@ def Elastic_GradientOpInterface : OpInterface<"GradientOpInterface"> {
   ];
 }
 
+def Elastic_SliceOpInterface : OpInterface<"SliceOpInterface"> {
+  let cppNamespace = "::nestor::elastic";
+  let description = [{
+    An op that knows its dense form at one budget (`elastic-slice`, METHOD.md §8). The pass
+    asks the op producing each value the dense model needs, starting from the logits, through
+    a `SliceState`; it never switches over op kinds. A model op (embed, norm, mixer, residual,
+    head) builds its dense counterpart: masks folded to their active prefix (per group for
+    grouped axes), every weight it reads cut to the indices that prefix keeps (recorded as the
+    slice map), a dropped layer's residual passed through. A routing op (one_hot, router,
+    gumbel_softmax, prefix_mask, layer_keep) is evaluated instead: its value, or a mask's active
+    size, becomes known to the state, and the op itself has no dense counterpart.
+  }];
+  let methods = [
+    InterfaceMethod<
+      /*desc=*/[{Slices or evaluates this op through `state`: maps each result to its dense
+                 value (`state.map`), or records its value (`state.setValue`) or a mask's active
+                 size (`state.setActiveSize`). Emits an error and fails when it cannot.}],
+      /*retTy=*/"::llvm::LogicalResult",
+      /*methodName=*/"sliceAtBudget",
+      /*args=*/(ins "::nestor::elastic::SliceState &":$state)>
+  ];
+}
+
 #endif // NESTOR_ELASTIC_INTERFACES_TD

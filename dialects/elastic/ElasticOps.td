@@ -31,7 +31,7 @@ class Elastic_MaskedOp<string mnemonic, list<Trait> traits = []>
 // Model ops (METHOD.md §1, §5)
 //===----------------------------------------------------------------------===//
 
-def Elastic_EmbedOp : Elastic_MaskedOp<"embed", [DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_EmbedOp : Elastic_MaskedOp<"embed", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "token embedding lookup, optionally masked over hidden channels";
   let description = [{
     `h0[b, l, :] = table[tokens[b, l], :] * m` where `m` is the hidden mask (METHOD.md §5,
@@ -53,7 +53,7 @@ def Elastic_EmbedOp : Elastic_MaskedOp<"embed", [DeclareOpInterfaceMethods<Elast
   let hasVerifier = 1;
 }
 
-def Elastic_RMSNormOp : Elastic_MaskedOp<"rmsnorm", [DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_RMSNormOp : Elastic_MaskedOp<"rmsnorm", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "RMSNorm with the masked-norm correction";
   let description = [{
     Unmasked: `y = x / sqrt(mean_c x_c^2 + eps) * w`. With a hidden mask `m` (kept fraction
@@ -77,7 +77,7 @@ def Elastic_RMSNormOp : Elastic_MaskedOp<"rmsnorm", [DeclareOpInterfaceMethods<E
   let hasVerifier = 1;
 }
 
-def Elastic_Mamba2Op : Elastic_MaskedOp<"mamba2", [AttrSizedOperandSegments,
+def Elastic_Mamba2Op : Elastic_MaskedOp<"mamba2", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "Mamba2 mixer (in_proj, causal conv, SSD scan, gated group norm, out_proj)";
   let description = [{
@@ -141,7 +141,7 @@ def Elastic_Mamba2Op : Elastic_MaskedOp<"mamba2", [AttrSizedOperandSegments,
   }];
 }
 
-def Elastic_AttentionOp : Elastic_MaskedOp<"attention", [AttrSizedOperandSegments,
+def Elastic_AttentionOp : Elastic_MaskedOp<"attention", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, AttrSizedOperandSegments,
     DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "causal grouped-query attention without positional encoding";
   let description = [{
@@ -174,7 +174,7 @@ def Elastic_AttentionOp : Elastic_MaskedOp<"attention", [AttrSizedOperandSegment
   let hasVerifier = 1;
 }
 
-def Elastic_MLPOp : Elastic_MaskedOp<"mlp", [AttrSizedOperandSegments, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_MLPOp : Elastic_MaskedOp<"mlp", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, AttrSizedOperandSegments, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "squared-ReLU MLP: down(relu(up(x))^2)";
   let description = [{
     `y = down(relu(up(x))^2)`, not gated. The `ffn` mask masks the up-projection output
@@ -200,7 +200,7 @@ def Elastic_MLPOp : Elastic_MaskedOp<"mlp", [AttrSizedOperandSegments, DeclareOp
 }
 
 def Elastic_DepthGateOp : Elastic_Op<"depth_gate",
-    [Pure, AllTypesMatch<["residual", "block", "result"]>, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+    [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, Pure, AllTypesMatch<["residual", "block", "result"]>, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "residual connection with an elastic depth gate";
   let description = [{
     `h' = h + gamma * block` with `gamma = keep[layer]` (METHOD.md §5, depth); without `keep`,
@@ -221,7 +221,7 @@ def Elastic_DepthGateOp : Elastic_Op<"depth_gate",
   let hasVerifier = 1;
 }
 
-def Elastic_LMHeadOp : Elastic_Op<"lm_head", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_LMHeadOp : Elastic_Op<"lm_head", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "output projection to vocabulary logits";
   let description = [{
     `logits[b, l, v] = sum_c x[b, l, c] * w[v, c]`.
@@ -243,7 +243,7 @@ def Elastic_LMHeadOp : Elastic_Op<"lm_head", [Pure, DeclareOpInterfaceMethods<El
 // Router ops (METHOD.md §4, §5)
 //===----------------------------------------------------------------------===//
 
-def Elastic_OneHotOp : Elastic_Op<"one_hot", [Pure]> {
+def Elastic_OneHotOp : Elastic_Op<"one_hot", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, Pure]> {
   let summary = "one-hot encoding of the budget index";
   let description = [{
     `u[i] = (i == budget)`; the router input. A budget outside `[0, num_classes)` is a run-time
@@ -258,7 +258,7 @@ def Elastic_OneHotOp : Elastic_Op<"one_hot", [Pure]> {
   let assemblyFormat = "$index attr-dict `:` type($index) `->` type($result)";
 }
 
-def Elastic_RouterOp : Elastic_Op<"router", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_RouterOp : Elastic_Op<"router", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "router MLP: W2 LeakyReLU(W1 u + b1) + b2";
   let description = [{
     `z = W2 * LeakyReLU(W1 u + b1) + b2` (METHOD.md §4). The result is `tensor<C>` (one logit per
@@ -302,7 +302,7 @@ def Elastic_GumbelNoiseOp : Elastic_Op<"gumbel_noise", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Elastic_GumbelSoftmaxOp : Elastic_Op<"gumbel_softmax", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_GumbelSoftmaxOp : Elastic_Op<"gumbel_softmax", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "Gumbel-softmax over the last dimension, optionally straight-through hard";
   let description = [{
     `pi = softmax((scale * logits + noise) / tau)` over the last dimension (METHOD.md §4). When
@@ -324,7 +324,7 @@ def Elastic_GumbelSoftmaxOp : Elastic_Op<"gumbel_softmax", [Pure, DeclareOpInter
   let hasVerifier = 1;
 }
 
-def Elastic_PrefixMaskOp : Elastic_Op<"prefix_mask", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_PrefixMaskOp : Elastic_Op<"prefix_mask", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "prefix mask over a width axis from router probabilities";
   let description = [{
     Builds the mask of one axis from the probabilities `pi` over its `choices` (channel counts,
@@ -349,7 +349,7 @@ def Elastic_PrefixMaskOp : Elastic_Op<"prefix_mask", [Pure, DeclareOpInterfaceMe
   let hasVerifier = 1;
 }
 
-def Elastic_LayerKeepOp : Elastic_Op<"layer_keep", [Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
+def Elastic_LayerKeepOp : Elastic_Op<"layer_keep", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, Pure, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "per-layer keep gates from the depth router";
   let description = [{
     The depth router's `probs[k]` is the probability of dropping the k least important layers,

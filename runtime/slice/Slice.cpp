@@ -1,52 +1,14 @@
 //===- Slice.cpp - Zero-shot slicing of a trained elastic model ------------===//
 #include "nestor/Slice.h"
+#include "nestor/SliceIndices.h"
 
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
-
-#include <numeric>
 
 using namespace nestor;
 using namespace nestor::slice;
 
 namespace {
-
-std::vector<int64_t> range(int64_t n, int64_t from = 0) {
-  std::vector<int64_t> r(n);
-  std::iota(r.begin(), r.end(), from);
-  return r;
-}
-
-std::vector<int64_t> concat(std::initializer_list<std::vector<int64_t>> parts) {
-  std::vector<int64_t> r;
-  for (const auto &p : parts)
-    r.insert(r.end(), p.begin(), p.end());
-  return r;
-}
-
-std::vector<int64_t> shifted(std::vector<int64_t> v, int64_t by) {
-  for (int64_t &x : v)
-    x += by;
-  return v;
-}
-
-/// The first `kept` of every group of `perGroup` consecutive items, groups in order.
-std::vector<int64_t> groupPrefixes(int64_t groups, int64_t perGroup, int64_t kept) {
-  std::vector<int64_t> r;
-  for (int64_t g = 0; g < groups; ++g)
-    for (int64_t i = 0; i < kept; ++i)
-      r.push_back(g * perGroup + i);
-  return r;
-}
-
-/// Item i of `units` expanded to its `width` consecutive rows `i * stride + [0, width)`.
-std::vector<int64_t> expand(const std::vector<int64_t> &units, int64_t stride, int64_t width) {
-  std::vector<int64_t> r;
-  for (int64_t u : units)
-    for (int64_t e = 0; e < width; ++e)
-      r.push_back(u * stride + e);
-  return r;
-}
 
 std::string layerName(size_t layer, llvm::StringRef suffix) {
   return llvm::formatv("backbone.layers.{0}.{1}", layer, suffix).str();
