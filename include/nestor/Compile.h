@@ -9,6 +9,7 @@
 #define NESTOR_COMPILE_H
 
 #include "nestor/Executor.h"
+#include "nestor/Slice.h"
 #include "nestor/Spec.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -80,6 +81,22 @@ struct OptimizerProgram {
 llvm::Expected<std::unique_ptr<OptimizerProgram>>
 compileOptimizer(mlir::MLIRContext &context, llvm::ArrayRef<StepArg> params,
                  const spec::Optimizer &optimizer);
+
+/// The dense model of a trained elastic model at one budget (METHOD.md §8), built by the
+/// `elastic-slice` pass: `module` holds `@parent` and the dense `@elastic_model(tokens,
+/// weights...) -> logits` (`model`), whose weight arguments carry their slice of the parent;
+/// `map` is that slice map, ready for slice::applySliceMap.
+struct DenseModule {
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  mlir::func::FuncOp model;
+  slice::SliceMap map;
+};
+
+/// Imports `spec` (elastic) with `depthOrder`, binds the trained routers from `weights` as
+/// constants and runs elastic-slice at `budget`. Fails with the pass's diagnostics.
+llvm::Expected<DenseModule> sliceToDense(mlir::MLIRContext &context, const spec::ModelSpec &spec,
+                                         const train::TensorMap &weights, llvm::StringRef budget,
+                                         llvm::ArrayRef<int64_t> depthOrder);
 
 } // namespace nestor
 

@@ -10,6 +10,7 @@
 #include "nestor/Trainer.h"
 
 #include "nestor/Checkpoint.h"
+#include "nestor/Compile.h"
 #include "nestor/Slice.h"
 
 #include "nlohmann/json.hpp"
@@ -556,6 +557,21 @@ std::vector<int64_t> expectSlicedEqualsMasked(mlir::MLIRContext &ctx, const spec
     if (!sliced)
       return {};
     EXPECT_FALSE(sliced->spec.has_elastic());
+    // The elastic-slice pass, evaluating the same routers in the IR, records the same map.
+    const std::string &budget = spec.elastic().budgets(b).name();
+    auto pass = sliceToDense(ctx, spec, elasticWeights, budget, run.importance.depthOrder);
+    EXPECT_TRUE(static_cast<bool>(pass)) << llvm::toString(pass.takeError());
+    if (!pass)
+      return {};
+    EXPECT_EQ(pass->map.size(), sliced->map.size()) << budget;
+    for (const auto &[name, s] : sliced->map) {
+      auto it = pass->map.find(name);
+      EXPECT_NE(it, pass->map.end()) << budget << ": the pass has no dense '" << name << "'";
+      if (it == pass->map.end())
+        continue;
+      EXPECT_EQ(it->second.source, s.source) << name;
+      EXPECT_EQ(it->second.indices, s.indices) << budget << ": " << name;
+    }
     auto weights = slice::applySliceMap(sliced->map, elasticWeights);
     EXPECT_TRUE(static_cast<bool>(weights)) << llvm::toString(weights.takeError());
     auto dense = Session::create(ctx, sliced->spec, batch, length);

@@ -1,13 +1,15 @@
 //===- SliceCommand.cpp - `nestor slice` -----------------------------------===//
 //
-// Zero-shot slicing of a finished run (METHOD.md §8): the routers' argmax choice at one budget,
-// the prefixes it keeps gathered into a dense checkpoint, and a dense spec (no elastic section)
-// that every other command accepts.
+// Zero-shot slicing of a finished run (METHOD.md §8): the elastic-slice pass evaluates the
+// routers at one budget and builds the dense graph (model.mlir) with its slice map; the map
+// gathers the kept prefixes into a dense checkpoint; and a dense spec (no elastic section)
+// that every other command accepts describes the same model.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
 #include "nestor/Checkpoint.h"
+#include "nestor/Compile.h"
 #include "nestor/Report.h"
 #include "nestor/Slice.h"
 #include "nestor/Trainer.h"
@@ -49,7 +51,8 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
   auto opts = std::make_shared<SliceOptions>();
   app.add_option("RUN", opts->runDir, "A finished `nestor train` run folder")->required();
   app.add_option("--budget", opts->budget, "The budget to cut (a name from the spec)")->required();
-  app.add_option("--out", opts->outDir, "Folder for spec.pbtxt, model.safetensors, slice.json")
+  app.add_option("--out", opts->outDir,
+                 "Folder for spec.pbtxt, model.safetensors, model.mlir, slice.json")
       ->required();
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
@@ -79,6 +82,34 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
     auto sliced = slice::sliceModel(*spec, choice.sizes);
     if (!sliced)
       return reportError(sliced.takeError(), 1);
+    // The weights follow the slice map of the pass's dense graph; the dense spec must describe
+    // exactly the tensors that graph takes.
+    mlir::MLIRContext context;
+    auto graph = sliceToDense(context, *spec, *weights, opts->budget, importance->depthOrder);
+    if (!graph)
+      return reportError(graph.takeError(), 1);
+    for (const auto &[name, s] : sliced->map) {
+      auto it = graph->map.find(name);
+      if (it == graph->map.end() || it->second.source != s.source ||
+          it->second.indices.size() != s.indices.size())
+        return reportError(llvm::createStringError(
+                               "internal error: the dense graph and the dense spec disagree on "
+                               "'%s'",
+                               name.c_str()),
+                           1);
+      for (size_t d = 0; d < s.indices.size(); ++d)
+        if (it->second.indices[d].size() != s.indices[d].size())
+          return reportError(llvm::createStringError("internal error: the dense graph and the "
+                                                     "dense spec give '%s' different shapes",
+                                                     name.c_str()),
+                             1);
+    }
+    if (graph->map.size() != sliced->map.size())
+      return reportError(llvm::createStringError("internal error: the dense graph has %zu "
+                                                 "weights, the dense spec %zu",
+                                                 graph->map.size(), sliced->map.size()),
+                         1);
+    sliced->map = graph->map;
     auto dense = slice::applySliceMap(sliced->map, *weights);
     if (!dense)
       return reportError(dense.takeError(), 1);
@@ -107,6 +138,16 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
       return reportError(std::move(err), 1);
     if (llvm::Error err = ckpt::writeFileAtomic(opts->outDir + "/slice.json", info.dump(1) + "\n"))
       return reportError(std::move(err), 1);
+    std::string mlirText;
+    {
+      llvm::raw_string_ostream os(mlirText);
+      os << "// The dense graph of " << run << " at budget '" << opts->budget
+         << "' (elastic-slice); each weight argument names its slice of the parent.\n";
+      graph->model.print(os);
+      os << "\n";
+    }
+    if (llvm::Error err = ckpt::writeFileAtomic(opts->outDir + "/model.mlir", mlirText))
+      return reportError(std::move(err), 1);
     if (llvm::Error err = ckpt::writeSafetensors(opts->outDir + "/model.safetensors", *dense,
                                                  {{"format", "nestor"}, {"budget", opts->budget}}))
       return reportError(std::move(err), 1);
@@ -125,8 +166,9 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
                              spec->architecture().hybrid_override_pattern().size(), a.hidden_size(),
                              a.intermediate_size(), a.num_attention_heads(), a.mamba_num_heads(),
                              a.mamba_head_dim());
-    std::cout << fmt::format("  wrote {}/spec.pbtxt, model.safetensors, slice.json in {:.2f} s\n",
-                             opts->outDir, seconds);
+    std::cout << fmt::format(
+        "  wrote {}/spec.pbtxt, model.safetensors, model.mlir, slice.json in {:.2f} s\n",
+        opts->outDir, seconds);
     return 0;
   };
 }
