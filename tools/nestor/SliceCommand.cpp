@@ -7,9 +7,9 @@
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
+#include "SlicedRun.h"
 
 #include "nestor/Checkpoint.h"
-#include "nestor/Compile.h"
 #include "nestor/Report.h"
 #include "nestor/Slice.h"
 #include "nestor/Trainer.h"
@@ -57,63 +57,14 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     std::string run = opts->runDir;
-    auto spec = spec::loadSpecFile(run + "/spec.pbtxt");
-    if (!spec)
-      return reportError(spec.takeError());
-    if (!spec->has_elastic())
-      return reportError(llvm::createStringError("%s: a dense run has no budgets to slice",
-                                                 (run + "/spec.pbtxt").c_str()));
-    auto budget = train::budgetIndex(*spec, opts->budget, run);
-    if (!budget)
-      return reportError(budget.takeError());
-    if (!llvm::sys::fs::exists(run + "/model.safetensors"))
-      return reportError(llvm::createStringError(
-          "%s: the run has not finished (no model.safetensors); slice it once `nestor train` "
-          "(or --resume) completes",
-          run.c_str()));
-    auto weights = ckpt::readSafetensors(run + "/model.safetensors");
-    if (!weights)
-      return reportError(weights.takeError());
-    auto importance = train::readImportance(run + "/importance.json");
-    if (!importance)
-      return reportError(importance.takeError());
-    train::RouterChoice choice =
-        train::routerChoice(*spec, *weights, *budget, importance->depthOrder);
-    auto sliced = slice::sliceModel(*spec, choice.sizes);
-    if (!sliced)
-      return reportError(sliced.takeError(), 1);
-    // The weights follow the slice map of the pass's dense graph; the dense spec must describe
-    // exactly the tensors that graph takes.
-    mlir::MLIRContext context;
-    auto graph = sliceToDense(context, *spec, *weights, opts->budget, importance->depthOrder);
-    if (!graph)
-      return reportError(graph.takeError(), 1);
-    for (const auto &[name, s] : sliced->map) {
-      auto it = graph->map.find(name);
-      if (it == graph->map.end() || it->second.source != s.source ||
-          it->second.indices.size() != s.indices.size())
-        return reportError(llvm::createStringError(
-                               "internal error: the dense graph and the dense spec disagree on "
-                               "'%s'",
-                               name.c_str()),
-                           1);
-      for (size_t d = 0; d < s.indices.size(); ++d)
-        if (it->second.indices[d].size() != s.indices[d].size())
-          return reportError(llvm::createStringError("internal error: the dense graph and the "
-                                                     "dense spec give '%s' different shapes",
-                                                     name.c_str()),
-                             1);
-    }
-    if (graph->map.size() != sliced->map.size())
-      return reportError(llvm::createStringError("internal error: the dense graph has %zu "
-                                                 "weights, the dense spec %zu",
-                                                 graph->map.size(), sliced->map.size()),
-                         1);
-    sliced->map = graph->map;
-    auto dense = slice::applySliceMap(sliced->map, *weights);
-    if (!dense)
-      return reportError(dense.takeError(), 1);
-    sliced->spec.set_name(spec->name() + "-" + opts->budget);
+    int exitCode = kBadInput;
+    auto result = sliceRun(run, opts->budget, exitCode);
+    if (!result)
+      return reportError(result.takeError(), exitCode);
+    const spec::ModelSpec *spec = &result->parent;
+    slice::Sliced *sliced = &result->sliced;
+    const train::RouterChoice &choice = result->choice;
+    const train::TensorMap *dense = &result->weights;
 
     if (std::error_code ec = llvm::sys::fs::create_directories(opts->outDir))
       return reportError(
@@ -138,15 +89,7 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
       return reportError(std::move(err), 1);
     if (llvm::Error err = ckpt::writeFileAtomic(opts->outDir + "/slice.json", info.dump(1) + "\n"))
       return reportError(std::move(err), 1);
-    std::string mlirText;
-    {
-      llvm::raw_string_ostream os(mlirText);
-      os << "// The dense graph of " << run << " at budget '" << opts->budget
-         << "' (elastic-slice); each weight argument names its slice of the parent.\n";
-      graph->model.print(os);
-      os << "\n";
-    }
-    if (llvm::Error err = ckpt::writeFileAtomic(opts->outDir + "/model.mlir", mlirText))
+    if (llvm::Error err = ckpt::writeFileAtomic(opts->outDir + "/model.mlir", result->graph))
       return reportError(std::move(err), 1);
     if (llvm::Error err = ckpt::writeSafetensors(opts->outDir + "/model.safetensors", *dense,
                                                  {{"format", "nestor"}, {"budget", opts->budget}}))
