@@ -8,6 +8,8 @@
 using namespace mlir;
 using namespace nestor::kernel;
 
+#include "dialects/kernel/KernelInterfaces.cpp.inc"
+
 #define GET_OP_CLASSES
 #include "dialects/kernel/KernelOps.cpp.inc"
 

@@ -11,6 +11,12 @@
 
 #include "dialects/kernel/KernelDialect.h.inc"
 
+namespace nestor::cuda {
+struct KernelSource; // lib/codegen/cuda/Emitter.h
+} // namespace nestor::cuda
+
+#include "dialects/kernel/KernelInterfaces.h.inc"
+
 #define GET_OP_CLASSES
 #include "dialects/kernel/KernelOps.h.inc"
 
