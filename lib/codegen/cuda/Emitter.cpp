@@ -38,26 +38,33 @@ std::string nestor::cuda::cudaType(Type t) {
 
 static Type elementTypeOf(Value v) { return cast<ShapedType>(v.getType()).getElementType(); }
 
-std::string nestor::cuda::entrySignature(Operation *op, const Launch &launch) {
-  SmallVector<std::string> params;
+std::vector<std::string> nestor::cuda::parameterTypes(Operation *op, const Launch &launch) {
+  std::vector<std::string> types;
   for (const KernelArg &a : launch.args) {
     switch (a.kind) {
     case KernelArg::Kind::Operand:
-      params.push_back("const " + cudaType(elementTypeOf(op->getOperand(a.index))) +
-                       " *__restrict__ " + a.name);
+      types.push_back("const " + cudaType(elementTypeOf(op->getOperand(a.index))) +
+                      " *__restrict__");
       break;
     case KernelArg::Kind::Result:
-      params.push_back(cudaType(elementTypeOf(op->getResult(a.index))) + " *__restrict__ " +
-                       a.name);
+      types.push_back(cudaType(elementTypeOf(op->getResult(a.index))) + " *__restrict__");
       break;
     case KernelArg::Kind::Extent:
-      params.push_back("long long " + a.name);
+      types.push_back("long long");
       break;
     case KernelArg::Kind::Scratch:
-      params.push_back("void *" + a.name);
+      types.push_back("void *");
       break;
     }
   }
+  return types;
+}
+
+std::string nestor::cuda::entrySignature(Operation *op, const Launch &launch) {
+  std::vector<std::string> types = parameterTypes(op, launch);
+  SmallVector<std::string> params;
+  for (auto [type, arg] : llvm::zip(types, launch.args))
+    params.push_back(type + (type.back() == '*' ? "" : " ") + arg.name);
   return "extern \"C\" __global__ void " + launch.entry + "(" + llvm::join(params, ", ") + ")";
 }
 

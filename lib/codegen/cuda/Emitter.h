@@ -82,6 +82,9 @@ struct KernelSource {
 /// "float", "double", "int" (i32), "long long" (i64), "unsigned char" (i1).
 std::string cudaType(mlir::Type elementType);
 
+/// The C++ type of each parameter of `launch` on `op`, in order (see entrySignature).
+std::vector<std::string> parameterTypes(mlir::Operation *op, const Launch &launch);
+
 /// `extern "C" __global__ void <entry>(<params>)` for `launch`'s arguments on `op`: operand
 /// buffers `const T *__restrict__`, result buffers `T *__restrict__`, extents `long long`,
 /// scratch `void *`.

@@ -136,6 +136,22 @@ __device__ __forceinline__ float4 fma4(float a, float4 x, float4 y) {
 }
 
 //===----------------------------------------------------------------------===//
+// Shared memory
+//===----------------------------------------------------------------------===//
+
+/// The block's dynamic shared memory (the launch's `sharedBytes`), 16-byte aligned. Kernels use
+/// this instead of declaring `extern __shared__` arrays themselves, so that the host emulation
+/// tests use (test/unit/cuda/) can provide it.
+template <typename T> __device__ __forceinline__ T *dynamicShared() {
+#ifdef NESTOR_HOST_EMULATION
+  return reinterpret_cast<T *>(nestor_emu::dynamicSharedMemory());
+#else
+  extern __shared__ __align__(16) unsigned char nestorDynamicShared[];
+  return reinterpret_cast<T *>(nestorDynamicShared);
+#endif
+}
+
+//===----------------------------------------------------------------------===//
 // Strided loops
 //===----------------------------------------------------------------------===//
 

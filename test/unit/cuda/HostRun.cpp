@@ -1,0 +1,187 @@
+//===- HostRun.cpp - Run an emitted CUDA kernel on the host ----------------===//
+#include "test/unit/cuda/HostRun.h"
+
+#include "lib/codegen/cuda/Nvrtc.h"
+
+#include "dialects/kernel/KernelOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinTypes.h"
+#include "mlir/Parser/Parser.h"
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <dlfcn.h>
+
+using namespace mlir;
+using namespace nestor::cuda;
+
+#ifndef NESTOR_HOST_EMULATION_HEADER
+#error "NESTOR_HOST_EMULATION_HEADER must name cuda_host_emulation.h"
+#endif
+
+int64_t nestor::cuda::test::activeExtent(const void *mask, Type t, int64_t entries,
+                                         int64_t groups) {
+  int64_t per = entries / groups, active = 0;
+  for (int64_t i = 0; i < per; ++i) {
+    double v =
+        t.isF64() ? static_cast<const double *>(mask)[i] : static_cast<const float *>(mask)[i];
+    if (v != 0)
+      active = i + 1;
+  }
+  return active;
+}
+
+OwningOpRef<ModuleOp> nestor::cuda::test::parseKernelModule(MLIRContext &context,
+                                                            llvm::StringRef ir) {
+  DialectRegistry registry;
+  registry.insert<kernel::KernelDialect, func::FuncDialect>();
+  registerCudaEmitters(registry);
+  context.appendDialectRegistry(registry);
+  context.loadAllAvailableDialects();
+  return parseSourceString<ModuleOp>(ir, &context);
+}
+
+Operation *nestor::cuda::test::firstKernelOp(ModuleOp module) {
+  Operation *found = nullptr;
+  module.walk([&](Operation *op) {
+    if (!found && isa<kernel::KernelDialect>(op->getDialect()))
+      found = op;
+  });
+  return found;
+}
+
+llvm::Expected<std::string> nestor::cuda::test::compileToPtx(Operation *op, llvm::StringRef arch) {
+  auto emit = dyn_cast<kernel::CudaEmitOpInterface>(op);
+  if (!emit)
+    return llvm::createStringError("%s has no CUDA emitter",
+                                   op->getName().getStringRef().str().c_str());
+  KernelSource k;
+  if (failed(emit.emitCuda(k)))
+    return llvm::createStringError("emitting %s failed",
+                                   op->getName().getStringRef().str().c_str());
+  CompileRequest request;
+  request.name = k.fileName();
+  request.source = k.source;
+  request.headers = deviceHeaders();
+  request.arch = arch.str();
+  auto compiled = compile(request);
+  if (!compiled)
+    return compiled.takeError();
+  return compiled->image;
+}
+
+static llvm::Error writeText(const llvm::Twine &path, llvm::StringRef text) {
+  std::error_code ec;
+  llvm::raw_fd_ostream os(path.str(), ec);
+  if (ec)
+    return llvm::createStringError("%s: %s", path.str().c_str(), ec.message().c_str());
+  os << text;
+  return llvm::Error::success();
+}
+
+llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &kernel,
+                                          llvm::ArrayRef<const void *> operands,
+                                          llvm::ArrayRef<void *> results) {
+  if (operands.size() != op->getNumOperands() || results.size() != op->getNumResults())
+    return llvm::createStringError("runOnHost: %zu operand and %zu result buffers for an op with "
+                                   "%u and %u",
+                                   operands.size(), results.size(), op->getNumOperands(),
+                                   op->getNumResults());
+  llvm::SmallString<128> dir;
+  if (std::error_code ec = llvm::sys::fs::createUniqueDirectory("nestor-cuda-host", dir))
+    return llvm::createStringError("cannot create a temporary directory: %s", ec.message().c_str());
+  llvm::scope_exit cleanup([&] { llvm::sys::fs::remove_directories(dir); });
+  for (const auto &[name, text] : deviceHeaders())
+    if (llvm::Error e = writeText(dir + "/" + name, text))
+      return e;
+
+  // One launcher per entry: unpacks the argument array into the entry's parameter types and
+  // runs the grid.
+  std::string source = kernel.source;
+  llvm::raw_string_ostream os(source);
+  for (const Launch &l : kernel.launches) {
+    std::vector<std::string> types = parameterTypes(op, l);
+    os << "\nextern \"C\" void nestor_host_launch_" << l.entry
+       << "(void **a, const long long *d) {\n  nestor_emu::launch(d, [&] { " << l.entry << "(";
+    for (size_t i = 0; i < types.size(); ++i) {
+      os << (i ? ", " : "");
+      if (l.args[i].kind == KernelArg::Kind::Extent)
+        os << "*static_cast<long long *>(a[" << i << "])";
+      else
+        os << "(" << types[i] << ")a[" << i << "]";
+    }
+    os << "); });\n}\n";
+  }
+  std::string cpp = (dir + "/" + kernel.fileName() + ".cpp").str();
+  std::string so = (dir + "/kernel.so").str();
+  std::string log = (dir + "/compile.log").str();
+  if (llvm::Error e = writeText(cpp, source))
+    return e;
+  auto cxx = llvm::sys::findProgramByName("c++");
+  if (!cxx)
+    return llvm::createStringError("runOnHost: no c++ compiler on PATH");
+  std::string include = "-I" + dir.str().str();
+  llvm::SmallVector<llvm::StringRef> argv{*cxx,       "-std=c++17",
+                                          "-O1",      "-g0",
+                                          "-fPIC",    "-shared",
+                                          "-pthread", "-Wno-unknown-pragmas",
+                                          "-include", NESTOR_HOST_EMULATION_HEADER,
+                                          include,    cpp,
+                                          "-o",       so};
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(log),
+                                                llvm::StringRef(log)};
+  std::string err;
+  int rc = llvm::sys::ExecuteAndWait(*cxx, argv, std::nullopt, redirects, 0, 0, &err);
+  if (rc != 0) {
+    auto text = llvm::MemoryBuffer::getFile(log);
+    return llvm::createStringError("runOnHost: compiling %s for the host failed (%d %s):\n%s",
+                                   kernel.fileName().c_str(), rc, err.c_str(),
+                                   text ? (*text)->getBuffer().str().c_str() : "");
+  }
+  void *lib = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!lib)
+    return llvm::createStringError("runOnHost: dlopen: %s", dlerror());
+  llvm::scope_exit closeLib([&] { dlclose(lib); });
+
+  std::vector<std::vector<unsigned char>> scratch;
+  for (int64_t bytes : kernel.scratchBytes)
+    scratch.emplace_back(static_cast<size_t>(bytes), 0);
+  for (const Launch &l : kernel.launches) {
+    using Launcher = void (*)(void **, const long long *);
+    auto fn = reinterpret_cast<Launcher>(dlsym(lib, ("nestor_host_launch_" + l.entry).c_str()));
+    if (!fn)
+      return llvm::createStringError("runOnHost: no entry '%s'", l.entry.c_str());
+    std::vector<long long> extents(l.args.size(), 0);
+    std::vector<void *> args;
+    for (auto [i, a] : llvm::enumerate(l.args)) {
+      switch (a.kind) {
+      case KernelArg::Kind::Operand:
+        args.push_back(const_cast<void *>(operands[a.index]));
+        break;
+      case KernelArg::Kind::Result:
+        args.push_back(results[a.index]);
+        break;
+      case KernelArg::Kind::Scratch:
+        args.push_back(scratch.at(a.index).data());
+        break;
+      case KernelArg::Kind::Extent: {
+        Value mask = op->getOperand(a.index);
+        auto type = cast<RankedTensorType>(mask.getType());
+        extents[i] = activeExtent(operands[a.index], type.getElementType(),
+                                  type.getNumElements() - 2, a.groups);
+        args.push_back(&extents[i]);
+        break;
+      }
+      }
+    }
+    long long dims[7] = {l.grid.x,  l.grid.y,  l.grid.z,     l.block.x,
+                         l.block.y, l.block.z, l.sharedBytes};
+    fn(args.data(), dims);
+  }
+  return llvm::Error::success();
+}
