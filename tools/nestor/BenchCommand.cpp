@@ -7,11 +7,13 @@
 // Weights are random at a realistic scale; timing does not depend on their values.
 // With --decode N it also times incremental decoding of N tokens per budget, served
 // prefix-dense from the one parent copy (nestor generate) and from a copy sliced to the budget
-// (nestor slice), and the slicing itself, all as ratios to the full budget in the same run.
+// (nestor slice), from a standalone executable built for the budget (nestor build), and the
+// slicing itself, all as ratios to the full budget in the same run.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
+#include "nestor/Build.h"
 #include "nestor/Compile.h"
 #include "nestor/Decode.h"
 #include "nestor/Slice.h"
@@ -20,6 +22,10 @@
 #include "CLI/CLI.hpp"
 #include "fmt/format.h"
 #include "nlohmann/json.hpp"
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Program.h"
 
 #include <algorithm>
 #include <chrono>
@@ -38,7 +44,29 @@ struct BenchOptions {
   int steps = 5, warmup = 1;
   bool soft = false, noPrefixDense = false, json = false, profile = false, float64 = false;
   int decode = 0;
+  bool noBinaries = false;
 };
+
+/// Decode tokens/s of a standalone executable built for `spec` (`BIN --bench N`), or an error.
+llvm::Expected<double> binaryDecodeRate(const spec::ModelSpec &spec,
+                                        const train::TensorMap &weights, int tokens,
+                                        const std::string &dir, const std::string &name) {
+  std::string bin = dir + "/" + name;
+  if (llvm::Error err = build::buildBinary(spec, weights, bin))
+    return err;
+  std::string out = bin + ".bench";
+  std::string count = std::to_string(tokens);
+  llvm::SmallVector<llvm::StringRef> argv{bin, "--bench", count};
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(out), std::nullopt};
+  std::string message;
+  if (int rc = llvm::sys::ExecuteAndWait(bin, argv, std::nullopt, redirects, 0, 0, &message))
+    return llvm::createStringError("%s --bench failed (%d): %s", bin.c_str(), rc, message.c_str());
+  auto text = llvm::MemoryBuffer::getFile(out);
+  double rate = 0;
+  if (!text || std::sscanf((*text)->getBufferStart(), "decode %lf tokens/s", &rate) != 1)
+    return llvm::createStringError("%s --bench printed no rate", bin.c_str());
+  return rate;
+}
 
 /// Decode tokens/s of `decoder` over `tokens` steps after a 16-token prompt.
 llvm::Expected<double> decodeRate(decode::Decoder &decoder, int tokens, int64_t vocab) {
@@ -79,7 +107,9 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
   app.add_flag("--json", opts->json, "Print JSON");
   app.add_option("--decode", opts->decode,
                  "Also time decoding this many tokens per budget: prefix-dense from the parent "
-                 "and from a sliced copy (float32)");
+                 "from a sliced copy, and from a standalone executable (float32)");
+  app.add_flag("--no-binaries", opts->noBinaries,
+               "With --decode: skip building the standalone executables (a compile per budget)");
 
   return [opts]() -> int {
     auto spec = spec::loadSpecFile(opts->specPath);
@@ -211,9 +241,19 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     // Decoding: the same weights and, per budget, the sizes the routers were wired to choose
     // (choice i on every axis, the last i layers dropped: the importer's default depth order).
     struct DecodeRow {
-      double parentRate = 0, slicedRate = 0, sliceSeconds = 0;
+      double parentRate = 0, slicedRate = 0, sliceSeconds = 0, binaryRate = 0;
     };
     std::vector<DecodeRow> decodeRows;
+    llvm::SmallString<128> binDir;
+    if (opts->decode > 0 && !opts->noBinaries)
+      if (std::error_code ec = llvm::sys::fs::createUniqueDirectory("nestor-bench", binDir))
+        return reportError(llvm::createStringError("cannot create a temporary directory: %s",
+                                                   ec.message().c_str()),
+                           1);
+    llvm::scope_exit removeBinaries([&] {
+      if (!binDir.empty())
+        llvm::sys::fs::remove_directories(binDir);
+    });
     if (opts->decode > 0) {
       train::TensorMap weights;
       for (auto [i, a] : llvm::enumerate(c.args))
@@ -263,6 +303,13 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         if (!rate)
           return reportError(rate.takeError(), 1);
         row.slicedRate = *rate;
+        if (!binDir.empty()) {
+          rate = binaryDecodeRate(sliced->spec, *denseWeights, opts->decode, binDir.str().str(),
+                                  "budget-" + std::to_string(b));
+          if (!rate)
+            return reportError(rate.takeError(), 1);
+          row.binaryRate = *rate;
+        }
         decodeRows.push_back(row);
       }
     }
@@ -290,6 +337,10 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
       row["sliced_decode_tokens_per_s"] = d.slicedRate;
       row["sliced_decode_ratio_to_full"] = d.slicedRate / decodeRows[0].slicedRate;
       row["slice_ms"] = d.sliceSeconds * 1e3;
+      if (d.binaryRate > 0) {
+        row["binary_decode_tokens_per_s"] = d.binaryRate;
+        row["binary_decode_ratio_to_full"] = d.binaryRate / decodeRows[0].binaryRate;
+      }
     }
     if (opts->json) {
       std::cout << j.dump(2) << "\n";
@@ -312,14 +363,19 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
       if (!decodeRows.empty()) {
         std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1):\n",
                                  opts->decode);
-        std::cout << fmt::format("{:<10} {:>22} {:>9} {:>20} {:>9} {:>9}\n", "budget",
+        std::cout << fmt::format("{:<10} {:>18} {:>8} {:>18} {:>8} {:>18} {:>8} {:>9}\n", "budget",
                                  "from parent tok/s", "vs full", "sliced copy tok/s", "vs full",
-                                 "slice ms");
-        for (auto [b, d] : llvm::enumerate(decodeRows))
-          std::cout << fmt::format("{:<10} {:>22.0f} {:>8.2f}x {:>20.0f} {:>8.2f}x {:>9.1f}\n",
-                                   rows[b].name, d.parentRate,
-                                   d.parentRate / decodeRows[0].parentRate, d.slicedRate,
-                                   d.slicedRate / decodeRows[0].slicedRate, d.sliceSeconds * 1e3);
+                                 "executable tok/s", "vs full", "slice ms");
+        for (auto [b, d] : llvm::enumerate(decodeRows)) {
+          std::string binary = d.binaryRate > 0
+                                   ? fmt::format("{:>18.0f} {:>7.2f}x", d.binaryRate,
+                                                 d.binaryRate / decodeRows[0].binaryRate)
+                                   : fmt::format("{:>18} {:>8}", "-", "-");
+          std::cout << fmt::format(
+              "{:<10} {:>18.0f} {:>7.2f}x {:>18.0f} {:>7.2f}x {} {:>9.1f}\n", rows[b].name,
+              d.parentRate, d.parentRate / decodeRows[0].parentRate, d.slicedRate,
+              d.slicedRate / decodeRows[0].slicedRate, binary, d.sliceSeconds * 1e3);
+        }
       }
     }
     if (opts->profile) {

@@ -83,6 +83,9 @@ int main(int argc, char **argv) {
   CLI::App *generate = app.add_subcommand(
       "generate", "Decode text from a run's budgets (one loaded checkpoint) or a dense folder");
   actions[generate] = addGenerateCommand(*generate);
+  CLI::App *buildCmd = app.add_subcommand(
+      "build", "A standalone inference executable for one budget of a run (sizes as constants)");
+  actions[buildCmd] = addBuildCommand(*buildCmd);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,72 @@
+//===- BuildCommand.cpp - `nestor build` -----------------------------------===//
+//
+// A standalone inference executable for one budget of a finished run: the run is sliced at the
+// budget (as `nestor slice` does), and the dense model is generated as C++ with its sizes as
+// compile-time constants and compiled; the weights go beside the executable.
+//
+//===----------------------------------------------------------------------===//
+#include "Commands.h"
+#include "SlicedRun.h"
+
+#include "nestor/Build.h"
+#include "nestor/Report.h"
+
+#include "CLI/CLI.hpp"
+#include "fmt/format.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+
+#include <chrono>
+#include <iostream>
+
+using namespace nestor;
+
+namespace {
+
+struct BuildCommandOptions {
+  std::string runDir, budget, output, compiler;
+  bool keepSource = false;
+};
+
+} // namespace
+
+nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
+  auto opts = std::make_shared<BuildCommandOptions>();
+  app.add_option("RUN", opts->runDir, "A finished `nestor train` run folder")->required();
+  app.add_option("--budget", opts->budget, "The budget to build (a name from the spec)")
+      ->required();
+  app.add_option("-o,--output", opts->output,
+                 "The executable to write (its weights go to OUTPUT.safetensors)")
+      ->required();
+  app.add_option("--cxx", opts->compiler, "C++ compiler (default: $CXX, else c++)");
+  app.add_flag("--keep-source", opts->keepSource, "Also write the generated OUTPUT.cpp");
+  return [opts]() -> int {
+    auto t0 = std::chrono::steady_clock::now();
+    int exitCode = kBadInput;
+    auto sliced = sliceRun(opts->runDir, opts->budget, exitCode);
+    if (!sliced)
+      return reportError(sliced.takeError(), exitCode);
+    llvm::StringRef parent = llvm::sys::path::parent_path(opts->output);
+    if (!parent.empty())
+      if (std::error_code ec = llvm::sys::fs::create_directories(parent))
+        return reportError(
+            llvm::createStringError("%s: %s", parent.str().c_str(), ec.message().c_str()));
+    build::BuildOptions options;
+    options.compiler = opts->compiler;
+    options.keepSource = opts->keepSource;
+    if (llvm::Error err =
+            build::buildBinary(sliced->sliced.spec, sliced->weights, opts->output, options))
+      return reportError(std::move(err), 1);
+    double params = spec::countParams(spec::fixedSizes(sliced->sliced.spec),
+                                      spec::parentSizes(sliced->sliced.spec))
+                        .total();
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::cout << fmt::format("{} at budget {}: {} parameters, pattern {}\n", sliced->parent.name(),
+                             opts->budget, report::groupThousands(params),
+                             sliced->sliced.spec.architecture().hybrid_override_pattern());
+    std::cout << fmt::format("  wrote {} and {}.safetensors in {:.1f} s; run: {} --prompt TEXT "
+                             "[--max-tokens N]\n",
+                             opts->output, opts->output, seconds, opts->output);
+    return 0;
+  };
+}
