@@ -30,6 +30,11 @@ using Metadata = std::map<std::string, std::string>;
 /// temporary is left behind. Errors name the path.
 llvm::Error writeFileAtomic(llvm::StringRef path, llvm::StringRef contents);
 
+/// Creates a new, empty temporary file beside `path` (same directory, hidden name with a random
+/// suffix), open for writing as `*fd` (closed when `fd` is null), and returns its path; rename
+/// it over `path` to publish it. Any character of `path` is literal ('%' included).
+llvm::Expected<std::string> createTempFileBeside(llvm::StringRef path, int *fd = nullptr);
+
 /// The whole of `path` as bytes. The file is read as volatile (a writer may be appending, as
 /// the trainer does to metrics.jsonl); errors name the path ("PATH: cannot read: reason").
 llvm::Expected<std::string> readFileBytes(llvm::StringRef path);

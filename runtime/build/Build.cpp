@@ -414,10 +414,10 @@ llvm::Error nestor::build::buildBinary(const spec::ModelSpec &dense,
 
   // The executable is written beside its final name so that the rename below stays on one
   // file system, and stays hidden under a temporary name until it is complete.
-  llvm::SmallString<128> tmpBinary;
-  if (std::error_code ec = llvm::sys::fs::createUniqueFile(outPath + ".tmp-%%%%%%", tmpBinary))
-    return llvm::createStringError(ec, "build: %s: cannot create the output: %s", outPath.c_str(),
-                                   ec.message().c_str());
+  auto tmp = ckpt::createTempFileBeside(outPath);
+  if (!tmp)
+    return tmp.takeError();
+  llvm::SmallString<128> tmpBinary(*tmp);
   bool committed = false;
   llvm::scope_exit removeTmp([&] {
     if (!committed)

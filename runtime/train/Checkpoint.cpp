@@ -13,11 +13,13 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/SmallString.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/Endian.h"
 #include "llvm/Support/ErrorHandling.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include "nlohmann/json.hpp"
@@ -277,19 +279,43 @@ llvm::Error parseMetadata(llvm::StringRef file, const nlohmann::json &value, Met
 // Atomic writes
 //===----------------------------------------------------------------------===//
 
-llvm::Error nestor::ckpt::writeFileAtomic(llvm::StringRef path, llvm::StringRef contents) {
+llvm::Expected<std::string> nestor::ckpt::createTempFileBeside(llvm::StringRef path, int *fd) {
   llvm::StringRef dir = llvm::sys::path::parent_path(path);
   if (dir.empty())
     dir = ".";
   llvm::StringRef fileName = llvm::sys::path::filename(path);
-
   // Same directory as the target so the rename never crosses file systems; the random suffix
-  // keeps concurrent writers (and stale leftovers of a crashed one) from colliding.
+  // keeps concurrent writers (and stale leftovers of a crashed one) from colliding. The name is
+  // built here rather than by createUniqueFile, which takes every '%' of the path (a budget
+  // named "50%" in a folder name, say) for a placeholder.
+  for (int attempt = 0;; ++attempt) {
+    uint64_t r = (uint64_t(llvm::sys::Process::GetRandomNumber()) << 32) ^
+                 llvm::sys::Process::GetRandomNumber();
+    std::string temp =
+        (dir + "/." + fileName + ".tmp-" + llvm::utohexstr(r, /*LowerCase=*/true)).str();
+    int opened = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (opened >= 0) {
+      if (fd)
+        *fd = opened;
+      else
+        ::close(opened);
+      return temp;
+    }
+    if (errno != EEXIST || attempt == 100)
+      return ioError(path, "cannot create a temporary file in '" + dir + "'", lastError());
+  }
+}
+
+llvm::Error nestor::ckpt::writeFileAtomic(llvm::StringRef path, llvm::StringRef contents) {
+  llvm::StringRef dir = llvm::sys::path::parent_path(path);
+  if (dir.empty())
+    dir = ".";
+
   int fd = -1;
-  llvm::SmallString<256> tempPath;
-  if (std::error_code ec = llvm::sys::fs::createUniqueFile(
-          dir + "/." + fileName + ".tmp-%%%%%%%%%%%%", fd, tempPath))
-    return ioError(path, "cannot create a temporary file in '" + dir + "'", ec);
+  auto temp = createTempFileBeside(path, &fd);
+  if (!temp)
+    return temp.takeError();
+  std::string tempPath = *temp;
 
   bool renamed = false;
   llvm::scope_exit cleanup([&] {

@@ -415,6 +415,16 @@ TEST_F(CheckpointFiles, AtomicWriteReplacesAndLeavesNoTemporaries) {
   EXPECT_EQ(list(dir), std::vector<std::string>({"other.bin", "state.bin"}));
 }
 
+TEST_F(CheckpointFiles, AtomicWriteWithPercentSignsInThePath) {
+  // Budget names like "50%" end up in folder and file names; '%' is not a placeholder.
+  std::string sub = pathOf("run-50%");
+  ASSERT_FALSE(llvm::sys::fs::create_directory(sub));
+  std::string path = sub + "/model-50%%.bin";
+  ASSERT_FALSE(writeFileAtomic(path, "weights")) << errorOf(writeFileAtomic(path, "weights"));
+  EXPECT_EQ(contentsOf(path), "weights");
+  EXPECT_EQ(list(sub), std::vector<std::string>({"model-50%%.bin"}));
+}
+
 TEST_F(CheckpointFiles, AtomicWriteToBareFileName) {
   // A path with no directory part is written next to the working directory's other files.
   llvm::SmallString<256> cwd;
