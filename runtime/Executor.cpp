@@ -651,79 +651,102 @@ template <typename T> llvm::Expected<Step> CpuProgram::Impl::bind(Operation *op)
   return fail(op, "has no CPU kernel");
 }
 
-llvm::Expected<Step> CpuProgram::Impl::bindHost(kn::HostOp host) {
+llvm::Expected<HostStep> HostStep::create(Operation *op, OwningOpRef<ModuleOp> &module) {
+  auto host = dyn_cast<kn::HostOp>(op);
+  if (!host)
+    return llvm::createStringError("%s is not a kernel.host step",
+                                   op->getName().getStringRef().str().c_str());
   // The region becomes a function of the host module, evaluated by the float64 interpreter.
   MLIRContext *ctx = host.getContext();
-  if (!hostModule)
-    hostModule = ModuleOp::create(UnknownLoc::get(ctx));
+  if (!module)
+    module = ModuleOp::create(UnknownLoc::get(ctx));
   OpBuilder b(ctx);
-  b.setInsertionPointToEnd(hostModule->getBody());
+  b.setInsertionPointToEnd(module->getBody());
   Block &body = host.getBody().front();
   SmallVector<Type> resultTypes;
   for (Value v : cast<kn::YieldOp>(body.getTerminator()).getValues())
     resultTypes.push_back(v.getType());
-  auto fn = func::FuncOp::create(b, host.getLoc(), "host" + std::to_string(steps.size()),
+  size_t index = std::distance(module->getBody()->begin(), module->getBody()->end());
+  HostStep step;
+  step.fn = func::FuncOp::create(b, host.getLoc(), "host" + std::to_string(index),
                                  b.getFunctionType(body.getArgumentTypes(), resultTypes));
-  Block *entry = fn.addEntryBlock();
+  Block *entry = step.fn.addEntryBlock();
   IRMapping map;
   for (auto [from, to] : llvm::zip(body.getArguments(), entry->getArguments()))
     map.map(from, to);
   b.setInsertionPointToStart(entry);
-  for (Operation &op : body.without_terminator())
-    b.clone(op, map);
+  for (Operation &inner : body.without_terminator())
+    b.clone(inner, map);
   SmallVector<Value> rets;
   for (Value v : cast<kn::YieldOp>(body.getTerminator()).getValues())
     rets.push_back(map.lookup(v));
   func::ReturnOp::create(b, host.getLoc(), rets);
 
-  struct Port {
-    unsigned slot;
-    std::vector<int64_t> shape;
-    Type elem;
-  };
-  std::vector<Port> ins, outs;
   auto port = [&](Value v) {
     auto t = cast<RankedTensorType>(v.getType());
-    return Port{slot(v), std::vector<int64_t>(t.getShape().begin(), t.getShape().end()),
-                t.getElementType()};
+    return Port{std::vector<int64_t>(t.getShape().begin(), t.getShape().end()), t.getElementType()};
   };
   for (Value v : host.getInputs())
-    ins.push_back(port(v));
+    step.ins.push_back(port(v));
   for (Value v : host.getResults())
-    outs.push_back(port(v));
+    step.outs.push_back(port(v));
+  return step;
+}
+
+llvm::Error HostStep::run(llvm::ArrayRef<const void *> inputs,
+                          llvm::ArrayRef<void *> outputs) const {
+  if (inputs.size() != ins.size() || outputs.size() != outs.size())
+    return llvm::createStringError("host step: %zu inputs and %zu outputs, expected %zu and %zu",
+                                   inputs.size(), outputs.size(), ins.size(), outs.size());
+  std::vector<ref::Tensor> args;
+  for (auto [p, data] : llvm::zip(ins, inputs)) {
+    ref::Tensor t(p.shape);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (p.element.isF32())
+        t[i] = static_cast<const float *>(data)[i];
+      else if (p.element.isF64())
+        t[i] = static_cast<const double *>(data)[i];
+      else if (p.element.isInteger(32))
+        t[i] = static_cast<const int32_t *>(data)[i];
+      else if (p.element.isInteger(64))
+        t[i] = static_cast<double>(static_cast<const int64_t *>(data)[i]);
+      else
+        t[i] = static_cast<const uint8_t *>(data)[i] != 0;
+    }
+    args.push_back(std::move(t));
+  }
+  auto results = ref::evaluate(fn, args);
+  if (!results)
+    return results.takeError();
+  for (auto [p, r, data] : llvm::zip(outs, *results, outputs)) {
+    for (int64_t i = 0; i < r.numel(); ++i) {
+      if (p.element.isF32())
+        static_cast<float *>(data)[i] = static_cast<float>(r[i]);
+      else
+        static_cast<double *>(data)[i] = r[i];
+    }
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<Step> CpuProgram::Impl::bindHost(kn::HostOp host) {
+  auto step = HostStep::create(host, hostModule);
+  if (!step)
+    return step.takeError();
+  std::vector<unsigned> ins, outs;
+  for (Value v : host.getInputs())
+    ins.push_back(slot(v));
+  for (Value v : host.getResults())
+    outs.push_back(slot(v));
   std::vector<void *> *table = &slots;
-  return Step([=]() -> llvm::Error {
-    std::vector<ref::Tensor> args;
-    for (const Port &p : ins) {
-      ref::Tensor t(p.shape);
-      const void *data = (*table)[p.slot];
-      for (int64_t i = 0; i < t.numel(); ++i) {
-        if (p.elem.isF32())
-          t[i] = static_cast<const float *>(data)[i];
-        else if (p.elem.isF64())
-          t[i] = static_cast<const double *>(data)[i];
-        else if (p.elem.isInteger(32))
-          t[i] = static_cast<const int32_t *>(data)[i];
-        else if (p.elem.isInteger(64))
-          t[i] = static_cast<double>(static_cast<const int64_t *>(data)[i]);
-        else
-          t[i] = static_cast<const uint8_t *>(data)[i] != 0;
-      }
-      args.push_back(std::move(t));
-    }
-    auto results = ref::evaluate(fn, args);
-    if (!results)
-      return results.takeError();
-    for (auto [p, r] : llvm::zip(outs, *results)) {
-      void *data = (*table)[p.slot];
-      for (int64_t i = 0; i < r.numel(); ++i) {
-        if (p.elem.isF32())
-          static_cast<float *>(data)[i] = static_cast<float>(r[i]);
-        else
-          static_cast<double *>(data)[i] = r[i];
-      }
-    }
-    return llvm::Error::success();
+  return Step([=, step = std::move(*step)]() -> llvm::Error {
+    std::vector<const void *> in;
+    std::vector<void *> out;
+    for (unsigned s : ins)
+      in.push_back((*table)[s]);
+    for (unsigned s : outs)
+      out.push_back((*table)[s]);
+    return step.run(in, out);
   });
 }
 

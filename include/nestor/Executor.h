@@ -11,6 +11,8 @@
 #define NESTOR_EXECUTOR_H
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
 
@@ -21,6 +23,26 @@
 #include <vector>
 
 namespace nestor::runtime {
+
+/// One `kernel.host` step: its region as a function, evaluated on the host in float64 by the
+/// reference interpreter (ElasticOps semantics), reading and writing plain row-major buffers of
+/// the operands' and results' types. Both executors run host steps through it.
+class HostStep {
+public:
+  /// Clones `op`'s region into a function of `module` (created on first use).
+  static llvm::Expected<HostStep> create(mlir::Operation *op,
+                                         mlir::OwningOpRef<mlir::ModuleOp> &module);
+  /// `inputs` has one buffer per operand, `outputs` one per result.
+  llvm::Error run(llvm::ArrayRef<const void *> inputs, llvm::ArrayRef<void *> outputs) const;
+
+private:
+  struct Port {
+    std::vector<int64_t> shape;
+    mlir::Type element;
+  };
+  mlir::func::FuncOp fn;
+  std::vector<Port> ins, outs;
+};
 
 class CpuProgram {
 public:

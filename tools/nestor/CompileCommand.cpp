@@ -2,8 +2,9 @@
 //
 // Runs the compiler pipeline on a spec and prints the requested stage: the elastic IR the
 // importer builds (`--emit mlir`), the train step after elastic-autodiff (`--emit train-step`),
-// and the planned kernel program of the train step for one batch shape (`--emit kernels`). CUDA
-// and PTX join the `--emit` choices with the CUDA backend.
+// the planned kernel program of the train step for one batch shape (`--emit kernels`), and that
+// program's kernels as CUDA C++ (`--emit cuda`) or as the PTX NVRTC compiles them to
+// (`--emit ptx`, for `--arch`).
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -13,11 +14,18 @@
 #include "nestor/Spec.h"
 #include "passes/Passes.h"
 
+#ifdef NESTOR_HAVE_CUDA
+#include "lib/codegen/cuda/Emitter.h"
+#include "lib/codegen/cuda/KernelCache.h"
+#include "lib/codegen/cuda/Nvrtc.h"
+#endif
+
 #include "CLI/CLI.hpp"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OperationSupport.h"
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Support/FileUtilities.h"
+#include "llvm/ADT/StringMap.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/ToolOutputFile.h"
 #include "llvm/Support/raw_ostream.h"
@@ -35,17 +43,86 @@ struct CompileOptions {
   bool generic = false;
   int64_t batch = 0, seqLen = 0;
   bool noPrefixDense = false;
+  std::string arch = "sm_90";
 };
+
+#ifdef NESTOR_HAVE_CUDA
+/// Prints every distinct kernel of `module`'s functions as CUDA C++ or PTX, each once, with the
+/// ops that use it; lists the ops that have no CUDA emitter yet and the host steps.
+int printCuda(mlir::ModuleOp module, const CompileOptions &opts, llvm::raw_ostream &os) {
+  using namespace nestor;
+  struct Unique {
+    cuda::KernelSource kernel;
+    std::vector<std::string> users;
+  };
+  std::vector<Unique> unique;
+  llvm::StringMap<size_t> byName;
+  std::map<std::string, int> unsupported;
+  int hostSteps = 0;
+  for (auto fn : module.getOps<mlir::func::FuncOp>()) {
+    auto program = cuda::emitProgram(fn);
+    if (!program)
+      return cli::reportError(program.takeError(), 1);
+    hostSteps += static_cast<int>(program->hostOps.size());
+    for (mlir::Operation *op : program->unsupported)
+      ++unsupported[op->getName().getStringRef().str()];
+    for (cuda::EmittedKernel &k : program->kernels) {
+      std::string name = k.kernel.fileName();
+      auto [it, inserted] = byName.try_emplace(name, unique.size());
+      if (inserted)
+        unique.push_back({std::move(k.kernel), {}});
+      unique[it->second].users.push_back("@" + fn.getSymName().str());
+    }
+  }
+  const char *prefix = "//";
+  os << prefix << " " << unique.size() << " distinct CUDA kernels";
+  if (opts.emit == "ptx")
+    os << ", PTX for " << opts.arch << " (NVRTC " << cuda::nvrtcVersion() / 1000 << "."
+       << cuda::nvrtcVersion() % 1000 / 10 << ")";
+  os << "; " << hostSteps << " host steps run on the host\n";
+  if (!unsupported.empty()) {
+    os << prefix << " no CUDA emitter yet:";
+    for (auto &[name, n] : unsupported)
+      os << " " << name << " (" << n << ")";
+    os << "\n";
+  }
+  cuda::KernelCache cache(cuda::defaultKernelCacheDirectory(), "nestor-cuda-1");
+  for (const Unique &u : unique) {
+    os << "\n//===== " << u.kernel.fileName() << ": " << u.users.size() << " use"
+       << (u.users.size() == 1 ? "" : "s") << "; launches:";
+    for (const cuda::Launch &l : u.kernel.launches)
+      os << " " << l.entry << "<<<(" << l.grid.x << "," << l.grid.y << "," << l.grid.z << "), ("
+         << l.block.x << "," << l.block.y << "," << l.block.z << "), " << l.sharedBytes << ">>>";
+    os << "\n";
+    if (opts.emit == "cuda") {
+      os << u.kernel.source;
+      continue;
+    }
+    cuda::CompileRequest request;
+    request.name = u.kernel.fileName();
+    request.source = u.kernel.source;
+    request.headers = cuda::deviceHeaders();
+    request.arch = opts.arch;
+    auto ptx = cache.getOrCompile(request);
+    if (!ptx)
+      return cli::reportError(ptx.takeError(), 1);
+    os << (*ptx)->image;
+  }
+  return 0;
+}
+#endif
 } // namespace
 
 nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
   auto opts = std::make_shared<CompileOptions>();
   app.add_option("SPEC", opts->specPath, "Model spec (.pbtxt)")->required();
   app.add_option("--emit", opts->emit, "Stage to print")
-      ->check(CLI::IsMember({"mlir", "train-step", "kernels"}))
+      ->check(CLI::IsMember({"mlir", "train-step", "kernels", "cuda", "ptx"}))
       ->capture_default_str();
-  app.add_option("--target", opts->target, "Backend")
-      ->check(CLI::IsMember({"cpu"}))
+  CLI::Option *targetOption = app.add_option("--target", opts->target, "Backend")
+                                  ->check(CLI::IsMember({"cpu", "cuda"}))
+                                  ->capture_default_str();
+  app.add_option("--arch", opts->arch, "CUDA: the architecture of --emit ptx (sm_80, sm_90, ...)")
       ->capture_default_str();
   app.add_option("-o,--output", opts->output, "Output file ('-' for stdout)")
       ->capture_default_str();
@@ -63,7 +140,7 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
   app.add_flag("--no-prefix-dense", opts->noPrefixDense,
                "Kernels: run hard masks at full width (no extents, no skipped layers)");
 
-  return [opts]() -> int {
+  return [opts, targetOption]() -> int {
     auto print = [&](mlir::ModuleOp module) -> int {
       std::string error;
       auto out = mlir::openOutputFile(opts->output, &error);
@@ -81,8 +158,23 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
     if (!spec)
       return reportError(spec.takeError());
 
+    bool cudaStage = opts->emit == "cuda" || opts->emit == "ptx";
+    if (cudaStage && opts->target != "cuda" && targetOption->count() > 0)
+      return reportError(
+          llvm::createStringError("--emit %s needs --target cuda", opts->emit.c_str()));
     mlir::MLIRContext context;
-    if (opts->emit == "kernels") {
+#ifdef NESTOR_HAVE_CUDA
+    if (cudaStage) {
+      mlir::DialectRegistry registry;
+      cuda::registerCudaEmitters(registry);
+      context.appendDialectRegistry(registry);
+    }
+#else
+    if (cudaStage || opts->target == "cuda")
+      return reportError(llvm::createStringError(
+          "this nestor was built without the CUDA toolkit (NVRTC): --target cuda is unavailable"));
+#endif
+    if (opts->emit == "kernels" || cudaStage) {
       // The planned kernel program of the train step for one batch shape.
       StepOptions step = defaultStepOptions(*spec);
       if (opts->batch > 0)
@@ -95,6 +187,18 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
       auto kernels = compileKernels(context, *spec, step);
       if (!kernels)
         return reportError(kernels.takeError(), 1);
+#ifdef NESTOR_HAVE_CUDA
+      if (cudaStage) {
+        std::string error;
+        auto out = mlir::openOutputFile(opts->output, &error);
+        if (!out)
+          return reportError(llvm::createStringError(error));
+        if (int rc = printCuda(**kernels, *opts, out->os()))
+          return rc;
+        out->keep();
+        return 0;
+      }
+#endif
       return print(**kernels);
     }
     ImportOptions importOptions;

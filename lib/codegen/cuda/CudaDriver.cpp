@@ -274,26 +274,33 @@ llvm::Error DeviceBuffer::copyToHost(void *data, size_t count, size_t offset) co
   return check(api, api.cuMemcpyDtoH(data, pointer + offset, count), "cuMemcpyDtoH_v2");
 }
 
-llvm::Error DeviceBuffer::copyFrom(const DeviceBuffer &source, size_t count) {
-  if (llvm::Error error = checkRange("DeviceBuffer::copyFrom (source)", 0, count, source.bytes))
+llvm::Error DeviceBuffer::copyFrom(const DeviceBuffer &source, size_t count, size_t sourceOffset,
+                                   size_t offset) {
+  if (llvm::Error error =
+          checkRange("DeviceBuffer::copyFrom (source)", sourceOffset, count, source.bytes))
     return error;
-  if (llvm::Error error = checkRange("DeviceBuffer::copyFrom (target)", 0, count, bytes))
+  if (llvm::Error error = checkRange("DeviceBuffer::copyFrom (target)", offset, count, bytes))
     return error;
   if (count == 0)
     return llvm::Error::success();
   if (llvm::Error error = context->makeCurrent())
     return error;
   const DriverApi &api = context->driver();
-  return check(api, api.cuMemcpyDtoD(pointer, source.pointer, count), "cuMemcpyDtoD_v2");
+  return check(api, api.cuMemcpyDtoD(pointer + offset, source.pointer + sourceOffset, count),
+               "cuMemcpyDtoD_v2");
 }
 
-llvm::Error DeviceBuffer::fill(uint8_t value) {
-  if (bytes == 0)
+llvm::Error DeviceBuffer::fill(uint8_t value) { return fill(value, bytes, 0); }
+
+llvm::Error DeviceBuffer::fill(uint8_t value, size_t count, size_t offset) {
+  if (llvm::Error error = checkRange("DeviceBuffer::fill", offset, count, bytes))
+    return error;
+  if (count == 0)
     return llvm::Error::success();
   if (llvm::Error error = context->makeCurrent())
     return error;
   const DriverApi &api = context->driver();
-  return check(api, api.cuMemsetD8(pointer, value, bytes), "cuMemsetD8_v2");
+  return check(api, api.cuMemsetD8(pointer + offset, value, count), "cuMemsetD8_v2");
 }
 
 Stream::Stream(Stream &&other) noexcept
@@ -505,8 +512,9 @@ llvm::Expected<Module> CudaDevice::loadModule(const CompiledModule &compiled) co
   return module;
 }
 
-llvm::Error CudaDevice::launch(const Kernel &kernel, Dim3 grid, Dim3 block, unsigned sharedBytes,
-                               const Stream *stream, llvm::ArrayRef<void *> args) const {
+llvm::Error CudaDevice::launch(const Kernel &kernel, LaunchDim3 grid, LaunchDim3 block,
+                               unsigned sharedBytes, const Stream *stream,
+                               llvm::ArrayRef<void *> args) const {
   if (!kernel.handle())
     return driverError("CudaDevice::launch: an empty kernel handle");
   if (llvm::Error error = context->makeCurrent())

@@ -46,7 +46,7 @@ namespace detail {
 class Context;
 } // namespace detail
 
-struct Dim3 {
+struct LaunchDim3 {
   unsigned x = 1, y = 1, z = 1;
 };
 
@@ -68,9 +68,12 @@ public:
   llvm::Error copyToHost(void *data, size_t count, size_t offset = 0) const;
   /// Device -> device: the first `count` bytes of `source` to the start of this buffer. Ordered
   /// on the default stream; asynchronous to the host.
-  llvm::Error copyFrom(const DeviceBuffer &source, size_t count);
+  llvm::Error copyFrom(const DeviceBuffer &source, size_t count, size_t sourceOffset = 0,
+                       size_t offset = 0);
   /// Sets every byte to `value`.
   llvm::Error fill(uint8_t value);
+  /// Sets `count` bytes from `offset` to `value`.
+  llvm::Error fill(uint8_t value, size_t count, size_t offset);
 
 private:
   friend class CudaDevice;
@@ -211,7 +214,7 @@ public:
 
   /// Launches `kernel` on `stream` (nullptr: the default stream). Asynchronous: execution
   /// errors surface at the next synchronising call.
-  llvm::Error launch(const Kernel &kernel, Dim3 grid, Dim3 block, unsigned sharedBytes,
+  llvm::Error launch(const Kernel &kernel, LaunchDim3 grid, LaunchDim3 block, unsigned sharedBytes,
                      const Stream *stream, llvm::ArrayRef<void *> args) const;
   /// Waits for all work on the device's context.
   llvm::Error synchronize() const;

@@ -43,8 +43,8 @@ std::vector<std::string> nestor::cuda::parameterTypes(Operation *op, const Launc
   for (const KernelArg &a : launch.args) {
     switch (a.kind) {
     case KernelArg::Kind::Operand:
-      types.push_back("const " + cudaType(elementTypeOf(op->getOperand(a.index))) +
-                      " *__restrict__");
+      types.push_back((a.writable ? "" : "const ") +
+                      cudaType(elementTypeOf(op->getOperand(a.index))) + " *__restrict__");
       break;
     case KernelArg::Kind::Result:
       types.push_back(cudaType(elementTypeOf(op->getResult(a.index))) + " *__restrict__");

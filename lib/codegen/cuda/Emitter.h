@@ -49,6 +49,9 @@ struct KernelArg {
   int64_t groups = 1;
   /// The parameter's name in the source.
   std::string name;
+  /// Operand: the kernel writes through it (an in-place update such as kernel.adamw's), so its
+  /// parameter is not `const`.
+  bool writable = false;
 };
 
 struct Dim3 {
