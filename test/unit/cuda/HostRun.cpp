@@ -15,6 +15,7 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstring>
 #include <dlfcn.h>
 
 using namespace mlir;
@@ -84,24 +85,19 @@ static llvm::Error writeText(const llvm::Twine &path, llvm::StringRef text) {
   return llvm::Error::success();
 }
 
-llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &kernel,
-                                          llvm::ArrayRef<const void *> operands,
-                                          llvm::ArrayRef<void *> results) {
-  if (operands.size() != op->getNumOperands() || results.size() != op->getNumResults())
-    return llvm::createStringError("runOnHost: %zu operand and %zu result buffers for an op with "
-                                   "%u and %u",
-                                   operands.size(), results.size(), op->getNumOperands(),
-                                   op->getNumResults());
+llvm::Expected<std::unique_ptr<test::HostModule>>
+test::HostModule::compile(Operation *op, const KernelSource &kernel) {
+  std::unique_ptr<HostModule> m(new HostModule());
   llvm::SmallString<128> dir;
   if (std::error_code ec = llvm::sys::fs::createUniqueDirectory("nestor-cuda-host", dir))
     return llvm::createStringError("cannot create a temporary directory: %s", ec.message().c_str());
-  llvm::scope_exit cleanup([&] { llvm::sys::fs::remove_directories(dir); });
+  m->directory = dir.str().str();
   for (const auto &[name, text] : deviceHeaders())
     if (llvm::Error e = writeText(dir + "/" + name, text))
       return e;
 
-  // One launcher per entry: unpacks the argument array into the entry's parameter types and
-  // runs the grid.
+  // One launcher per entry: unpacks the parameter array (pointers to values, as cuLaunchKernel
+  // takes them) into the entry's parameter types and runs the grid.
   std::string source = kernel.source;
   llvm::raw_string_ostream os(source);
   for (const Launch &l : kernel.launches) {
@@ -113,7 +109,7 @@ llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &ker
       if (l.args[i].kind == KernelArg::Kind::Extent)
         os << "*static_cast<long long *>(a[" << i << "])";
       else
-        os << "(" << types[i] << ")a[" << i << "]";
+        os << "(" << types[i] << ")(*static_cast<unsigned long long *>(a[" << i << "]))";
     }
     os << "); });\n}\n";
   }
@@ -124,7 +120,7 @@ llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &ker
     return e;
   auto cxx = llvm::sys::findProgramByName("c++");
   if (!cxx)
-    return llvm::createStringError("runOnHost: no c++ compiler on PATH");
+    return llvm::createStringError("host emulation: no c++ compiler on PATH");
   std::string include = "-I" + dir.str().str();
   llvm::SmallVector<llvm::StringRef> argv{*cxx,       "-std=c++17",
                                           "-O1",      "-g0",
@@ -139,49 +135,78 @@ llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &ker
   int rc = llvm::sys::ExecuteAndWait(*cxx, argv, std::nullopt, redirects, 0, 0, &err);
   if (rc != 0) {
     auto text = llvm::MemoryBuffer::getFile(log);
-    return llvm::createStringError("runOnHost: compiling %s for the host failed (%d %s):\n%s",
+    return llvm::createStringError("host emulation: compiling %s failed (%d %s):\n%s",
                                    kernel.fileName().c_str(), rc, err.c_str(),
                                    text ? (*text)->getBuffer().str().c_str() : "");
   }
-  void *lib = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
-  if (!lib)
-    return llvm::createStringError("runOnHost: dlopen: %s", dlerror());
-  llvm::scope_exit closeLib([&] { dlclose(lib); });
-
-  std::vector<std::vector<unsigned char>> scratch;
-  for (int64_t bytes : kernel.scratchBytes)
-    scratch.emplace_back(static_cast<size_t>(bytes), 0);
+  m->library = dlopen(so.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!m->library)
+    return llvm::createStringError("host emulation: dlopen: %s", dlerror());
   for (const Launch &l : kernel.launches) {
     using Launcher = void (*)(void **, const long long *);
-    auto fn = reinterpret_cast<Launcher>(dlsym(lib, ("nestor_host_launch_" + l.entry).c_str()));
+    auto fn =
+        reinterpret_cast<Launcher>(dlsym(m->library, ("nestor_host_launch_" + l.entry).c_str()));
     if (!fn)
-      return llvm::createStringError("runOnHost: no entry '%s'", l.entry.c_str());
-    std::vector<long long> extents(l.args.size(), 0);
-    std::vector<void *> args;
+      return llvm::createStringError("host emulation: no entry '%s'", l.entry.c_str());
+    m->launchers.push_back(fn);
+    m->dims.push_back(
+        {l.grid.x, l.grid.y, l.grid.z, l.block.x, l.block.y, l.block.z, l.sharedBytes});
+  }
+  return m;
+}
+
+test::HostModule::~HostModule() {
+  if (library)
+    dlclose(library);
+  if (!directory.empty())
+    llvm::sys::fs::remove_directories(directory);
+}
+
+void test::HostModule::launch(size_t index, llvm::ArrayRef<void *> params) const {
+  launchers.at(index)(const_cast<void **>(params.data()), dims.at(index).data());
+}
+
+llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &kernel,
+                                          llvm::ArrayRef<const void *> operands,
+                                          llvm::ArrayRef<void *> results) {
+  if (operands.size() != op->getNumOperands() || results.size() != op->getNumResults())
+    return llvm::createStringError("runOnHost: %zu operand and %zu result buffers for an op with "
+                                   "%u and %u",
+                                   operands.size(), results.size(), op->getNumOperands(),
+                                   op->getNumResults());
+  auto module = HostModule::compile(op, kernel);
+  if (!module)
+    return module.takeError();
+  std::vector<std::vector<unsigned char>> scratch;
+  for (int64_t bytes : kernel.scratchBytes)
+    scratch.emplace_back(static_cast<size_t>(std::max<int64_t>(bytes, 1)), 0);
+  for (auto [index, l] : llvm::enumerate(kernel.launches)) {
+    std::vector<uint64_t> values(l.args.size(), 0);
     for (auto [i, a] : llvm::enumerate(l.args)) {
       switch (a.kind) {
       case KernelArg::Kind::Operand:
-        args.push_back(const_cast<void *>(operands[a.index]));
+        values[i] = reinterpret_cast<uint64_t>(operands[a.index]);
         break;
       case KernelArg::Kind::Result:
-        args.push_back(results[a.index]);
+        values[i] = reinterpret_cast<uint64_t>(results[a.index]);
         break;
       case KernelArg::Kind::Scratch:
-        args.push_back(scratch.at(a.index).data());
+        values[i] = reinterpret_cast<uint64_t>(scratch.at(a.index).data());
         break;
       case KernelArg::Kind::Extent: {
         Value mask = op->getOperand(a.index);
         auto type = cast<RankedTensorType>(mask.getType());
-        extents[i] = activeExtent(operands[a.index], type.getElementType(),
-                                  type.getNumElements() - 2, a.groups);
-        args.push_back(&extents[i]);
+        long long active = activeExtent(operands[a.index], type.getElementType(),
+                                        type.getNumElements() - 2, a.groups);
+        std::memcpy(&values[i], &active, sizeof(active));
         break;
       }
       }
     }
-    long long dims[7] = {l.grid.x,  l.grid.y,  l.grid.z,     l.block.x,
-                         l.block.y, l.block.z, l.sharedBytes};
-    fn(args.data(), dims);
+    std::vector<void *> params;
+    for (uint64_t &v : values)
+      params.push_back(&v);
+    (*module)->launch(index, params);
   }
   return llvm::Error::success();
 }

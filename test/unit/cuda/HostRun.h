@@ -15,6 +15,11 @@
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/Support/Error.h"
 
+#include <array>
+#include <memory>
+#include <string>
+#include <vector>
+
 namespace nestor::cuda::test {
 
 /// Parses `ir` (a module of func.func ops holding kernel ops) in `context`, with the kernel
@@ -27,6 +32,24 @@ mlir::Operation *firstKernelOp(mlir::ModuleOp module);
 /// Emits `op` (which must have a CUDA emitter) and compiles the result with NVRTC to PTX for
 /// `arch`; returns the PTX, or the error.
 llvm::Expected<std::string> compileToPtx(mlir::Operation *op, llvm::StringRef arch);
+
+/// An emitted kernel compiled for the host under the emulation (a shared library beside the
+/// embedded nestor_device.cuh); launch(i, params) runs launch i, parameters as cuLaunchKernel
+/// takes them (params[j] points at parameter j's value: a 64-bit address or a long long).
+class HostModule {
+public:
+  static llvm::Expected<std::unique_ptr<HostModule>> compile(mlir::Operation *op,
+                                                             const KernelSource &kernel);
+  ~HostModule();
+  void launch(size_t index, llvm::ArrayRef<void *> params) const;
+
+private:
+  HostModule() = default;
+  void *library = nullptr;
+  std::string directory;
+  std::vector<void (*)(void **, const long long *)> launchers;
+  std::vector<std::array<long long, 7>> dims;
+};
 
 /// Runs `kernel` (emitted for `op`) with one host buffer per operand and per result of `op`, in
 /// order (nullptr for an operand no launch reads). Extents come from the mask operands' values,
