@@ -86,7 +86,8 @@ TEST(CudaProgramTest, EveryKernelOfTheTinyTrainStepAndOptimizerCompiles) {
   registerEmitters(context);
   auto step = compileTrainStep(context, *spec, defaultStepOptions(*spec));
   ASSERT_TRUE(static_cast<bool>(step)) << llvm::toString(step.takeError());
-  size_t kernels = expectEveryKernelCompiles(*(*step)->module, [](llvm::StringRef) { return true; });
+  size_t kernels =
+      expectEveryKernelCompiles(*(*step)->module, [](llvm::StringRef) { return true; });
   EXPECT_GT(kernels, 20u);
 
   std::vector<StepArg> params;
