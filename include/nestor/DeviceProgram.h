@@ -67,6 +67,11 @@ public:
                                                                KernelDevice &device);
   ~DeviceProgram();
 
+  /// Binds argument `i` to `bytes` of device memory at `address` (e.g. weights that stay on the
+  /// device between steps, shared by the train step and the optimizer): run() neither uploads
+  /// it nor writes it back, and ignores its host pointer.
+  llvm::Error bindArgument(unsigned i, uint64_t address, size_t bytes);
+
   /// Runs one step, like CpuProgram::run: one host pointer per function argument. Arguments a
   /// kernel updates in place (kernel.adamw's parameter and moments) are written back.
   llvm::Error run(llvm::ArrayRef<const void *> args);

@@ -63,6 +63,7 @@ struct DeviceProgram::Impl {
   llvm::DenseMap<Value, unsigned> argIndex;
   std::vector<const void *> runArgs;
   std::vector<unsigned> writtenArgs; // arguments kernels update in place
+  std::vector<bool> bound;           // arguments bound to caller-owned device memory
   std::vector<Step> steps;
   std::vector<Value> results;
   std::vector<std::vector<char>> resultCopies;
@@ -76,7 +77,7 @@ struct DeviceProgram::Impl {
 
   /// The host bytes of `v` for this run: a run argument, a mirror, or a fresh download.
   llvm::Expected<const void *> hostData(Value v, std::vector<char> &downloaded) {
-    if (auto it = argIndex.find(v); it != argIndex.end())
+    if (auto it = argIndex.find(v); it != argIndex.end() && !bound[it->second])
       return runArgs[it->second];
     if (auto it = mirror.find(v); it != mirror.end())
       return static_cast<const void *>(it->second.data());
@@ -311,10 +312,25 @@ llvm::Expected<std::unique_ptr<DeviceProgram>> DeviceProgram::create(func::FuncO
     if (e)
       return e;
   }
+  impl->bound.assign(func.getNumArguments(), false);
   llvm::sort(impl->writtenArgs);
   impl->writtenArgs.erase(llvm::unique(impl->writtenArgs), impl->writtenArgs.end());
   impl->resultCopies.resize(impl->results.size());
   return std::unique_ptr<DeviceProgram>(new DeviceProgram(std::move(impl)));
+}
+
+llvm::Error DeviceProgram::bindArgument(unsigned i, uint64_t address, size_t bytes) {
+  func::FuncOp func = impl->func;
+  if (i >= func.getNumArguments())
+    return llvm::createStringError("@%s has no argument %u", func.getSymName().str().c_str(), i);
+  BlockArgument arg = func.getArgument(i);
+  if (bytes != static_cast<size_t>(bytesOf(arg.getType())))
+    return llvm::createStringError("argument %u of @%s takes %lld bytes, not %zu", i,
+                                   func.getSymName().str().c_str(),
+                                   static_cast<long long>(bytesOf(arg.getType())), bytes);
+  impl->address[arg] = address;
+  impl->bound[i] = true;
+  return llvm::Error::success();
 }
 
 llvm::Error DeviceProgram::run(llvm::ArrayRef<const void *> args) {
@@ -325,15 +341,18 @@ llvm::Error DeviceProgram::run(llvm::ArrayRef<const void *> args) {
                                    args.size());
   impl->runArgs.assign(args.begin(), args.end());
   for (BlockArgument arg : func.getArguments())
-    if (llvm::Error e = impl->device->upload(impl->address[arg], args[arg.getArgNumber()],
-                                             bytesOf(arg.getType())))
-      return e;
+    if (!impl->bound[arg.getArgNumber()])
+      if (llvm::Error e = impl->device->upload(impl->address[arg], args[arg.getArgNumber()],
+                                               bytesOf(arg.getType())))
+        return e;
   for (Step &step : impl->steps)
     if (llvm::Error e = step())
       return e;
   if (llvm::Error e = impl->device->synchronize())
     return e;
   for (unsigned i : impl->writtenArgs) {
+    if (impl->bound[i])
+      continue;
     BlockArgument arg = func.getArgument(i);
     if (llvm::Error e = impl->device->download(const_cast<void *>(args[i]), impl->address[arg],
                                                bytesOf(arg.getType())))

@@ -120,20 +120,18 @@ double asDouble(const void *p, Type t, int64_t i) {
   return t.isF64() ? static_cast<const double *>(p)[i] : static_cast<const float *>(p)[i];
 }
 
-/// Runs `step` on the CPU and through DeviceProgram on `device`; expects every result to agree.
-void expectDeviceMatchesCpu(CompiledStep &step, runtime::KernelDevice &device, int32_t budget,
+/// Runs `step` on the CPU and through `program` on its device; expects every result to agree.
+void expectDeviceMatchesCpu(CompiledStep &step, runtime::DeviceProgram &program, int32_t budget,
                             bool dropLayer) {
   Args args(step, budget, dropLayer);
   llvm::Error e = step.program->run(args.pointers);
   ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
-  auto program = runtime::DeviceProgram::create(step.step, device);
-  ASSERT_TRUE(static_cast<bool>(program)) << llvm::toString(program.takeError());
-  e = (*program)->run(args.pointers);
+  e = program.run(args.pointers);
   ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
-  ASSERT_EQ((*program)->numResults(), step.program->numResults());
+  ASSERT_EQ(program.numResults(), step.program->numResults());
   for (unsigned r = 0; r < step.program->numResults(); ++r) {
     auto type = cast<RankedTensorType>(step.step.getResultTypes()[r]);
-    auto got = (*program)->result(r);
+    auto got = program.result(r);
     ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
     const void *want = step.program->result(r);
     double scale = 1e-6, worst = 0;
@@ -148,6 +146,30 @@ void expectDeviceMatchesCpu(CompiledStep &step, runtime::KernelDevice &device, i
     EXPECT_LE(worst / scale, 2e-4)
         << name << " (budget " << budget << "): max |delta| " << worst << " of max " << scale;
   }
+}
+
+/// The train step at the small budget (prefix-dense, a layer dropped) and the full one; then
+/// again with the weights bound to device memory uploaded once (how training keeps them).
+void expectTrainStepMatchesCpu(CompiledStep &step, runtime::KernelDevice &device) {
+  auto program = runtime::DeviceProgram::create(step.step, device);
+  ASSERT_TRUE(static_cast<bool>(program)) << llvm::toString(program.takeError());
+  expectDeviceMatchesCpu(step, **program, 1, /*dropLayer=*/true);
+  expectDeviceMatchesCpu(step, **program, 0, /*dropLayer=*/false);
+  Args weights(step, 0, /*dropLayer=*/false);
+  for (auto [i, a] : llvm::enumerate(step.args)) {
+    if (!a.isParam)
+      continue;
+    auto address = device.allocate(a.bytes());
+    ASSERT_TRUE(static_cast<bool>(address)) << llvm::toString(address.takeError());
+    llvm::Error e = device.upload(*address, weights.pointers[i], a.bytes());
+    ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+    e = (*program)->bindArgument(unsigned(i), *address, a.bytes());
+    ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
+  }
+  expectDeviceMatchesCpu(step, **program, 0, /*dropLayer=*/false);
+  llvm::Error e = (*program)->bindArgument(0, 0, 3);
+  ASSERT_TRUE(static_cast<bool>(e)) << "a binding of the wrong size is refused";
+  llvm::consumeError(std::move(e));
 }
 
 std::unique_ptr<CompiledStep> compileSmall(MLIRContext &context) {
@@ -167,9 +189,7 @@ TEST(DeviceProgramTest, TrainStepOnTheHostEmulationMatchesTheCpu) {
   auto step = compileSmall(context);
   ASSERT_TRUE(step);
   cuda::test::HostDevice device;
-  // The small budget, prefix-dense, with a layer dropped; then the full budget.
-  expectDeviceMatchesCpu(*step, device, 1, /*dropLayer=*/true);
-  expectDeviceMatchesCpu(*step, device, 0, /*dropLayer=*/false);
+  expectTrainStepMatchesCpu(*step, device);
   EXPECT_GT(device.launches(), 50u);
 }
 
@@ -240,8 +260,7 @@ TEST(CudaDeviceProgramTest, TrainStepOnTheGpuMatchesTheCpu) {
   MLIRContext context;
   auto step = compileSmall(context);
   ASSERT_TRUE(step);
-  expectDeviceMatchesCpu(*step, **device, 1, /*dropLayer=*/true);
-  expectDeviceMatchesCpu(*step, **device, 0, /*dropLayer=*/false);
+  expectTrainStepMatchesCpu(*step, **device);
 }
 
 } // namespace

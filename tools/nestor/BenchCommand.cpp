@@ -15,6 +15,10 @@
 
 #include "nestor/Build.h"
 #include "nestor/Compile.h"
+#ifdef NESTOR_HAVE_CUDA
+#include "lib/codegen/cuda/KernelCache.h"
+#include "nestor/DeviceProgram.h"
+#endif
 #include "nestor/Decode.h"
 #include "nestor/Slice.h"
 #include "nestor/Spec.h"
@@ -45,6 +49,7 @@ struct BenchOptions {
   bool soft = false, noPrefixDense = false, json = false, profile = false, float64 = false;
   int decode = 0;
   bool noBinaries = false;
+  std::string device = "cpu";
 };
 
 /// Decode tokens/s of a standalone executable built for `spec` (`BIN --bench N`), or an error.
@@ -108,6 +113,11 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
   app.add_option("--decode", opts->decode,
                  "Also time decoding this many tokens per budget: prefix-dense from the parent "
                  "from a sliced copy, and from a standalone executable (float32)");
+  app.add_option("--device", opts->device,
+                 "Where the train step runs: cpu, or cuda (the generated CUDA kernels on GPU 0; "
+                 "weights stay on the device)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   app.add_flag("--no-binaries", opts->noBinaries,
                "With --decode: skip building the standalone executables (a compile per budget)");
 
@@ -133,6 +143,22 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     step.float64 = opts->float64;
 
     mlir::MLIRContext context;
+#ifdef NESTOR_HAVE_CUDA
+    std::unique_ptr<runtime::KernelDevice> device;
+    if (opts->device == "cuda") {
+      auto d = runtime::openCudaKernelDevice(0, cuda::defaultKernelCacheDirectory());
+      if (!d)
+        return reportError(d.takeError(), 1);
+      device = std::move(*d);
+      mlir::DialectRegistry registry;
+      cuda::registerCudaEmitters(registry);
+      context.appendDialectRegistry(registry);
+    }
+#else
+    if (opts->device == "cuda")
+      return reportError(llvm::createStringError(
+          "this nestor was built without the CUDA toolkit (NVRTC): --device cuda is unavailable"));
+#endif
     auto compileStart = std::chrono::steady_clock::now();
     auto compiled = compileTrainStep(context, *spec, step);
     if (!compiled)
@@ -222,20 +248,51 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
       double seconds, flops;
     };
     std::vector<Row> rows;
+    // One step on the chosen device.
+    std::function<llvm::Error()> runStep = [&] { return c.program->run(buf.pointers); };
+#ifdef NESTOR_HAVE_CUDA
+    std::unique_ptr<runtime::DeviceProgram> gpu;
+    double deviceCompileSeconds = 0;
+    if (device) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto p = runtime::DeviceProgram::create(c.step, *device);
+      if (!p)
+        return reportError(p.takeError(), 1);
+      gpu = std::move(*p);
+      deviceCompileSeconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      // The weights go to the device once and stay there, as in training.
+      for (auto [i, a] : llvm::enumerate(c.args)) {
+        if (!a.isParam)
+          continue;
+        auto address = device->allocate(a.bytes());
+        if (!address)
+          return reportError(address.takeError(), 1);
+        if (llvm::Error err = device->upload(*address, buf.pointers[i], a.bytes()))
+          return reportError(std::move(err), 1);
+        if (llvm::Error err = gpu->bindArgument(unsigned(i), *address, a.bytes()))
+          return reportError(std::move(err), 1);
+      }
+      runStep = [&] { return gpu->run(buf.pointers); };
+      std::cerr << fmt::format("device: {}; {} distinct kernels compiled and loaded in {:.2f} s\n",
+                               device->description(), gpu->numKernels(), deviceCompileSeconds);
+    }
+#endif
     for (int64_t b = 0; b < budgets; ++b) {
       *buf.at<int32_t>(budgetArg) = static_cast<int32_t>(b);
       for (int w = 0; w < opts->warmup; ++w)
-        if (llvm::Error err = c.program->run(buf.pointers))
+        if (llvm::Error err = runStep())
           return reportError(std::move(err), 1);
       c.program->resetCounters();
       auto start = std::chrono::steady_clock::now();
       for (int s = 0; s < opts->steps; ++s)
-        if (llvm::Error err = c.program->run(buf.pointers))
+        if (llvm::Error err = runStep())
           return reportError(std::move(err), 1);
       double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() /
           opts->steps;
-      rows.push_back({e.budgets(b).name(), seconds, c.program->gemmFlops() / opts->steps});
+      rows.push_back({e.budgets(b).name(), seconds,
+                      opts->device == "cpu" ? c.program->gemmFlops() / opts->steps : 0.0});
     }
 
     // Decoding: the same weights and, per budget, the sizes the routers were wired to choose
@@ -321,6 +378,7 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     j["mask_mode"] = opts->soft ? "soft" : "hard";
     j["prefix_dense"] = step.prefixDense;
     j["dtype"] = step.float64 ? "float64" : "float32";
+    j["device"] = opts->device;
     j["compile_seconds"] = compileSeconds;
     j["arena_bytes"] = c.program->arenaBytes();
     j["param_bytes"] = paramBytes;
@@ -345,11 +403,11 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     if (opts->json) {
       std::cout << j.dump(2) << "\n";
     } else {
-      std::cout << fmt::format("nestor bench {}: batch {} x {} tokens, {} masks{}, {}, CPU\n",
-                               opts->specPath, step.batch, step.seqLen,
-                               opts->soft ? "soft" : "hard",
-                               step.prefixDense && !opts->soft ? " (prefix-dense)" : "",
-                               step.float64 ? "float64" : "float32");
+      std::cout << fmt::format(
+          "nestor bench {}: batch {} x {} tokens, {} masks{}, {}, {}\n", opts->specPath, step.batch,
+          step.seqLen, opts->soft ? "soft" : "hard",
+          step.prefixDense && !opts->soft ? " (prefix-dense)" : "",
+          step.float64 ? "float64" : "float32", opts->device == "cpu" ? "CPU" : "CUDA");
       std::cout << fmt::format("compile {:.2f} s; memory plan peak {:.1f} MiB (activations and "
                                "gradients), parameters {:.1f} MiB\n",
                                compileSeconds, c.program->arenaBytes() / 1048576.0,

@@ -116,30 +116,36 @@ template <typename T, typename Source> T shuffle(T v, Source source) {
   return r;
 }
 
-/// Runs `body` as the kernel launch `d` = [grid x, y, z, block x, y, z, shared bytes].
+/// Runs `body` as the kernel launch `d` = [grid x, y, z, block x, y, z, shared bytes]. One OS
+/// thread per CUDA thread of a block, reused for every block: the blocks run one after another,
+/// separated by a barrier.
 inline void launch(const long long *d, const std::function<void()> &body) {
   gridDimension = {unsigned(d[0]), unsigned(d[1]), unsigned(d[2])};
   blockDimension = {unsigned(d[3]), unsigned(d[4]), unsigned(d[5])};
   unsigned threads = blockThreads();
   exchange.assign(size_t(threads) * 16, 0);
-  for (unsigned bz = 0; bz < gridDimension.z; ++bz)
-    for (unsigned by = 0; by < gridDimension.y; ++by)
-      for (unsigned bx = 0; bx < gridDimension.x; ++bx) {
-        dynamicShared.assign(size_t(d[6]), 0xff);
-        Barrier barrier(threads);
-        blockBarrier = &barrier;
-        std::vector<std::thread> pool;
-        pool.reserve(threads);
-        for (unsigned t = 0; t < threads; ++t)
-          pool.emplace_back([&, t, bx, by, bz] {
-            threadIndex = {t % blockDimension.x, (t / blockDimension.x) % blockDimension.y,
-                           t / (blockDimension.x * blockDimension.y)};
+  dynamicShared.assign(size_t(d[6]), 0xff);
+  Barrier barrier(threads);
+  blockBarrier = &barrier;
+  std::vector<std::thread> pool;
+  pool.reserve(threads);
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      threadIndex = {t % blockDimension.x, (t / blockDimension.x) % blockDimension.y,
+                     t / (blockDimension.x * blockDimension.y)};
+      for (unsigned bz = 0; bz < gridDimension.z; ++bz)
+        for (unsigned by = 0; by < gridDimension.y; ++by)
+          for (unsigned bx = 0; bx < gridDimension.x; ++bx) {
             blockIndex = {bx, by, bz};
             body();
-          });
-        for (std::thread &th : pool)
-          th.join();
-      }
+            barrier.wait(); // the block is done
+            if (t == 0)
+              std::fill(dynamicShared.begin(), dynamicShared.end(), (unsigned char)0xff);
+            barrier.wait(); // the next block starts with fresh dynamic shared memory
+          }
+    });
+  for (std::thread &th : pool)
+    th.join();
   blockBarrier = nullptr;
 }
 
