@@ -32,3 +32,7 @@ if os.path.exists(plugin) and os.path.exists(installed_opt):
     config.available_features.add("plugin")
     config.substitutions.append(("%example_plugin", plugin))
     config.substitutions.append(("%installed_nestor_opt", installed_opt))
+
+# The CUDA emitter and NVRTC (the CUDA toolkit was found at configure time); no GPU needed.
+if config.nestor_have_cuda:
+    config.available_features.add("nvrtc")

@@ -47,9 +47,11 @@ struct CompileOptions {
 };
 
 #ifdef NESTOR_HAVE_CUDA
-/// Prints every distinct kernel of `module`'s functions as CUDA C++ or PTX, each once, with the
-/// ops that use it; lists the ops that have no CUDA emitter yet and the host steps.
-int printCuda(mlir::ModuleOp module, const CompileOptions &opts, llvm::raw_ostream &os) {
+/// Prints every distinct kernel of the functions of `modules` as CUDA C++ or PTX, each once,
+/// with the functions that use it; lists the ops that have no CUDA emitter yet and the host
+/// steps.
+int printCuda(llvm::ArrayRef<mlir::ModuleOp> modules, const CompileOptions &opts,
+              llvm::raw_ostream &os) {
   using namespace nestor;
   struct Unique {
     cuda::KernelSource kernel;
@@ -59,21 +61,22 @@ int printCuda(mlir::ModuleOp module, const CompileOptions &opts, llvm::raw_ostre
   llvm::StringMap<size_t> byName;
   std::map<std::string, int> unsupported;
   int hostSteps = 0;
-  for (auto fn : module.getOps<mlir::func::FuncOp>()) {
-    auto program = cuda::emitProgram(fn);
-    if (!program)
-      return cli::reportError(program.takeError(), 1);
-    hostSteps += static_cast<int>(program->hostOps.size());
-    for (mlir::Operation *op : program->unsupported)
-      ++unsupported[op->getName().getStringRef().str()];
-    for (cuda::EmittedKernel &k : program->kernels) {
-      std::string name = k.kernel.fileName();
-      auto [it, inserted] = byName.try_emplace(name, unique.size());
-      if (inserted)
-        unique.push_back({std::move(k.kernel), {}});
-      unique[it->second].users.push_back("@" + fn.getSymName().str());
+  for (mlir::ModuleOp module : modules)
+    for (auto fn : module.getOps<mlir::func::FuncOp>()) {
+      auto program = cuda::emitProgram(fn);
+      if (!program)
+        return cli::reportError(program.takeError(), 1);
+      hostSteps += static_cast<int>(program->hostOps.size());
+      for (mlir::Operation *op : program->unsupported)
+        ++unsupported[op->getName().getStringRef().str()];
+      for (cuda::EmittedKernel &k : program->kernels) {
+        std::string name = k.kernel.fileName();
+        auto [it, inserted] = byName.try_emplace(name, unique.size());
+        if (inserted)
+          unique.push_back({std::move(k.kernel), {}});
+        unique[it->second].users.push_back("@" + fn.getSymName().str());
+      }
     }
-  }
   const char *prefix = "//";
   os << prefix << " " << unique.size() << " distinct CUDA kernels";
   if (opts.emit == "ptx")
@@ -193,7 +196,26 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
         auto out = mlir::openOutputFile(opts->output, &error);
         if (!out)
           return reportError(llvm::createStringError(error));
-        if (int rc = printCuda(**kernels, *opts, out->os()))
+        // The optimizer of the train step's parameters too.
+        std::vector<StepArg> params;
+        for (auto fn : (*kernels)->getOps<mlir::func::FuncOp>()) {
+          if (!fn.getSymName().ends_with("_train_step"))
+            continue;
+          for (unsigned i = 0; i < fn.getNumArguments(); ++i)
+            if (auto name = fn.getArgAttrOfType<mlir::StringAttr>(i, "elastic.param")) {
+              auto type = mlir::cast<mlir::RankedTensorType>(fn.getArgument(i).getType());
+              StepArg a;
+              a.name = name.str();
+              a.isParam = true;
+              a.shape.assign(type.getShape().begin(), type.getShape().end());
+              a.elementType = type.getElementType();
+              params.push_back(std::move(a));
+            }
+        }
+        auto optimizer = compileOptimizer(context, params, spec->training().optimizer());
+        if (!optimizer)
+          return reportError(optimizer.takeError(), 1);
+        if (int rc = printCuda({**kernels, *(*optimizer)->module}, *opts, out->os()))
           return rc;
         out->keep();
         return 0;
