@@ -22,6 +22,10 @@
 #include <string>
 #include <vector>
 
+namespace nestor::runtime {
+class KernelDevice; // nestor/DeviceProgram.h
+} // namespace nestor::runtime
+
 namespace nestor::train {
 
 /// A counter-based random number: the 64-bit mix of (seed, stream, index). Pure: the same
@@ -68,10 +72,13 @@ class Session {
 public:
   /// Compiles the train step of `spec` (elastic or dense) for batch x length, the teacher
   /// forward (@parent) for elastic specs, and the optimizer.
-  static llvm::Expected<std::unique_ptr<Session>> create(mlir::MLIRContext &context,
-                                                         const spec::ModelSpec &spec, int64_t batch,
-                                                         int64_t length,
-                                                         std::vector<int64_t> depthOrder = {});
+  /// With a `device` (the CUDA backend, nestor/DeviceProgram.h; it must outlive the session)
+  /// the train step and the teacher run there and the optimizer on the host; the weights stay
+  /// in `weights` on the host and go to the device every step.
+  static llvm::Expected<std::unique_ptr<Session>>
+  create(mlir::MLIRContext &context, const spec::ModelSpec &spec, int64_t batch, int64_t length,
+         std::vector<int64_t> depthOrder = {}, runtime::KernelDevice *device = nullptr);
+  ~Session();
 
   const std::vector<StepArg> &params() const { return paramArgs; }
   /// Model (and router) weights and AdamW moments, by parameter name.
@@ -103,6 +110,14 @@ public:
 private:
   Session() = default;
   llvm::Error runTeacher(const int32_t *tokens);
+  /// Runs the train step (on the device when there is one); `result(i)` then reads result i.
+  llvm::Error runStep(llvm::ArrayRef<const void *> args);
+  const void *result(unsigned i) const;
+
+  /// The device programs (Train.cpp; only with the CUDA backend).
+  struct DeviceSteps;
+  std::shared_ptr<DeviceSteps> onDevice;
+  std::vector<const void *> deviceResults;
 
   bool isElastic = false;
   int64_t batch = 0, length = 0;

@@ -100,6 +100,9 @@ struct RunOptions {
   /// When set (e.g. by a SIGINT handler), the run checkpoints after the current step and
   /// stops; RunResult::interrupted says so.
   const std::atomic<bool> *interrupt = nullptr;
+  /// Where the train steps run: the CUDA backend's device (nestor/DeviceProgram.h), or null for
+  /// the CPU. The importance ranking and the optimizer run on the CPU either way.
+  runtime::KernelDevice *device = nullptr;
 };
 
 /// Runs the pipeline on `spec` with batches from `data`. Fails, naming the phase, the step and

@@ -1,6 +1,10 @@
 //===- Train.cpp - The elastic training loop on the CPU backend ------------===//
 #include "nestor/Train.h"
 
+#ifdef NESTOR_HAVE_CUDA
+#include "nestor/DeviceProgram.h"
+#endif
+
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringExtras.h"
 
@@ -138,10 +142,30 @@ int32_t nestor::train::sampleBudget(const spec::Stage &stage, int64_t numBudgets
   return stage.budget_weights_size() - 1;
 }
 
-llvm::Expected<std::unique_ptr<Session>> Session::create(MLIRContext &context,
-                                                         const spec::ModelSpec &spec, int64_t batch,
-                                                         int64_t length,
-                                                         std::vector<int64_t> depthOrder) {
+#ifdef NESTOR_HAVE_CUDA
+struct Session::DeviceSteps {
+  std::unique_ptr<runtime::DeviceProgram> step, teacher;
+};
+#else
+struct Session::DeviceSteps {};
+#endif
+
+Session::~Session() = default;
+
+llvm::Expected<std::unique_ptr<Session>>
+Session::create(MLIRContext &context, const spec::ModelSpec &spec, int64_t batch, int64_t length,
+                std::vector<int64_t> depthOrder, runtime::KernelDevice *device) {
+#ifdef NESTOR_HAVE_CUDA
+  if (device) {
+    DialectRegistry registry;
+    cuda::registerCudaEmitters(registry);
+    context.appendDialectRegistry(registry);
+  }
+#else
+  if (device)
+    return llvm::createStringError("this Nestor was built without the CUDA toolkit (NVRTC): no "
+                                   "CUDA device support");
+#endif
   std::unique_ptr<Session> s(new Session());
   s->isElastic = spec.has_elastic();
   s->batch = batch;
@@ -174,6 +198,21 @@ llvm::Expected<std::unique_ptr<Session>> Session::create(MLIRContext &context,
   if (!optimizer)
     return optimizer.takeError();
   s->optimizer = std::move(*optimizer);
+#ifdef NESTOR_HAVE_CUDA
+  if (device) {
+    s->onDevice = std::make_shared<DeviceSteps>();
+    auto step = runtime::DeviceProgram::create(s->compiled->step, *device);
+    if (!step)
+      return step.takeError();
+    s->onDevice->step = std::move(*step);
+    if (s->isElastic) {
+      auto teacher = runtime::DeviceProgram::create(s->teacherFunc, *device);
+      if (!teacher)
+        return teacher.takeError();
+      s->onDevice->teacher = std::move(*teacher);
+    }
+  }
+#endif
   for (const StepArg &a : s->paramArgs) {
     s->expAvg[a.name] = Tensor{a.shape, std::vector<float>(a.numel(), 0.0f)};
     s->expAvgSq[a.name] = Tensor{a.shape, std::vector<float>(a.numel(), 0.0f)};
@@ -193,11 +232,44 @@ llvm::Error Session::runTeacher(const int32_t *tokens) {
       args.push_back(tokens);
     }
   }
+#ifdef NESTOR_HAVE_CUDA
+  if (onDevice) {
+    if (llvm::Error err = onDevice->teacher->run(args))
+      return err;
+    auto logits = onDevice->teacher->result(0);
+    if (!logits)
+      return logits.takeError();
+    std::memcpy(teacherLogits.data(), *logits, sizeof(float) * teacherLogits.size());
+    return llvm::Error::success();
+  }
+#endif
   if (llvm::Error err = teacherProgram->run(args))
     return err;
   std::memcpy(teacherLogits.data(), teacherProgram->result(0),
               sizeof(float) * teacherLogits.size());
   return llvm::Error::success();
+}
+
+llvm::Error Session::runStep(llvm::ArrayRef<const void *> args) {
+#ifdef NESTOR_HAVE_CUDA
+  if (onDevice) {
+    if (llvm::Error err = onDevice->step->run(args))
+      return err;
+    deviceResults.clear();
+    for (unsigned i = 0; i < onDevice->step->numResults(); ++i) {
+      auto r = onDevice->step->result(i);
+      if (!r)
+        return r.takeError();
+      deviceResults.push_back(*r);
+    }
+    return llvm::Error::success();
+  }
+#endif
+  return compiled->program->run(args);
+}
+
+const void *Session::result(unsigned i) const {
+  return onDevice ? deviceResults.at(i) : compiled->program->result(i);
 }
 
 namespace {
@@ -245,10 +317,9 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
     else
       return llvm::createStringError("the train step takes an unknown input '%s'", a.name.c_str());
   }
-  runtime::CpuProgram &p = *compiled->program;
-  if (llvm::Error err = p.run(args))
+  if (llvm::Error err = runStep(args))
     return err;
-  auto scalar = [&](unsigned i) { return double(*static_cast<const float *>(p.result(i))); };
+  auto scalar = [&](unsigned i) { return double(*static_cast<const float *>(result(i))); };
   StepReport r;
   r.budget = in.budget;
   r.loss = scalar(1);
@@ -268,7 +339,7 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
   // Global gradient norm, then clipping and AdamW, in place.
   std::vector<const void *> grads;
   for (unsigned i = 0; i < paramArgs.size(); ++i)
-    grads.push_back(p.result(compiled->numForwardResults + i));
+    grads.push_back(result(compiled->numForwardResults + i));
   if (llvm::Error err = optimizer->gradNorm->run(grads))
     return err;
   double sq = *static_cast<const double *>(optimizer->gradNorm->result(0));
@@ -302,9 +373,7 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
   return r;
 }
 
-const float *Session::logits() const {
-  return static_cast<const float *>(compiled->program->result(0));
-}
+const float *Session::logits() const { return static_cast<const float *>(result(0)); }
 
 llvm::Expected<StepReport> Session::evaluate(const int32_t *tokens, const int32_t *targets,
                                              int32_t budget) {
@@ -340,10 +409,9 @@ llvm::Expected<StepReport> Session::evaluate(const int32_t *tokens, const int32_
     else
       args.push_back(&sc.seed);
   }
-  runtime::CpuProgram &p = *compiled->program;
-  if (llvm::Error err = p.run(args))
+  if (llvm::Error err = runStep(args))
     return err;
-  auto scalar = [&](unsigned i) { return double(*static_cast<const float *>(p.result(i))); };
+  auto scalar = [&](unsigned i) { return double(*static_cast<const float *>(result(i))); };
   StepReport r;
   r.budget = budget;
   r.loss = scalar(1);

@@ -544,7 +544,7 @@ llvm::Error Pipeline::parentPhase() {
   }
   int64_t batch = pt.batch_size() > 0 ? pt.batch_size() : tr.stages(0).batch_size();
   int64_t length = pt.sequence_length() > 0 ? pt.sequence_length() : tr.stages(0).sequence_length();
-  auto created = Session::create(context, dense, batch, length);
+  auto created = Session::create(context, dense, batch, length, {}, options.device);
   if (!created)
     return created.takeError();
   Session &parent = **created;
@@ -716,8 +716,8 @@ llvm::Error Pipeline::elasticPhase() {
       stageStart = stageEnd;
       continue;
     }
-    auto created =
-        Session::create(context, spec, st.batch_size(), st.sequence_length(), depthOrder);
+    auto created = Session::create(context, spec, st.batch_size(), st.sequence_length(), depthOrder,
+                                   options.device);
     if (!created)
       return created.takeError();
     Session &e = **created;
@@ -927,7 +927,7 @@ llvm::Error Pipeline::evaluatePhase() {
   auto t0 = std::chrono::steady_clock::now();
   spec::FixedSizes fixed = spec::fixedSizes(spec);
   double parentParams = spec::countParams(fixed, spec::parentSizes(spec)).total();
-  auto evalParent = Session::create(context, dense, batch, length);
+  auto evalParent = Session::create(context, dense, batch, length, {}, options.device);
   if (!evalParent)
     return evalParent.takeError();
   (*evalParent)->weights = result.parent;
@@ -946,7 +946,7 @@ llvm::Error Pipeline::evaluatePhase() {
   pe.tokenAccuracy = acc->tokens;
   result.evals.push_back(pe);
   if (spec.has_elastic()) {
-    auto created = Session::create(context, spec, batch, length, depthOrder);
+    auto created = Session::create(context, spec, batch, length, depthOrder, options.device);
     if (!created)
       return created.takeError();
     Session &e = **created;

@@ -12,6 +12,7 @@
 
 #include "nestor/Compile.h"
 #include "nestor/Spec.h"
+#include "nestor/Train.h"
 
 #include "mlir/IR/MLIRContext.h"
 
@@ -251,6 +252,46 @@ TEST(DeviceProgramTest, AnOpWithoutAProgramPlanIsRefused) {
   auto program = runtime::DeviceProgram::create(step->step, device);
   ASSERT_FALSE(static_cast<bool>(program));
   EXPECT_NE(llvm::toString(program.takeError()).find("no memory plan"), std::string::npos);
+}
+
+/// Two training steps of a Session on the device (train step and teacher there, the optimizer
+/// on the host) give the losses and weights the CPU session gives.
+TEST(DeviceProgramTest, TrainingSessionOnTheHostEmulationMatchesTheCpu) {
+  spec::ModelSpec spec = smallSpec();
+  MLIRContext cpuContext, deviceContext;
+  cuda::test::HostDevice device;
+  auto cpu = train::Session::create(cpuContext, spec, 1, 19);
+  ASSERT_TRUE(static_cast<bool>(cpu)) << llvm::toString(cpu.takeError());
+  auto dev = train::Session::create(deviceContext, spec, 1, 19, {}, &device);
+  ASSERT_TRUE(static_cast<bool>(dev)) << llvm::toString(dev.takeError());
+  (*cpu)->weights = train::initParams((*cpu)->params(), spec, 5);
+  (*cpu)->teacher = (*cpu)->weights;
+  (*dev)->weights = (*cpu)->weights;
+  (*dev)->teacher = (*cpu)->teacher;
+  std::vector<int32_t> tokens(19), targets(19);
+  for (int i = 0; i < 19; ++i)
+    tokens[i] = (i * 7 + 3) % 37, targets[i] = (i * 11 + 1) % 37;
+  for (int32_t step = 0; step < 2; ++step) {
+    train::Session::StepInputs in{tokens.data(), targets.data()};
+    in.budget = step;
+    in.router = {1.0, 2.0, false};
+    in.seed = 3 + step;
+    in.lr = 1e-2;
+    in.routerLr = 1e-1;
+    in.adamStep = step + 1;
+    auto a = (*cpu)->step(in);
+    ASSERT_TRUE(static_cast<bool>(a)) << llvm::toString(a.takeError());
+    auto b = (*dev)->step(in);
+    ASSERT_TRUE(static_cast<bool>(b)) << llvm::toString(b.takeError());
+    EXPECT_NEAR(b->loss, a->loss, 1e-4 * std::abs(a->loss)) << "step " << step;
+    EXPECT_NEAR(b->kd, a->kd, 1e-4 * std::abs(a->kd) + 1e-7) << "step " << step;
+    EXPECT_NEAR(b->gradNorm, a->gradNorm, 1e-3 * a->gradNorm) << "step " << step;
+  }
+  double worst = 0;
+  for (const auto &[name, t] : (*cpu)->weights)
+    for (size_t i = 0; i < t.data.size(); ++i)
+      worst = std::max(worst, double(std::abs(t.data[i] - (*dev)->weights.at(name).data[i])));
+  EXPECT_LE(worst, 1e-4) << "the weights after two steps";
 }
 
 TEST(CudaDeviceProgramTest, TrainStepOnTheGpuMatchesTheCpu) {

@@ -13,6 +13,10 @@
 #include "nestor/Checkpoint.h"
 #include "nestor/Data.h"
 #include "nestor/Trainer.h"
+#ifdef NESTOR_HAVE_CUDA
+#include "lib/codegen/cuda/KernelCache.h"
+#include "nestor/DeviceProgram.h"
+#endif
 
 #include "CLI/CLI.hpp"
 #include "fmt/format.h"
@@ -36,6 +40,7 @@ extern "C" void onInterrupt(int) { interrupted.store(true); }
 struct TrainOptions {
   std::string specPath, outDir, parentPath;
   bool resume = false;
+  std::string device = "cpu";
 };
 
 std::string duration(double seconds) {
@@ -113,6 +118,11 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
   app.add_option("--parent", opts->parentPath,
                  "Start from this parent (safetensors, the parent's tensor names) instead of "
                  "training one");
+  app.add_option("--device", opts->device,
+                 "Where the train steps run: cpu, or cuda (the generated CUDA kernels on GPU 0; "
+                 "the optimizer and the importance ranking stay on the CPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   return [opts]() -> int {
     auto spec = spec::loadSpecFile(opts->specPath);
     if (!spec)
@@ -162,6 +172,21 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
           llvm::createStringError("%s: %s", opts->outDir.c_str(), ec.message().c_str()));
 
     RunOptions ro;
+#ifdef NESTOR_HAVE_CUDA
+    std::unique_ptr<runtime::KernelDevice> device;
+    if (opts->device == "cuda") {
+      auto d = runtime::openCudaKernelDevice(0, cuda::defaultKernelCacheDirectory());
+      if (!d)
+        return reportError(d.takeError(), 1);
+      device = std::move(*d);
+      std::cerr << "nestor train: device " << device->description() << "\n";
+      ro.device = device.get();
+    }
+#else
+    if (opts->device == "cuda")
+      return reportError(llvm::createStringError(
+          "this nestor was built without the CUDA toolkit (NVRTC): --device cuda is unavailable"));
+#endif
     ro.runDir = opts->outDir;
     ro.resume = opts->resume;
     ro.initialParent = parent ? &*parent : nullptr;
