@@ -36,3 +36,16 @@ if os.path.exists(plugin) and os.path.exists(installed_opt):
 # The CUDA emitter and NVRTC (the CUDA toolkit was found at configure time); no GPU needed.
 if config.nestor_have_cuda:
     config.available_features.add("nvrtc")
+
+# A CUDA GPU (nestor devices exits 0): the lit tests that need one run; elsewhere they are
+# UNSUPPORTED, and the reason is noted here.
+import subprocess
+try:
+    probe = subprocess.run([os.path.join(config.nestor_obj_root, "bin", "nestor"), "devices"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if probe.returncode == 0:
+        config.available_features.add("cuda-device")
+    else:
+        lit_config.note("GPU tests skipped: " + probe.stdout.decode(errors="replace").strip().splitlines()[-1])
+except (OSError, subprocess.TimeoutExpired) as e:
+    lit_config.note("GPU tests skipped: no CUDA device (%s)" % e)

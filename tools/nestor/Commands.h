@@ -34,6 +34,7 @@ Action addExportCommand(CLI::App &app);
 Action addImportHfCommand(CLI::App &app);
 Action addGenerateCommand(CLI::App &app);
 Action addBuildCommand(CLI::App &app);
+Action addDevicesCommand(CLI::App &app);
 
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
 int reportError(llvm::Error error, int exitCode = kBadInput);

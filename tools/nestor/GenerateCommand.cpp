@@ -14,6 +14,10 @@
 #include "nestor/Decode.h"
 #include "nestor/Report.h"
 #include "nestor/Trainer.h"
+#ifdef NESTOR_HAVE_CUDA
+#include "lib/codegen/cuda/KernelCache.h"
+#include "nestor/DeviceProgram.h"
+#endif
 
 #include "CLI/CLI.hpp"
 #include "fmt/format.h"
@@ -29,6 +33,7 @@ using namespace nestor;
 namespace {
 
 struct GenerateOptions {
+  std::string device = "cpu";
   std::string dir, budget;
   std::vector<std::string> budgets, prompts;
   int64_t maxTokens = 128;
@@ -62,6 +67,11 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
   app.add_option("--budgets", opts->budgets, "Budgets to serve from the one loaded checkpoint")
       ->delimiter(',')
       ->excludes(one);
+  app.add_option("--device", opts->device,
+                 "cpu (incremental decoding), or cuda: a dense folder on GPU 0, one full forward "
+                 "of the generated kernels per token")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   return [opts]() -> int {
     std::string dir = opts->dir;
     auto spec = spec::loadSpecFile(dir + "/spec.pbtxt");
@@ -137,6 +147,41 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
                              spec->name(), dir + "/model.safetensors", bytes / 1e6, loadSeconds,
                              targets.size() == 1 ? "1 model"
                                                  : std::to_string(targets.size()) + " budgets");
+    if (opts->device == "cuda") {
+#ifdef NESTOR_HAVE_CUDA
+      if (spec->has_elastic())
+        return reportError(llvm::createStringError(
+            "--device cuda serves dense folders: slice the budget first (nestor slice %s "
+            "--budget NAME --out DIR); prefix-dense serving runs on the CPU",
+            dir.c_str()));
+      auto device = runtime::openCudaKernelDevice(0, cuda::defaultKernelCacheDirectory());
+      if (!device)
+        return reportError(device.takeError(), 1);
+      const std::string &prompt = opts->prompts[0];
+      std::vector<int32_t> tokens = data::encodeBytes(prompt);
+      tokens.insert(tokens.begin(), data::kBos);
+      mlir::MLIRContext context;
+      auto td = std::chrono::steady_clock::now();
+      auto out = runtime::greedyOnDevice(context, *spec, *weights, tokens, opts->maxTokens,
+                                         data::kEos, **device);
+      if (!out)
+        return reportError(out.takeError(), 1);
+      double seconds = secondsSince(td);
+      double params = spec::countParams(spec::fixedSizes(*spec), spec::parentSizes(*spec)).total();
+      std::cout << fmt::format("\n[{}] {} parameters (100.0% of the parent) on {}\n", spec->name(),
+                               report::groupThousands(params), (*device)->description());
+      std::cout << prompt << data::decodeBytes(*out) << "\n";
+      std::cout << fmt::format("  prompt {} tokens in {} full forwards; generated {} tokens{}, "
+                               "{:.2f} s with the kernels' compile\n",
+                               tokens.size(), out->size(), out->size(),
+                               !out->empty() && out->back() == data::kEos ? " (end of text)" : "",
+                               seconds);
+      return 0;
+#else
+      return reportError(llvm::createStringError(
+          "this nestor was built without the CUDA toolkit (NVRTC): --device cuda is unavailable"));
+#endif
+    }
     for (size_t i = 0; i < targets.size(); ++i) {
       const Target &target = targets[i];
       const std::string &prompt = opts->prompts[opts->prompts.size() == 1 ? 0 : i];

@@ -86,6 +86,9 @@ int main(int argc, char **argv) {
   CLI::App *buildCmd = app.add_subcommand(
       "build", "A standalone inference executable for one budget of a run (sizes as constants)");
   actions[buildCmd] = addBuildCommand(*buildCmd);
+  CLI::App *devices = app.add_subcommand(
+      "devices", "The CUDA devices --device cuda can use (exit 1, saying why, without one)");
+  actions[devices] = addDevicesCommand(*devices);
 
   try {
     app.parse(argc, argv);

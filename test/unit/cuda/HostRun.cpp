@@ -2,6 +2,7 @@
 #include "test/unit/cuda/HostRun.h"
 
 #include "lib/codegen/cuda/Nvrtc.h"
+#include "nestor/DeviceProgram.h"
 
 #include "dialects/kernel/KernelOps.h"
 
@@ -15,6 +16,7 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <dlfcn.h>
 
@@ -166,6 +168,97 @@ void test::HostModule::launch(size_t index, llvm::ArrayRef<void *> params) const
   launchers.at(index)(const_cast<void **>(params.data()), dims.at(index).data());
 }
 
+static int64_t bytesOf(Value v) {
+  auto t = cast<RankedTensorType>(v.getType());
+  Type e = t.getElementType();
+  return t.getNumElements() *
+         (e.isInteger(1) ? 1 : std::max<int64_t>(1, e.getIntOrFloatBitWidth() / 8));
+}
+
+/// runOnHost's GPU mode (NESTOR_CUDA_TESTS_ON_GPU=1, as scripts/gpu-check.sh sets it): the same
+/// kernel, buffers and extents on CUDA device 0, so every emitter test checks the real device.
+static llvm::Error runOnGpu(Operation *op, const KernelSource &kernel,
+                            llvm::ArrayRef<const void *> operands, llvm::ArrayRef<void *> results) {
+  static std::unique_ptr<nestor::runtime::KernelDevice> device;
+  if (!device) {
+    auto d = nestor::runtime::openCudaKernelDevice(0, "");
+    if (!d)
+      return llvm::createStringError("NESTOR_CUDA_TESTS_ON_GPU is set, but: %s",
+                                     llvm::toString(d.takeError()).c_str());
+    device = std::move(*d);
+  }
+  std::vector<uint64_t> in, out, scratch;
+  for (auto [i, v] : llvm::enumerate(op->getOperands())) {
+    auto a = device->allocate(std::max<int64_t>(bytesOf(v), 1));
+    if (!a)
+      return a.takeError();
+    if (operands[i])
+      if (llvm::Error e = device->upload(*a, operands[i], bytesOf(v)))
+        return e;
+    in.push_back(*a);
+  }
+  for (auto [i, v] : llvm::enumerate(op->getResults())) {
+    auto a = device->allocate(std::max<int64_t>(bytesOf(v), 1));
+    if (!a)
+      return a.takeError();
+    // The host buffer's initial contents (NaN-filled by the tests that check every write).
+    if (llvm::Error e = device->upload(*a, results[i], bytesOf(v)))
+      return e;
+    out.push_back(*a);
+  }
+  for (int64_t bytes : kernel.scratchBytes) {
+    auto a = device->allocate(std::max<int64_t>(bytes, 1));
+    if (!a)
+      return a.takeError();
+    scratch.push_back(*a);
+  }
+  auto handle = device->load(op, kernel);
+  if (!handle)
+    return handle.takeError();
+  for (auto [index, l] : llvm::enumerate(kernel.launches)) {
+    std::vector<uint64_t> values(l.args.size(), 0);
+    for (auto [i, a] : llvm::enumerate(l.args)) {
+      switch (a.kind) {
+      case KernelArg::Kind::Operand:
+        values[i] = in[a.index];
+        break;
+      case KernelArg::Kind::Result:
+        values[i] = out[a.index];
+        break;
+      case KernelArg::Kind::Scratch:
+        values[i] = scratch.at(a.index);
+        break;
+      case KernelArg::Kind::Extent: {
+        Value mask = op->getOperand(a.index);
+        auto type = cast<RankedTensorType>(mask.getType());
+        long long active = nestor::cuda::test::activeExtent(
+            operands[a.index], type.getElementType(), type.getNumElements() - 2, a.groups);
+        std::memcpy(&values[i], &active, sizeof(active));
+        break;
+      }
+      }
+    }
+    std::vector<void *> params;
+    for (uint64_t &v : values)
+      params.push_back(&v);
+    if (llvm::Error e = device->launch(*handle, index, params))
+      return e;
+  }
+  if (llvm::Error e = device->synchronize())
+    return e;
+  for (auto [i, v] : llvm::enumerate(op->getResults()))
+    if (llvm::Error e = device->download(results[i], out[i], bytesOf(v)))
+      return e;
+  // In-place operands (kernel.adamw's) come back too.
+  for (const Launch &l : kernel.launches)
+    for (const KernelArg &a : l.args)
+      if (a.kind == KernelArg::Kind::Operand && a.writable && operands[a.index])
+        if (llvm::Error e = device->download(const_cast<void *>(operands[a.index]), in[a.index],
+                                             bytesOf(op->getOperand(a.index))))
+          return e;
+  return llvm::Error::success();
+}
+
 llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &kernel,
                                           llvm::ArrayRef<const void *> operands,
                                           llvm::ArrayRef<void *> results) {
@@ -174,6 +267,8 @@ llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &ker
                                    "%u and %u",
                                    operands.size(), results.size(), op->getNumOperands(),
                                    op->getNumResults());
+  if (const char *gpu = std::getenv("NESTOR_CUDA_TESTS_ON_GPU"); gpu && *gpu && *gpu != '0')
+    return runOnGpu(op, kernel, operands, results);
   auto module = HostModule::compile(op, kernel);
   if (!module)
     return module.takeError();
