@@ -20,6 +20,8 @@
 #define NESTOR_DEVICEPROGRAM_H
 
 #include "lib/codegen/cuda/Emitter.h"
+#include "nestor/Spec.h"
+#include "nestor/Tensor.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/ArrayRef.h"
@@ -28,6 +30,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace nestor::runtime {
 
@@ -88,6 +91,16 @@ private:
   explicit DeviceProgram(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl;
 };
+
+/// Greedy decoding of a dense model (a sliced budget) on `device`: the planned forward `@model`
+/// for batch 1 and `prompt.size() + maxTokens` positions runs once per generated token, and the
+/// logits at the last filled position choose the next one (the model is causal, so the
+/// positions past the text change nothing). Returns the tokens after `prompt`, up to
+/// `maxTokens`, stopping after `stopToken`. Not incremental: each token costs a whole forward.
+llvm::Expected<std::vector<int32_t>>
+greedyOnDevice(mlir::MLIRContext &context, const spec::ModelSpec &dense,
+               const train::TensorMap &weights, const std::vector<int32_t> &prompt,
+               int64_t maxTokens, int32_t stopToken, KernelDevice &device);
 
 } // namespace nestor::runtime
 

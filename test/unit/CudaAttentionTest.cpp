@@ -78,14 +78,7 @@ struct Problem {
   }
 };
 
-template <typename T> std::vector<T> randomVector(size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<T> v(n);
-  for (T &x : v)
-    x = T(normal(rng));
-  return v;
-}
+using nestor::cuda::test::randomVector;
 
 /// The heads mask [m_0 .. m_{nh-1}, phi, sigma] keeping the first `active` heads of each group.
 template <typename T> std::vector<T> headsMask(const Problem &p) {

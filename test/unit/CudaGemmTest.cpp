@@ -109,14 +109,7 @@ int64_t product(const std::vector<int64_t> &s) {
   return p;
 }
 
-template <typename T> std::vector<T> randomVector(size_t n, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(0.0, 1.0);
-  std::vector<T> v(n);
-  for (T &x : v)
-    x = T(normal(rng));
-  return v;
-}
+using nestor::cuda::test::randomVector;
 
 template <typename T> std::vector<T> extentMask(const Extent &e) {
   std::vector<T> m(e.entries + 2, T(0));

@@ -25,14 +25,7 @@ using namespace nestor::cuda;
 
 namespace {
 
-template <typename T> std::vector<T> randomVector(size_t n, unsigned seed, double scale = 1.0) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  std::vector<T> v(n);
-  for (T &x : v)
-    x = T(normal(rng));
-  return v;
-}
+using nestor::cuda::test::randomVector;
 
 /// The largest error relative to each entry, with a floor of 1e-6 of the largest entry (where a
 /// difference such as b1 m + (1 - b1) g cancels).

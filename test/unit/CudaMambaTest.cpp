@@ -55,14 +55,7 @@ constexpr int64_t kHActive = 1, kPActive = 3;
 
 template <typename T> const char *typeName() { return std::is_same_v<T, double> ? "f64" : "f32"; }
 
-template <typename T> std::vector<T> randomVector(size_t n, unsigned seed, double scale = 1.0) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  std::vector<T> v(n);
-  for (T &x : v)
-    x = T(normal(rng));
-  return v;
-}
+using nestor::cuda::test::randomVector;
 
 template <typename T> std::vector<T> nanVector(size_t n) {
   return std::vector<T>(n, std::numeric_limits<T>::quiet_NaN());

@@ -24,14 +24,7 @@ using namespace nestor::cuda;
 
 namespace {
 
-template <typename T> std::vector<T> randomVector(size_t n, unsigned seed, double scale = 1.0) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> normal(0.0, scale);
-  std::vector<T> v(n);
-  for (T &x : v)
-    x = T(normal(rng));
-  return v;
-}
+using nestor::cuda::test::randomVector;
 
 std::vector<int32_t> randomTokens(size_t n, int32_t vocab, unsigned seed) {
   std::mt19937 rng(seed);

@@ -11,6 +11,8 @@
 #include "test/unit/cuda/HostDevice.h"
 
 #include "nestor/Compile.h"
+#include "nestor/Decode.h"
+#include "nestor/ParamCount.h"
 #include "nestor/Spec.h"
 #include "nestor/Train.h"
 
@@ -292,6 +294,47 @@ TEST(DeviceProgramTest, TrainingSessionOnTheHostEmulationMatchesTheCpu) {
     for (size_t i = 0; i < t.data.size(); ++i)
       worst = std::max(worst, double(std::abs(t.data[i] - (*dev)->weights.at(name).data[i])));
   EXPECT_LE(worst, 1e-4) << "the weights after two steps";
+}
+
+/// Greedy decoding of a dense (sliced) model on the device writes the CPU decoder's tokens.
+void expectGreedyMatchesTheCpuDecoder(runtime::KernelDevice &device) {
+  spec::ModelSpec dense = smallSpec();
+  dense.clear_elastic();
+  MLIRContext context;
+  StepOptions options;
+  options.batch = 1;
+  options.seqLen = 4;
+  auto step = compileTrainStep(context, dense, options);
+  ASSERT_TRUE(static_cast<bool>(step)) << llvm::toString(step.takeError());
+  std::vector<StepArg> params;
+  for (const StepArg &a : (*step)->args)
+    if (a.isParam)
+      params.push_back(a);
+  train::TensorMap weights = train::initParams(params, dense, 9);
+  for (auto &[name, t] : weights)
+    for (float &x : t.data)
+      x *= 4.0f; // a sharper distribution: no near-ties between the top logits
+  std::vector<int32_t> prompt = {1, 5, 9, 30, 2, 17};
+  auto decoder = decode::Decoder::create(dense, weights, spec::parentSizes(dense));
+  ASSERT_TRUE(static_cast<bool>(decoder)) << llvm::toString(decoder.takeError());
+  auto want = (*decoder)->greedy(prompt, 5, /*stopToken=*/-1);
+  ASSERT_TRUE(static_cast<bool>(want)) << llvm::toString(want.takeError());
+  MLIRContext deviceContext;
+  auto got = runtime::greedyOnDevice(deviceContext, dense, weights, prompt, 5, -1, device);
+  ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());
+  EXPECT_EQ(*got, *want);
+}
+
+TEST(DeviceProgramTest, GreedyDecodingOnTheHostEmulationMatchesTheCpuDecoder) {
+  cuda::test::HostDevice device;
+  expectGreedyMatchesTheCpuDecoder(device);
+}
+
+TEST(CudaDeviceProgramTest, GreedyDecodingOnTheGpuMatchesTheCpuDecoder) {
+  auto device = runtime::openCudaKernelDevice();
+  if (!device)
+    GTEST_SKIP() << llvm::toString(device.takeError());
+  expectGreedyMatchesTheCpuDecoder(**device);
 }
 
 TEST(CudaDeviceProgramTest, TrainStepOnTheGpuMatchesTheCpu) {

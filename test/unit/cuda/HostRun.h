@@ -17,6 +17,7 @@
 
 #include <array>
 #include <memory>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,16 @@ private:
 /// second or two; the run is slow (one OS thread per CUDA thread), so keep sizes small.
 llvm::Error runOnHost(mlir::Operation *op, const KernelSource &kernel,
                       llvm::ArrayRef<const void *> operands, llvm::ArrayRef<void *> results);
+
+/// `n` values from N(0, scale^2), deterministic in `seed`, as T.
+template <typename T> std::vector<T> randomVector(size_t n, unsigned seed, double scale = 1.0) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> normal(0.0, scale);
+  std::vector<T> v(n);
+  for (T &x : v)
+    x = T(normal(rng));
+  return v;
+}
 
 /// Active entries per group of a prefix mask of `entries` entries (mask values first): one past
 /// the last nonzero entry of the first group, as the CPU executor computes it.
