@@ -61,6 +61,23 @@ template <typename T> int64_t activeOf(const T *mask, int64_t entries, int64_t g
   return active;
 }
 
+} // namespace
+
+int64_t nestor::runtime::activePrefix(const void *mask, Type element, int64_t entries,
+                                      int64_t groups) {
+  return element.isF64() ? activeOf(static_cast<const double *>(mask), entries, groups)
+                         : activeOf(static_cast<const float *>(mask), entries, groups);
+}
+
+int64_t nestor::runtime::bufferBytes(Type type) {
+  auto t = cast<RankedTensorType>(type);
+  Type e = t.getElementType();
+  return t.getNumElements() *
+         (e.isInteger(1) ? 1 : std::max<int64_t>(1, e.getIntOrFloatBitWidth() / 8));
+}
+
+namespace {
+
 /// Contiguous [start, length) runs of a GEMM dimension.
 using Runs = llvm::SmallVector<std::pair<int64_t, int64_t>, 4>;
 

@@ -25,6 +25,7 @@
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "llvm/ADT/ArrayRef.h"
+#include "llvm/ADT/STLFunctionalExtras.h"
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
@@ -61,6 +62,15 @@ public:
 /// error says "no CUDA device: ..." and why.
 llvm::Expected<std::unique_ptr<KernelDevice>>
 openCudaKernelDevice(int ordinal = 0, const std::string &cacheDirectory = "");
+
+/// The parameter values of `launch` (emitted for `op`), one 8-byte slot each, as
+/// cuLaunchKernel reads them: `buffer(kind, index)` gives the device address of an operand,
+/// result or scratch buffer, and each extent is computed (activePrefix) from the host copy of
+/// its mask, `maskData(operand index)`.
+llvm::Expected<std::vector<uint64_t>>
+launchValues(mlir::Operation *op, const cuda::Launch &launch,
+             llvm::function_ref<uint64_t(cuda::KernelArg::Kind, unsigned)> buffer,
+             llvm::function_ref<llvm::Expected<const void *>(unsigned)> maskData);
 
 class DeviceProgram {
 public:

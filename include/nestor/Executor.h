@@ -24,6 +24,14 @@
 
 namespace nestor::runtime {
 
+/// Active entries per group of a hard prefix mask holding `entries` values of `element` type
+/// (float32 or float64; phi and sigma follow them): one past the last nonzero entry of the
+/// first group. Every executor derives prefix-dense extents with this rule.
+int64_t activePrefix(const void *mask, mlir::Type element, int64_t entries, int64_t groups);
+
+/// Bytes of a tensor of `type` as the executors store it (i1 as one byte per element).
+int64_t bufferBytes(mlir::Type type);
+
 /// One `kernel.host` step: its region as a function, evaluated on the host in float64 by the
 /// reference interpreter (ElasticOps semantics), reading and writing plain row-major buffers of
 /// the operands' and results' types. Both executors run host steps through it.

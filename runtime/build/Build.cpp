@@ -49,11 +49,9 @@ struct LayerPlan {
 /// Everything the generated program is specialised to.
 struct ModelPlan {
   std::string name, pattern;
-  int64_t vocab = 0, hidden = 0;
-  int64_t groups = 0, state = 0, convKernel = 0; // Mamba
-  int64_t kvHeads = 0, headDim = 0;              // attention
+  spec::FixedSizes fixed; // vocabulary, Mamba groups and state, conv, KV heads, head_dim, tying
+  int64_t hidden = 0;
   double eps = 1e-5;
-  bool tied = false;
   std::vector<LayerPlan> layers;
 
   bool has(spec::LayerKind kind) const {
@@ -86,26 +84,17 @@ llvm::Expected<ModelPlan> planModel(const spec::ModelSpec &dense) {
                                    label.c_str());
 
   const spec::Architecture &a = dense.architecture();
-  auto kinds = spec::parsePattern(a.hybrid_override_pattern());
-  if (!kinds)
-    return kinds.takeError();
   ModelPlan plan;
   plan.name = dense.name();
   plan.pattern = a.hybrid_override_pattern();
-  plan.vocab = a.vocab_size();
+  plan.fixed = spec::fixedSizes(dense); // the pattern validated above
   plan.hidden = a.hidden_size();
-  plan.groups = a.n_groups();
-  plan.state = a.ssm_state_size();
-  plan.convKernel = a.conv_kernel();
-  plan.kvHeads = a.num_key_value_heads();
-  plan.headDim = a.head_dim();
   plan.eps = spec::layerNormEpsilon(a);
-  plan.tied = a.tie_word_embeddings();
   spec::ModelSizes<double> sizes = spec::parentSizes(dense);
-  for (size_t i = 0; i < kinds->size(); ++i) {
+  for (size_t i = 0; i < plan.fixed.layers.size(); ++i) {
     const spec::LayerSizes<double> &s = sizes.layers[i];
     LayerPlan l;
-    l.kind = (*kinds)[i];
+    l.kind = plan.fixed.layers[i];
     l.ffn = static_cast<int64_t>(s.ffn);
     l.attnHeads = static_cast<int64_t>(s.attnHeads);
     l.mambaHeads = static_cast<int64_t>(s.mambaHeads);
@@ -134,8 +123,8 @@ llvm::Expected<ModelPlan> planModel(const spec::ModelSpec &dense) {
 
 std::vector<TensorShape> planTensors(const ModelPlan &p) {
   std::vector<TensorShape> out;
-  int64_t d = p.hidden, gn = p.groups * p.state;
-  out.push_back({"backbone.embeddings.weight", {p.vocab, d}});
+  int64_t d = p.hidden, gn = p.fixed.mambaGroups * p.fixed.ssmStateSize;
+  out.push_back({"backbone.embeddings.weight", {p.fixed.vocabSize, d}});
   for (size_t i = 0; i < p.layers.size(); ++i) {
     const LayerPlan &l = p.layers[i];
     auto add = [&](const char *suffix, std::vector<int64_t> shape) {
@@ -148,15 +137,15 @@ std::vector<TensorShape> planTensors(const ModelPlan &p) {
       add("mixer.down_proj.weight", {d, l.ffn});
       break;
     case spec::LayerKind::Attention:
-      add("mixer.q_proj.weight", {l.attnHeads * p.headDim, d});
-      add("mixer.k_proj.weight", {p.kvHeads * p.headDim, d});
-      add("mixer.v_proj.weight", {p.kvHeads * p.headDim, d});
-      add("mixer.o_proj.weight", {d, l.attnHeads * p.headDim});
+      add("mixer.q_proj.weight", {l.attnHeads * p.fixed.attnHeadDim, d});
+      add("mixer.k_proj.weight", {p.fixed.numKeyValueHeads * p.fixed.attnHeadDim, d});
+      add("mixer.v_proj.weight", {p.fixed.numKeyValueHeads * p.fixed.attnHeadDim, d});
+      add("mixer.o_proj.weight", {d, l.attnHeads * p.fixed.attnHeadDim});
       break;
     case spec::LayerKind::Mamba: {
       int64_t hp = l.mambaHeads * l.mambaHeadDim;
       add("mixer.in_proj.weight", {2 * hp + 2 * gn + l.mambaHeads, d});
-      add("mixer.conv1d.weight", {hp + 2 * gn, p.convKernel});
+      add("mixer.conv1d.weight", {hp + 2 * gn, p.fixed.convKernel});
       add("mixer.conv1d.bias", {hp + 2 * gn});
       add("mixer.dt_bias", {l.mambaHeads});
       add("mixer.A_log", {l.mambaHeads});
@@ -168,8 +157,8 @@ std::vector<TensorShape> planTensors(const ModelPlan &p) {
     }
   }
   out.push_back({"backbone.norm_f.weight", {d}});
-  if (!p.tied)
-    out.push_back({"lm_head.weight", {p.vocab, d}});
+  if (!p.fixed.tiedEmbeddings)
+    out.push_back({"lm_head.weight", {p.fixed.vocabSize, d}});
   return out;
 }
 
@@ -202,8 +191,8 @@ std::string describe(const ModelPlan &p) {
   // The name goes into comments and a literal: escaped, a newline in it cannot end either.
   return llvm::formatv("the dense model {0}: pattern {1} ({2} layers), hidden {3}, vocab {4}, "
                        "{5} embeddings",
-                       cString(p.name), p.pattern, p.layers.size(), p.hidden, p.vocab,
-                       p.tied ? "tied" : "untied")
+                       cString(p.name), p.pattern, p.layers.size(), p.hidden, p.fixed.vocabSize,
+                       p.fixed.tiedEmbeddings ? "tied" : "untied")
       .str();
 }
 
@@ -212,19 +201,19 @@ std::string emitModel(const ModelPlan &p) {
   llvm::raw_string_ostream os(text);
   os << "namespace nestor::generated {\n\n"
      << "namespace rt = nestor::standalone;\n\n"
-     << "constexpr std::size_t kVocab = " << p.vocab << ";\n"
+     << "constexpr std::size_t kVocab = " << p.fixed.vocabSize << ";\n"
      << "constexpr std::size_t kHidden = " << p.hidden << ";\n"
      << "constexpr double kEpsilon = " << exactDouble(p.eps) << ";\n"
-     << "constexpr bool kTiedEmbeddings = " << (p.tied ? "true" : "false") << ";\n";
+     << "constexpr bool kTiedEmbeddings = " << (p.fixed.tiedEmbeddings ? "true" : "false") << ";\n";
   if (p.has(spec::LayerKind::Mamba))
     os << "// Mamba2: G groups, N state, K conv taps.\n"
-       << "constexpr std::size_t kMambaGroups = " << p.groups << ";\n"
-       << "constexpr std::size_t kSsmState = " << p.state << ";\n"
-       << "constexpr std::size_t kConvKernel = " << p.convKernel << ";\n";
+       << "constexpr std::size_t kMambaGroups = " << p.fixed.mambaGroups << ";\n"
+       << "constexpr std::size_t kSsmState = " << p.fixed.ssmStateSize << ";\n"
+       << "constexpr std::size_t kConvKernel = " << p.fixed.convKernel << ";\n";
   if (p.has(spec::LayerKind::Attention))
     os << "// Attention: KV heads, channels per head.\n"
-       << "constexpr std::size_t kKeyValueHeads = " << p.kvHeads << ";\n"
-       << "constexpr std::size_t kHeadDim = " << p.headDim << ";\n";
+       << "constexpr std::size_t kKeyValueHeads = " << p.fixed.numKeyValueHeads << ";\n"
+       << "constexpr std::size_t kHeadDim = " << p.fixed.attnHeadDim << ";\n";
   os << "\n";
   for (size_t i = 0; i < p.layers.size(); ++i) {
     const LayerPlan &l = p.layers[i];

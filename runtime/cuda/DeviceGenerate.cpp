@@ -19,9 +19,6 @@ nestor::runtime::greedyOnDevice(MLIRContext &context, const spec::ModelSpec &den
     return llvm::createStringError("greedyOnDevice serves dense models; slice the budget first");
   if (prompt.empty() || maxTokens <= 0)
     return llvm::createStringError("greedyOnDevice needs a prompt and at least one token");
-  DialectRegistry registry;
-  cuda::registerCudaEmitters(registry);
-  context.appendDialectRegistry(registry);
   int64_t length = static_cast<int64_t>(prompt.size()) + maxTokens;
   StepOptions options;
   options.batch = 1;

@@ -22,26 +22,6 @@ namespace {
 
 using Step = std::function<llvm::Error()>;
 
-int64_t bytesOf(Type t) {
-  auto r = cast<RankedTensorType>(t);
-  Type e = r.getElementType();
-  int64_t width = e.isInteger(1) ? 1 : std::max<int64_t>(1, e.getIntOrFloatBitWidth() / 8);
-  return r.getNumElements() * width;
-}
-
-/// Active entries per group of a hard prefix mask (the CPU executor's rule): one past the last
-/// nonzero entry of the first group.
-int64_t activeOf(const void *mask, Type element, int64_t entries, int64_t groups) {
-  int64_t per = entries / groups, active = 0;
-  for (int64_t i = 0; i < per; ++i) {
-    double v = element.isF64() ? static_cast<const double *>(mask)[i]
-                               : static_cast<const float *>(mask)[i];
-    if (v != 0)
-      active = i + 1;
-  }
-  return active;
-}
-
 std::string describe(Operation *op) {
   std::string s;
   llvm::raw_string_ostream os(s);
@@ -81,7 +61,7 @@ struct DeviceProgram::Impl {
       return runArgs[it->second];
     if (auto it = mirror.find(v); it != mirror.end())
       return static_cast<const void *>(it->second.data());
-    downloaded.resize(bytesOf(v.getType()));
+    downloaded.resize(bufferBytes(v.getType()));
     if (llvm::Error e = device->download(downloaded.data(), address.lookup(v), downloaded.size()))
       return e;
     return static_cast<const void *>(downloaded.data());
@@ -96,7 +76,7 @@ llvm::Error DeviceProgram::Impl::bindHost(kn::HostOp op) {
   if (!step)
     return step.takeError();
   for (Value r : op.getResults())
-    mirror[r].resize(bytesOf(r.getType()));
+    mirror[r].resize(bufferBytes(r.getType()));
   steps.push_back([this, op, step = std::move(*step)]() mutable -> llvm::Error {
     std::vector<std::vector<char>> downloads(op.getInputs().size());
     std::vector<const void *> in;
@@ -178,7 +158,7 @@ llvm::Error DeviceProgram::Impl::bindKernel(Operation *op) {
       if (gamma == 0.0) {
         for (Value r : op->getResults()) {
           uint64_t dst = address.lookup(r);
-          size_t n = bytesOf(r.getType());
+          size_t n = bufferBytes(r.getType());
           llvm::Error e =
               acc ? (address.lookup(acc) == dst ? llvm::Error::success()
                                                 : device->copy(dst, address.lookup(acc), n))
@@ -193,35 +173,21 @@ llvm::Error DeviceProgram::Impl::bindKernel(Operation *op) {
       if (llvm::Error e = device->fill(s, 0, std::max<int64_t>(bytes, 1)))
         return e;
     for (auto [index, l] : llvm::enumerate(kernel.launches)) {
-      // One 8-byte slot per parameter: addresses and extents alike.
-      std::vector<uint64_t> values(l.args.size());
+      std::vector<char> buffer;
+      auto values = launchValues(
+          op, l,
+          [&](cuda::KernelArg::Kind kind, unsigned i) -> uint64_t {
+            if (kind == cuda::KernelArg::Kind::Operand)
+              return address.lookup(op->getOperand(i));
+            if (kind == cuda::KernelArg::Kind::Result)
+              return address.lookup(op->getResult(i));
+            return scratch.at(i);
+          },
+          [&](unsigned i) { return hostData(op->getOperand(i), buffer); });
+      if (!values)
+        return values.takeError();
       std::vector<void *> params;
-      for (auto [i, a] : llvm::enumerate(l.args)) {
-        switch (a.kind) {
-        case cuda::KernelArg::Kind::Operand:
-          values[i] = address.lookup(op->getOperand(a.index));
-          break;
-        case cuda::KernelArg::Kind::Result:
-          values[i] = address.lookup(op->getResult(a.index));
-          break;
-        case cuda::KernelArg::Kind::Scratch:
-          values[i] = scratch.at(a.index);
-          break;
-        case cuda::KernelArg::Kind::Extent: {
-          Value mask = op->getOperand(a.index);
-          std::vector<char> buffer;
-          auto m = hostData(mask, buffer);
-          if (!m)
-            return m.takeError();
-          auto type = cast<RankedTensorType>(mask.getType());
-          long long active =
-              activeOf(*m, type.getElementType(), type.getNumElements() - 2, a.groups);
-          std::memcpy(&values[i], &active, sizeof(active));
-          break;
-        }
-        }
-      }
-      for (uint64_t &v : values)
+      for (uint64_t &v : *values)
         params.push_back(&v);
       if (llvm::Error e = device->launch(handle, index, params))
         return fail(op, llvm::toString(std::move(e)));
@@ -246,11 +212,33 @@ llvm::Error DeviceProgram::Impl::bindKernel(Operation *op) {
   return llvm::Error::success();
 }
 
+llvm::Expected<std::vector<uint64_t>>
+nestor::runtime::launchValues(Operation *op, const cuda::Launch &launch,
+                              llvm::function_ref<uint64_t(cuda::KernelArg::Kind, unsigned)> buffer,
+                              llvm::function_ref<llvm::Expected<const void *>(unsigned)> maskData) {
+  std::vector<uint64_t> values(launch.args.size(), 0);
+  for (auto [i, a] : llvm::enumerate(launch.args)) {
+    if (a.kind != cuda::KernelArg::Kind::Extent) {
+      values[i] = buffer(a.kind, a.index);
+      continue;
+    }
+    auto mask = maskData(a.index);
+    if (!mask)
+      return mask.takeError();
+    auto type = cast<RankedTensorType>(op->getOperand(a.index).getType());
+    long long active =
+        activePrefix(*mask, type.getElementType(), type.getNumElements() - 2, a.groups);
+    std::memcpy(&values[i], &active, sizeof(active));
+  }
+  return values;
+}
+
 DeviceProgram::DeviceProgram(std::unique_ptr<Impl> impl) : impl(std::move(impl)) {}
 DeviceProgram::~DeviceProgram() = default;
 
 llvm::Expected<std::unique_ptr<DeviceProgram>> DeviceProgram::create(func::FuncOp func,
                                                                      KernelDevice &device) {
+  cuda::ensureCudaEmitters(*func.getContext());
   auto impl = std::make_unique<Impl>();
   impl->func = func;
   impl->device = &device;
@@ -265,7 +253,7 @@ llvm::Expected<std::unique_ptr<DeviceProgram>> DeviceProgram::create(func::FuncO
   impl->arena = *arena;
 
   for (BlockArgument arg : func.getArguments()) {
-    auto a = device.allocate(std::max<int64_t>(bytesOf(arg.getType()), 1));
+    auto a = device.allocate(std::max<int64_t>(bufferBytes(arg.getType()), 1));
     if (!a)
       return a.takeError();
     impl->address[arg] = *a;
@@ -284,7 +272,7 @@ llvm::Expected<std::unique_ptr<DeviceProgram>> DeviceProgram::create(func::FuncO
         return impl->fail(&op, "only float tensor constants are supported");
       bool f64 = type.getElementType().isF64();
       std::vector<char> &bytes = impl->mirror[cst];
-      bytes.resize(bytesOf(type));
+      bytes.resize(bufferBytes(type));
       int64_t i = 0;
       for (APFloat v : dense.getValues<APFloat>()) {
         if (f64)
@@ -324,10 +312,10 @@ llvm::Error DeviceProgram::bindArgument(unsigned i, uint64_t address, size_t byt
   if (i >= func.getNumArguments())
     return llvm::createStringError("@%s has no argument %u", func.getSymName().str().c_str(), i);
   BlockArgument arg = func.getArgument(i);
-  if (bytes != static_cast<size_t>(bytesOf(arg.getType())))
+  if (bytes != static_cast<size_t>(bufferBytes(arg.getType())))
     return llvm::createStringError("argument %u of @%s takes %lld bytes, not %zu", i,
                                    func.getSymName().str().c_str(),
-                                   static_cast<long long>(bytesOf(arg.getType())), bytes);
+                                   static_cast<long long>(bufferBytes(arg.getType())), bytes);
   impl->address[arg] = address;
   impl->bound[i] = true;
   return llvm::Error::success();
@@ -343,7 +331,7 @@ llvm::Error DeviceProgram::run(llvm::ArrayRef<const void *> args) {
   for (BlockArgument arg : func.getArguments())
     if (!impl->bound[arg.getArgNumber()])
       if (llvm::Error e = impl->device->upload(impl->address[arg], args[arg.getArgNumber()],
-                                               bytesOf(arg.getType())))
+                                               bufferBytes(arg.getType())))
         return e;
   for (Step &step : impl->steps)
     if (llvm::Error e = step())
@@ -355,7 +343,7 @@ llvm::Error DeviceProgram::run(llvm::ArrayRef<const void *> args) {
       continue;
     BlockArgument arg = func.getArgument(i);
     if (llvm::Error e = impl->device->download(const_cast<void *>(args[i]), impl->address[arg],
-                                               bytesOf(arg.getType())))
+                                               bufferBytes(arg.getType())))
       return e;
   }
   for (std::vector<char> &copy : impl->resultCopies)
@@ -374,7 +362,7 @@ llvm::Expected<const void *> DeviceProgram::result(unsigned i) {
     if (!data)
       return data.takeError();
     const char *p = static_cast<const char *>(*data);
-    copy.assign(p, p + bytesOf(v.getType()));
+    copy.assign(p, p + bufferBytes(v.getType()));
   }
   return static_cast<const void *>(copy.data());
 }

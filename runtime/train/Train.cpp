@@ -155,13 +155,7 @@ Session::~Session() = default;
 llvm::Expected<std::unique_ptr<Session>>
 Session::create(MLIRContext &context, const spec::ModelSpec &spec, int64_t batch, int64_t length,
                 std::vector<int64_t> depthOrder, runtime::KernelDevice *device) {
-#ifdef NESTOR_HAVE_CUDA
-  if (device) {
-    DialectRegistry registry;
-    cuda::registerCudaEmitters(registry);
-    context.appendDialectRegistry(registry);
-  }
-#else
+#ifndef NESTOR_HAVE_CUDA
   if (device)
     return llvm::createStringError("this Nestor was built without the CUDA toolkit (NVRTC): no "
                                    "CUDA device support");

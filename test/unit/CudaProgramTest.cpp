@@ -31,12 +31,6 @@ std::string specPath(const char *name) {
   return std::string(src ? src : ".") + "/examples/specs/" + name;
 }
 
-void registerEmitters(MLIRContext &context) {
-  DialectRegistry registry;
-  cuda::registerCudaEmitters(registry);
-  context.appendDialectRegistry(registry);
-}
-
 /// Emits every function of `module` whose name `keep` accepts; expects no kernel op without an
 /// emitter; compiles each distinct kernel for sm_80 and sm_90. Returns the number of distinct
 /// kernels.
@@ -83,7 +77,6 @@ TEST(CudaProgramTest, EveryKernelOfTheTinyTrainStepAndOptimizerCompiles) {
   auto spec = spec::loadSpecFile(specPath("tiny-hybrid.pbtxt"));
   ASSERT_TRUE(static_cast<bool>(spec)) << llvm::toString(spec.takeError());
   MLIRContext context;
-  registerEmitters(context);
   auto step = compileTrainStep(context, *spec, defaultStepOptions(*spec));
   ASSERT_TRUE(static_cast<bool>(step)) << llvm::toString(step.takeError());
   size_t kernels =
@@ -104,7 +97,6 @@ TEST(CudaProgramTest, EveryKernelOfTheNano12BForwardCompiles) {
   auto spec = spec::loadSpecFile(specPath("nemotron-nano-12b-v2.pbtxt"));
   ASSERT_TRUE(static_cast<bool>(spec)) << llvm::toString(spec.takeError());
   MLIRContext context;
-  registerEmitters(context);
   StepOptions options;
   options.batch = 1;
   options.seqLen = 64;

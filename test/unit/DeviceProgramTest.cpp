@@ -176,9 +176,6 @@ void expectTrainStepMatchesCpu(CompiledStep &step, runtime::KernelDevice &device
 }
 
 std::unique_ptr<CompiledStep> compileSmall(MLIRContext &context) {
-  DialectRegistry registry;
-  cuda::registerCudaEmitters(registry);
-  context.appendDialectRegistry(registry);
   StepOptions options;
   options.batch = 1;
   options.seqLen = 19;

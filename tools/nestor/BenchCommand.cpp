@@ -150,9 +150,6 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
       if (!d)
         return reportError(d.takeError(), 1);
       device = std::move(*d);
-      mlir::DialectRegistry registry;
-      cuda::registerCudaEmitters(registry);
-      context.appendDialectRegistry(registry);
     }
 #else
     if (opts->device == "cuda")

@@ -166,13 +166,7 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
       return reportError(
           llvm::createStringError("--emit %s needs --target cuda", opts->emit.c_str()));
     mlir::MLIRContext context;
-#ifdef NESTOR_HAVE_CUDA
-    if (cudaStage) {
-      mlir::DialectRegistry registry;
-      cuda::registerCudaEmitters(registry);
-      context.appendDialectRegistry(registry);
-    }
-#else
+#ifndef NESTOR_HAVE_CUDA
     if (cudaStage || opts->target == "cuda")
       return reportError(llvm::createStringError(
           "this nestor was built without the CUDA toolkit (NVRTC): --target cuda is unavailable"));

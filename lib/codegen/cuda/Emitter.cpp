@@ -5,6 +5,8 @@
 
 #include "mlir/IR/BuiltinTypes.h"
 #include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/IR/OperationSupport.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/Support/FormatVariadic.h"
 #include "llvm/Support/SHA256.h"
@@ -76,7 +78,17 @@ std::string nestor::cuda::prelude(Operation *op) {
   return s;
 }
 
+void nestor::cuda::ensureCudaEmitters(MLIRContext &context) {
+  if (auto name = RegisteredOperationName::lookup(kernel::RMSNormOp::getOperationName(), &context))
+    if (name->hasInterface<kernel::CudaEmitOpInterface>())
+      return;
+  DialectRegistry registry;
+  registerCudaEmitters(registry);
+  context.appendDialectRegistry(registry);
+}
+
 llvm::Expected<EmittedProgram> nestor::cuda::emitProgram(func::FuncOp fn) {
+  ensureCudaEmitters(*fn.getContext());
   EmittedProgram out;
   std::string diagnostics;
   ScopedDiagnosticHandler handler(fn.getContext(), [&](Diagnostic &d) {

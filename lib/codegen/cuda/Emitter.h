@@ -99,6 +99,10 @@ std::string prelude(mlir::Operation *op);
 /// Attaches CudaEmitOpInterface to the kernel ops that have a CUDA emitter.
 void registerCudaEmitters(mlir::DialectRegistry &registry);
 
+/// registerCudaEmitters for `context`, unless its kernel ops have them already. emitProgram and
+/// the CUDA executor call it, so their callers need not.
+void ensureCudaEmitters(mlir::MLIRContext &context);
+
 /// A kernel op and its CUDA form.
 struct EmittedKernel {
   mlir::Operation *op;
@@ -114,7 +118,8 @@ struct EmittedProgram {
   std::vector<mlir::Operation *> unsupported;
 };
 
-/// Emits every kernel op of `fn`. Fails (with the op's diagnostic) when an emitter fails.
+/// Emits every kernel op of `fn` (ensureCudaEmitters first). Fails (with the op's diagnostic) when
+/// an emitter fails.
 llvm::Expected<EmittedProgram> emitProgram(mlir::func::FuncOp fn);
 
 } // namespace nestor::cuda

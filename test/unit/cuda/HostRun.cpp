@@ -3,6 +3,7 @@
 
 #include "lib/codegen/cuda/Nvrtc.h"
 #include "nestor/DeviceProgram.h"
+#include "nestor/Executor.h"
 
 #include "dialects/kernel/KernelOps.h"
 
@@ -26,18 +27,6 @@ using namespace nestor::cuda;
 #ifndef NESTOR_HOST_EMULATION_HEADER
 #error "NESTOR_HOST_EMULATION_HEADER must name cuda_host_emulation.h"
 #endif
-
-int64_t nestor::cuda::test::activeExtent(const void *mask, Type t, int64_t entries,
-                                         int64_t groups) {
-  int64_t per = entries / groups, active = 0;
-  for (int64_t i = 0; i < per; ++i) {
-    double v =
-        t.isF64() ? static_cast<const double *>(mask)[i] : static_cast<const float *>(mask)[i];
-    if (v != 0)
-      active = i + 1;
-  }
-  return active;
-}
 
 OwningOpRef<ModuleOp> nestor::cuda::test::parseKernelModule(MLIRContext &context,
                                                             llvm::StringRef ir) {
@@ -168,13 +157,6 @@ void test::HostModule::launch(size_t index, llvm::ArrayRef<void *> params) const
   launchers.at(index)(const_cast<void **>(params.data()), dims.at(index).data());
 }
 
-static int64_t bytesOf(Value v) {
-  auto t = cast<RankedTensorType>(v.getType());
-  Type e = t.getElementType();
-  return t.getNumElements() *
-         (e.isInteger(1) ? 1 : std::max<int64_t>(1, e.getIntOrFloatBitWidth() / 8));
-}
-
 /// runOnHost's GPU mode (NESTOR_CUDA_TESTS_ON_GPU=1, as scripts/gpu-check.sh sets it): the same
 /// kernel, buffers and extents on CUDA device 0, so every emitter test checks the real device.
 static llvm::Error runOnGpu(Operation *op, const KernelSource &kernel,
@@ -189,20 +171,21 @@ static llvm::Error runOnGpu(Operation *op, const KernelSource &kernel,
   }
   std::vector<uint64_t> in, out, scratch;
   for (auto [i, v] : llvm::enumerate(op->getOperands())) {
-    auto a = device->allocate(std::max<int64_t>(bytesOf(v), 1));
+    auto a = device->allocate(std::max<int64_t>(nestor::runtime::bufferBytes(v.getType()), 1));
     if (!a)
       return a.takeError();
     if (operands[i])
-      if (llvm::Error e = device->upload(*a, operands[i], bytesOf(v)))
+      if (llvm::Error e =
+              device->upload(*a, operands[i], nestor::runtime::bufferBytes(v.getType())))
         return e;
     in.push_back(*a);
   }
   for (auto [i, v] : llvm::enumerate(op->getResults())) {
-    auto a = device->allocate(std::max<int64_t>(bytesOf(v), 1));
+    auto a = device->allocate(std::max<int64_t>(nestor::runtime::bufferBytes(v.getType()), 1));
     if (!a)
       return a.takeError();
     // The host buffer's initial contents (NaN-filled by the tests that check every write).
-    if (llvm::Error e = device->upload(*a, results[i], bytesOf(v)))
+    if (llvm::Error e = device->upload(*a, results[i], nestor::runtime::bufferBytes(v.getType())))
       return e;
     out.push_back(*a);
   }
@@ -216,30 +199,18 @@ static llvm::Error runOnGpu(Operation *op, const KernelSource &kernel,
   if (!handle)
     return handle.takeError();
   for (auto [index, l] : llvm::enumerate(kernel.launches)) {
-    std::vector<uint64_t> values(l.args.size(), 0);
-    for (auto [i, a] : llvm::enumerate(l.args)) {
-      switch (a.kind) {
-      case KernelArg::Kind::Operand:
-        values[i] = in[a.index];
-        break;
-      case KernelArg::Kind::Result:
-        values[i] = out[a.index];
-        break;
-      case KernelArg::Kind::Scratch:
-        values[i] = scratch.at(a.index);
-        break;
-      case KernelArg::Kind::Extent: {
-        Value mask = op->getOperand(a.index);
-        auto type = cast<RankedTensorType>(mask.getType());
-        long long active = nestor::cuda::test::activeExtent(
-            operands[a.index], type.getElementType(), type.getNumElements() - 2, a.groups);
-        std::memcpy(&values[i], &active, sizeof(active));
-        break;
-      }
-      }
-    }
+    auto values = nestor::runtime::launchValues(
+        op, l,
+        [&](KernelArg::Kind kind, unsigned i) -> uint64_t {
+          return kind == KernelArg::Kind::Operand  ? in[i]
+                 : kind == KernelArg::Kind::Result ? out[i]
+                                                   : scratch.at(i);
+        },
+        [&](unsigned i) -> llvm::Expected<const void *> { return operands[i]; });
+    if (!values)
+      return values.takeError();
     std::vector<void *> params;
-    for (uint64_t &v : values)
+    for (uint64_t &v : *values)
       params.push_back(&v);
     if (llvm::Error e = device->launch(*handle, index, params))
       return e;
@@ -247,14 +218,16 @@ static llvm::Error runOnGpu(Operation *op, const KernelSource &kernel,
   if (llvm::Error e = device->synchronize())
     return e;
   for (auto [i, v] : llvm::enumerate(op->getResults()))
-    if (llvm::Error e = device->download(results[i], out[i], bytesOf(v)))
+    if (llvm::Error e =
+            device->download(results[i], out[i], nestor::runtime::bufferBytes(v.getType())))
       return e;
   // In-place operands (kernel.adamw's) come back too.
   for (const Launch &l : kernel.launches)
     for (const KernelArg &a : l.args)
       if (a.kind == KernelArg::Kind::Operand && a.writable && operands[a.index])
-        if (llvm::Error e = device->download(const_cast<void *>(operands[a.index]), in[a.index],
-                                             bytesOf(op->getOperand(a.index))))
+        if (llvm::Error e =
+                device->download(const_cast<void *>(operands[a.index]), in[a.index],
+                                 nestor::runtime::bufferBytes(op->getOperand(a.index).getType())))
           return e;
   return llvm::Error::success();
 }
@@ -276,30 +249,20 @@ llvm::Error nestor::cuda::test::runOnHost(Operation *op, const KernelSource &ker
   for (int64_t bytes : kernel.scratchBytes)
     scratch.emplace_back(static_cast<size_t>(std::max<int64_t>(bytes, 1)), 0);
   for (auto [index, l] : llvm::enumerate(kernel.launches)) {
-    std::vector<uint64_t> values(l.args.size(), 0);
-    for (auto [i, a] : llvm::enumerate(l.args)) {
-      switch (a.kind) {
-      case KernelArg::Kind::Operand:
-        values[i] = reinterpret_cast<uint64_t>(operands[a.index]);
-        break;
-      case KernelArg::Kind::Result:
-        values[i] = reinterpret_cast<uint64_t>(results[a.index]);
-        break;
-      case KernelArg::Kind::Scratch:
-        values[i] = reinterpret_cast<uint64_t>(scratch.at(a.index).data());
-        break;
-      case KernelArg::Kind::Extent: {
-        Value mask = op->getOperand(a.index);
-        auto type = cast<RankedTensorType>(mask.getType());
-        long long active = activeExtent(operands[a.index], type.getElementType(),
-                                        type.getNumElements() - 2, a.groups);
-        std::memcpy(&values[i], &active, sizeof(active));
-        break;
-      }
-      }
-    }
+    // Host addresses stand for device ones.
+    auto values = nestor::runtime::launchValues(
+        op, l,
+        [&](KernelArg::Kind kind, unsigned i) {
+          return kind == KernelArg::Kind::Operand ? reinterpret_cast<uint64_t>(operands[i])
+                 : kind == KernelArg::Kind::Result
+                     ? reinterpret_cast<uint64_t>(results[i])
+                     : reinterpret_cast<uint64_t>(scratch.at(i).data());
+        },
+        [&](unsigned i) -> llvm::Expected<const void *> { return operands[i]; });
+    if (!values)
+      return values.takeError();
     std::vector<void *> params;
-    for (uint64_t &v : values)
+    for (uint64_t &v : *values)
       params.push_back(&v);
     (*module)->launch(index, params);
   }

@@ -69,10 +69,6 @@ template <typename T> std::vector<T> randomVector(size_t n, unsigned seed, doubl
   return v;
 }
 
-/// Active entries per group of a prefix mask of `entries` entries (mask values first): one past
-/// the last nonzero entry of the first group, as the CPU executor computes it.
-int64_t activeExtent(const void *mask, mlir::Type elementType, int64_t entries, int64_t groups);
-
 } // namespace nestor::cuda::test
 
 #endif // NESTOR_TEST_CUDA_HOSTRUN_H
