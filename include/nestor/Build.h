@@ -11,7 +11,10 @@
 // nestor_standalone.h, embedded in this library at build time) followed by the model: its
 // sizes as constexpr, one layer type per layer of the pattern instantiated with that layer's
 // sizes (a heterogeneous dense model's layer_overrides give different instantiations), and a
-// model struct that runs them in order.
+// model struct that runs them in order. Then the same model on a GPU: each CPU layer type's
+// GPU twin (gpu::Layer<...>), whose kernels (runtime/build/standalone/
+// nestor_standalone_device.cuh, one NESTOR_SD_* line per distinct layer type) are compiled to
+// PTX here with NVRTC and embedded; `BIN --device auto|cpu|cuda` picks where it runs.
 //
 //===----------------------------------------------------------------------===//
 #ifndef NESTOR_BUILD_H
@@ -36,7 +39,17 @@ struct BuildOptions {
   std::vector<std::string> flags = {"-O2"};
   /// Also write the generated source as `outPath + ".cpp"`.
   bool keepSource = false;
+  /// Also give the program its GPU kernels, as PTX compiled here with NVRTC, so that it runs
+  /// on a CUDA GPU where the driver finds one (`BIN --device auto|cpu|cuda`). Without the
+  /// CUDA toolkit in this Nestor (cudaAvailable()) the program is CPU-only whatever this says.
+  bool cuda = true;
+  /// The PTX's architecture: it loads on GPUs of this architecture and every later one.
+  std::string cudaArch = "sm_80";
 };
+
+/// Whether this Nestor can compile GPU kernels into the programs it builds (it was built with
+/// the CUDA toolkit's NVRTC).
+bool cudaAvailable();
 
 /// One tensor the generated program reads: its name and shape.
 struct TensorShape {
@@ -50,7 +63,8 @@ llvm::Expected<std::vector<TensorShape>> standaloneTensors(const spec::ModelSpec
 
 /// The generated translation unit for `dense`. Fails, saying why, for a spec with an elastic
 /// section (slice it first) or one that does not validate.
-llvm::Expected<std::string> emitStandaloneSource(const spec::ModelSpec &dense);
+llvm::Expected<std::string> emitStandaloneSource(const spec::ModelSpec &dense,
+                                                 const BuildOptions &options = {});
 
 /// Generates, compiles and writes `outPath` (the executable) and `outPath + ".safetensors"`
 /// (the tensors of standaloneTensors taken from `weights`, which must hold each with its

@@ -30,9 +30,17 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#ifdef NESTOR_HAVE_CUDA
+#include "lib/codegen/cuda/Nvrtc.h"
+#endif
+
+#include <set>
+
 namespace nestor::embedded {
 extern const char standalone_runtime[];
 extern const std::size_t standalone_runtime_size;
+extern const char standalone_device[];
+extern const std::size_t standalone_device_size;
 } // namespace nestor::embedded
 
 using namespace nestor;
@@ -171,8 +179,11 @@ std::string cString(llvm::StringRef text) {
       out += {'\\', static_cast<char>(c)};
     else if (c >= 0x20 && c < 0x7f && c != '?') // '?' would risk a trigraph in old modes
       out += static_cast<char>(c);
-    else
-      out += llvm::formatv("\\{0:o3}", static_cast<unsigned>(c)).str();
+    else {
+      char octal[8];
+      std::snprintf(octal, sizeof(octal), "\\%03o", static_cast<unsigned>(c));
+      out += octal;
+    }
   }
   return out + "\"";
 }
@@ -194,6 +205,143 @@ std::string describe(const ModelPlan &p) {
                        cString(p.name), p.pattern, p.layers.size(), p.hidden, p.fixed.vocabSize,
                        p.fixed.tiedEmbeddings ? "tied" : "untied")
       .str();
+}
+
+/// The name prefix of layer `l`'s GPU kernels: its kind and the sizes that vary between
+/// layers (the model-wide ones are the same for all). Equal tags are one set of kernels.
+std::string kernelTag(const LayerPlan &l) {
+  switch (l.kind) {
+  case spec::LayerKind::Mamba:
+    return llvm::formatv("mamba_{0}_{1}", l.mambaHeads, l.mambaHeadDim).str();
+  case spec::LayerKind::Attention:
+    return llvm::formatv("attention_{0}", l.attnHeads).str();
+  case spec::LayerKind::MLP:
+    return llvm::formatv("mlp_{0}", l.ffn).str();
+  }
+  return "";
+}
+
+/// The device program after the device header: one NESTOR_SD_* line per distinct layer type.
+std::string emitDeviceKernels(const ModelPlan &p) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << "NESTOR_SD_MODEL(" << p.fixed.vocabSize << ", " << p.hidden << ")\n";
+  std::set<std::string> seen;
+  for (const LayerPlan &l : p.layers) {
+    std::string tag = kernelTag(l);
+    if (!seen.insert(tag).second)
+      continue;
+    switch (l.kind) {
+    case spec::LayerKind::Mamba:
+      os << llvm::formatv("NESTOR_SD_MAMBA({0}, {1}, {2}, {3}, {4}, {5}, {6})\n", tag, p.hidden,
+                          l.mambaHeads, l.mambaHeadDim, p.fixed.mambaGroups, p.fixed.ssmStateSize,
+                          p.fixed.convKernel);
+      break;
+    case spec::LayerKind::Attention:
+      os << llvm::formatv("NESTOR_SD_ATTENTION({0}, {1}, {2}, {3}, {4})\n", tag, p.hidden,
+                          l.attnHeads, p.fixed.numKeyValueHeads, p.fixed.attnHeadDim);
+      break;
+    case spec::LayerKind::MLP:
+      os << llvm::formatv("NESTOR_SD_MLP({0}, {1}, {2})\n", tag, p.hidden, l.ffn);
+      break;
+    }
+  }
+  return text;
+}
+
+llvm::StringRef deviceHeader() {
+  return llvm::StringRef(embedded::standalone_device, embedded::standalone_device_size);
+}
+
+constexpr const char *kDeviceHeaderName = "nestor_standalone_device.cuh";
+
+/// The device program as NVRTC compiles it.
+std::string deviceProgram(const ModelPlan &p) {
+  return "#include \"" + std::string(kDeviceHeaderName) + "\"\n\n" + emitDeviceKernels(p);
+}
+
+/// The PTX of the model's GPU kernels; empty without CUDA.
+llvm::Expected<std::string> compileDeviceKernels(const ModelPlan &p, const BuildOptions &options) {
+  if (!options.cuda || !cudaAvailable())
+    return std::string();
+#ifdef NESTOR_HAVE_CUDA
+  cuda::CompileRequest request;
+  request.name = "model.cu";
+  request.source = deviceProgram(p);
+  request.headers = {{kDeviceHeaderName, deviceHeader().str()}};
+  request.arch = options.cudaArch;
+  request.output = cuda::Output::PTX;
+  auto compiled = cuda::compile(request);
+  if (!compiled)
+    return llvm::createStringError("build: compiling the GPU kernels for %s: %s",
+                                   options.cudaArch.c_str(),
+                                   llvm::toString(compiled.takeError()).c_str());
+  return std::move(compiled->image);
+#else
+  return std::string();
+#endif
+}
+
+/// `text` as adjacent string literals, one per line of it.
+std::string cStringLines(llvm::StringRef text, llvm::StringRef indent) {
+  std::string out;
+  while (!text.empty()) {
+    auto [line, rest] = text.split('\n');
+    bool newline = text.size() > line.size();
+    out += indent.str() + cString(newline ? (line + "\n").str() : line.str()) + "\n";
+    text = rest;
+  }
+  return out;
+}
+
+/// The GPU twin of the CPU model: the same layers as rt::gpu::Layer<LayerN>, and the embedded
+/// PTX (or null).
+std::string emitGpuModel(const ModelPlan &p, llvm::StringRef ptx, llvm::StringRef arch) {
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << "namespace nestor::generated {\n\n"
+     << "struct GpuModel {\n"
+     << "  rt::gpu::Context context;\n"
+     << "  rt::gpu::Ends<kVocab, kHidden, kTiedEmbeddings> ends;\n";
+  for (size_t i = 0; i < p.layers.size(); ++i)
+    os << "  rt::gpu::Layer<Layer" << i << "> layer" << i << ";\n";
+  os << "\n  void load(rt::gpu::Gpu &gpu, rt::WeightsFile &file) {\n"
+     << "    context.bind(gpu, kHidden);\n"
+     << "    ends.load(context, file);\n";
+  for (size_t i = 0; i < p.layers.size(); ++i)
+    os << "    layer" << i << ".load(context, file, " << i << ", \"" << kernelTag(p.layers[i])
+       << "\");\n";
+  os << "  }\n\n"
+     << "  void start(std::size_t tokens) {\n";
+  for (size_t i = 0; i < p.layers.size(); ++i)
+    os << "    layer" << i << ".reserve(context, tokens);\n"
+       << "    layer" << i << ".reset(context);\n";
+  os << "  }\n\n"
+     << "  void advance(std::int32_t token) {\n"
+     << "    ends.embed(context, token);\n";
+  for (size_t i = 0; i < p.layers.size(); ++i)
+    os << "    layer" << i << ".step(context, kEpsilon);\n";
+  os << "  }\n\n"
+     << "  std::int32_t next(std::int32_t token) {\n"
+     << "    advance(token);\n"
+     << "    return ends.next(context, kEpsilon);\n"
+     << "  }\n"
+     << "};\n\n";
+  if (ptx.empty()) {
+    os << "// Built without GPU kernels (--no-cuda, or a Nestor without the CUDA toolkit).\n"
+       << "constexpr const char *kCudaModule = nullptr;\n";
+  } else {
+    os << "// The GPU kernels (the NESTOR_SD_* lines below, on the device header) as PTX for "
+       << arch << ",\n// compiled by NVRTC; the driver JIT-compiles it for the GPU it runs on.\n"
+       << "constexpr const char *kCudaModule =\n"
+       << cStringLines(ptx, "    ") << "    ;\n";
+  }
+  os << "\n} // namespace nestor::generated\n\n"
+     << "// Under the CUDA host emulation (tests) the kernels are compiled into the program.\n"
+     << "#ifdef NESTOR_HOST_EMULATION\n"
+     << deviceHeader() << "\n"
+     << emitDeviceKernels(p) << "#endif\n\n";
+  return text;
 }
 
 std::string emitModel(const ModelPlan &p) {
@@ -259,10 +407,7 @@ std::string emitModel(const ModelPlan &p) {
   os << "    return head.apply(hidden.data(), kEpsilon);\n"
      << "  }\n"
      << "};\n\n"
-     << "} // namespace nestor::generated\n\n"
-     << "int main(int argc, char **argv) {\n"
-     << "  return nestor::standalone::runMain<nestor::generated::Model>(argc, argv);\n"
-     << "}\n";
+     << "} // namespace nestor::generated\n\n";
   return text;
 }
 
@@ -349,10 +494,22 @@ nestor::build::standaloneTensors(const spec::ModelSpec &dense) {
   return planTensors(*plan);
 }
 
-llvm::Expected<std::string> nestor::build::emitStandaloneSource(const spec::ModelSpec &dense) {
+bool nestor::build::cudaAvailable() {
+#ifdef NESTOR_HAVE_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+llvm::Expected<std::string> nestor::build::emitStandaloneSource(const spec::ModelSpec &dense,
+                                                                const BuildOptions &options) {
   auto plan = planModel(dense);
   if (!plan)
     return plan.takeError();
+  auto ptx = compileDeviceKernels(*plan, options);
+  if (!ptx)
+    return ptx.takeError();
   std::string source;
   llvm::raw_string_ostream os(source);
   os << "// Generated by `nestor build` for " << describe(*plan) << ".\n"
@@ -361,14 +518,18 @@ llvm::Expected<std::string> nestor::build::emitStandaloneSource(const spec::Mode
      << "// sizes and one layer type per layer, instantiated with that layer's sizes.\n\n"
      << llvm::StringRef(embedded::standalone_runtime, embedded::standalone_runtime_size)
      << "\n// ===== The model =====\n\n"
-     << emitModel(*plan);
+     << emitModel(*plan) << "// ===== The model on a GPU =====\n\n"
+     << emitGpuModel(*plan, *ptx, options.cudaArch) << "int main(int argc, char **argv) {\n"
+     << "  namespace g = nestor::generated;\n"
+     << "  return nestor::standalone::runMain<g::Model, g::GpuModel>(argc, argv, g::kCudaModule);\n"
+     << "}\n";
   return source;
 }
 
 llvm::Error nestor::build::buildBinary(const spec::ModelSpec &dense,
                                        const train::TensorMap &weights, const std::string &outPath,
                                        const BuildOptions &options) {
-  auto source = emitStandaloneSource(dense);
+  auto source = emitStandaloneSource(dense, options);
   if (!source)
     return source.takeError();
   auto expected = standaloneTensors(dense);
@@ -419,6 +580,8 @@ llvm::Error nestor::build::buildBinary(const spec::ModelSpec &dense,
   args.push_back("-o");
   args.push_back(tmpBinary.str().str());
   args.push_back(srcPath.str().str());
+  // dlopen, for the CUDA driver (in libc itself from glibc 2.34; older ones need it).
+  args.push_back("-ldl");
   std::vector<llvm::StringRef> argRefs(args.begin(), args.end());
   std::optional<llvm::StringRef> redirects[] = {llvm::StringRef(""), llvm::StringRef(outLog),
                                                 llvm::StringRef(errLog)};

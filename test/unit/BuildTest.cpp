@@ -196,6 +196,31 @@ void checkAgainstDecoder(const spec::ModelSpec &spec, const train::TensorMap &we
     ASSERT_EQ(text.status, 0) << text.err;
     EXPECT_EQ(text.out, prompt + data::decodeBytes(expected) + "\n");
   }
+  // The program was built with its GPU kernels where this Nestor has NVRTC. --device cuda
+  // runs them on a GPU where there is one (then the tokens are the decoder's too), and
+  // otherwise fails saying so; auto falls back to the CPU and says why with --stats.
+  std::string prompt = "Hello, Nestor! 12+34=";
+  std::vector<int32_t> expected = decoderTokens(spec, weights, prompt, 40);
+  RunResult onGpu = runProgram(
+      binary, {"--prompt", prompt, "--max-tokens", "40", "--print-tokens", "--device", "cuda"},
+      dir.path.str().str());
+  if (onGpu.status == 0) {
+    EXPECT_EQ(parseTokens(onGpu.out), expected) << "on the GPU";
+  } else {
+    EXPECT_EQ(onGpu.status, 1) << onGpu.err;
+    EXPECT_EQ(onGpu.out, "");
+    llvm::StringRef why = build::cudaAvailable() ? "no CUDA device" : "no CUDA kernels";
+    EXPECT_NE(onGpu.err.find(why.str()), std::string::npos) << onGpu.err;
+  }
+  RunResult automatic =
+      runProgram(binary, {"--prompt", prompt, "--max-tokens", "40", "--print-tokens", "--stats"},
+                 dir.path.str().str());
+  ASSERT_EQ(automatic.status, 0) << automatic.err;
+  EXPECT_EQ(parseTokens(automatic.out), expected);
+  EXPECT_NE(automatic.err.find(onGpu.status == 0 ? "device: " : "device: the CPU ("),
+            std::string::npos)
+      << automatic.err;
+
   // Random weights still have to make the model do something position-dependent, or the
   // comparison above would be weak.
   std::vector<int32_t> continuation = decoderTokens(spec, weights, "Hello, Nestor! 12+34=", 40);
@@ -284,6 +309,79 @@ TEST(BuildTest, TiedProgramMatchesDecoder) {
   EXPECT_EQ(shipped->size(), read);
 }
 
+/// Builds `spec` with the CUDA host emulation compiled in (the kernels become host code that
+/// the program's emulated GPU runs) and checks `--device cuda`, the program's whole GPU path
+/// from weight upload to the argmax, against the library decoder.
+void checkEmulatedGpu(const spec::ModelSpec &spec, const train::TensorMap &weights) {
+  TempDir dir;
+  std::string binary = dir.file("emulated");
+  build::BuildOptions options;
+  options.cuda = false; // the PTX plays no part under emulation
+  options.flags = {
+      "-O1", "-Wall", "-Wextra", "-Werror", "-pthread", "-include", NESTOR_HOST_EMULATION_HEADER};
+  llvm::Error err = build::buildBinary(spec, weights, binary, options);
+  ASSERT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
+  for (auto [prompt, maxTokens] : {std::pair<std::string, int64_t>{"Hi, GPU: 7*6=", 24}, {"", 3}}) {
+    SCOPED_TRACE("prompt '" + prompt + "', " + std::to_string(maxTokens) + " tokens");
+    std::vector<int32_t> expected = decoderTokens(spec, weights, prompt, maxTokens);
+    RunResult r = runProgram(binary,
+                             {"--prompt", prompt, "--max-tokens", std::to_string(maxTokens),
+                              "--print-tokens", "--device", "cuda", "--stats"},
+                             dir.path.str().str());
+    ASSERT_EQ(r.status, 0) << r.err;
+    EXPECT_EQ(parseTokens(r.out), expected);
+    EXPECT_NE(r.err.find("device: the CUDA host emulation"), std::string::npos) << r.err;
+  }
+  // The bench mode runs on the emulated GPU too.
+  RunResult bench = runProgram(binary, {"--bench", "3", "--device", "cuda"}, dir.path.str().str());
+  ASSERT_EQ(bench.status, 0) << bench.err;
+  EXPECT_NE(bench.out.find("tokens/s"), std::string::npos) << bench.out;
+}
+
+TEST(BuildTest, EmulatedGpuProgramMatchesDecoder) {
+  // Odd sizes: the scalar matrix-vector path (19 columns) next to the float4 one (20),
+  // MLP, grouped-query attention with two layer types, two Mamba layer types.
+  spec::ModelSpec hetero = heterogeneousSpec();
+  checkEmulatedGpu(hetero, randomWeights(hetero, 7));
+}
+
+TEST(BuildTest, EmulatedGpuTiedProgramMatchesDecoder) {
+  // Tied (the head reads the embedding's device buffer), one Mamba group, a 2-tap conv.
+  spec::ModelSpec tied = tiedSpec();
+  checkEmulatedGpu(tied, randomWeights(tied, 11, 0.5f));
+}
+
+TEST(BuildTest, GpuKernelsAreCompiledToPtx) {
+  if (!build::cudaAvailable())
+    GTEST_SKIP() << "this Nestor was built without the CUDA toolkit (no NVRTC)";
+  for (const char *arch : {"sm_80", "sm_90"}) {
+    SCOPED_TRACE(arch);
+    build::BuildOptions options;
+    options.cudaArch = arch;
+    auto source = build::emitStandaloneSource(heterogeneousSpec(), options);
+    ASSERT_TRUE(static_cast<bool>(source)) << llvm::toString(source.takeError());
+    llvm::StringRef s(*source);
+    std::string target = std::string(".target ") + arch;
+    EXPECT_TRUE(s.contains(target)) << target;
+    // One set of kernels per distinct layer type: the two Mamba and two attention layers
+    // differ, so each has its own.
+    for (const char *entry :
+         {"nestor_embed", "nestor_rmsnorm", "nestor_head", "nestor_argmax", "mamba_4_5_in",
+          "mamba_4_5_conv", "mamba_4_5_ssm", "mamba_4_5_norm", "mamba_4_5_out", "mamba_2_3_ssm",
+          "attention_4_q", "attention_4_kv", "attention_4_attend", "attention_4_o",
+          "attention_2_attend", "mlp_17_up", "mlp_17_down"})
+      EXPECT_TRUE(s.contains(std::string(".entry ") + entry + "(")) << entry;
+    EXPECT_TRUE(s.contains("layer3.load(context, file, 3, \"mamba_2_3\");"));
+  }
+  // Without CUDA the program has no PTX and says so.
+  build::BuildOptions cpuOnly;
+  cpuOnly.cuda = false;
+  auto source = build::emitStandaloneSource(heterogeneousSpec(), cpuOnly);
+  ASSERT_TRUE(static_cast<bool>(source)) << llvm::toString(source.takeError());
+  EXPECT_TRUE(llvm::StringRef(*source).contains("constexpr const char *kCudaModule = nullptr;"));
+  EXPECT_FALSE(llvm::StringRef(*source).contains(".entry"));
+}
+
 TEST(BuildTest, SourceInstantiatesEachLayerWithItsSizes) {
   auto source = build::emitStandaloneSource(heterogeneousSpec());
   ASSERT_TRUE(static_cast<bool>(source)) << llvm::toString(source.takeError());
@@ -299,6 +397,14 @@ TEST(BuildTest, SourceInstantiatesEachLayerWithItsSizes) {
   EXPECT_TRUE(s.contains("struct MambaLayer")); // the runtime is inlined
   // The spec's name reaches the program as an escaped literal.
   EXPECT_TRUE(s.contains("hetero \\\"odd\\\"")) << s.str();
+  // Control bytes become three-digit octal escapes (a tab is \011, not \9).
+  spec::ModelSpec named = heterogeneousSpec();
+  named.set_name("tab\there\nnew");
+  build::BuildOptions cpuOnly;
+  cpuOnly.cuda = false;
+  auto escaped = build::emitStandaloneSource(named, cpuOnly);
+  ASSERT_TRUE(static_cast<bool>(escaped)) << llvm::toString(escaped.takeError());
+  EXPECT_TRUE(llvm::StringRef(*escaped).contains("tab\\011here\\012new"));
 }
 
 TEST(BuildTest, RefusesElasticAndInvalidSpecs) {

@@ -52,16 +52,20 @@ struct BenchOptions {
   std::string device = "cpu";
 };
 
-/// Decode tokens/s of a standalone executable built for `spec` (`BIN --bench N`), or an error.
+/// Decode tokens/s of a standalone executable built for `spec` (`BIN --bench N --device D`),
+/// or an error. On the CPU the program is built without its GPU kernels (no NVRTC compile).
 llvm::Expected<double> binaryDecodeRate(const spec::ModelSpec &spec,
                                         const train::TensorMap &weights, int tokens,
-                                        const std::string &dir, const std::string &name) {
+                                        const std::string &dir, const std::string &name,
+                                        const std::string &device) {
   std::string bin = dir + "/" + name;
-  if (llvm::Error err = build::buildBinary(spec, weights, bin))
+  build::BuildOptions options;
+  options.cuda = device == "cuda";
+  if (llvm::Error err = build::buildBinary(spec, weights, bin, options))
     return err;
   std::string out = bin + ".bench";
   std::string count = std::to_string(tokens);
-  llvm::SmallVector<llvm::StringRef> argv{bin, "--bench", count};
+  llvm::SmallVector<llvm::StringRef> argv{bin, "--bench", count, "--device", device};
   std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(out), std::nullopt};
   std::string message;
   if (int rc = llvm::sys::ExecuteAndWait(bin, argv, std::nullopt, redirects, 0, 0, &message))
@@ -359,7 +363,7 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         row.slicedRate = *rate;
         if (!binDir.empty()) {
           rate = binaryDecodeRate(sliced->spec, *denseWeights, opts->decode, binDir.str().str(),
-                                  "budget-" + std::to_string(b));
+                                  "budget-" + std::to_string(b), opts->device);
           if (!rate)
             return reportError(rate.takeError(), 1);
           row.binaryRate = *rate;
@@ -416,8 +420,9 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
                                  r.seconds * 1e3, tokens / r.seconds, r.seconds / rows[0].seconds,
                                  r.flops / r.seconds / 1e9);
       if (!decodeRows.empty()) {
-        std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1):\n",
-                                 opts->decode);
+        std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1; "
+                                 "the library decoders on the CPU, the executables on the {}):\n",
+                                 opts->decode, opts->device == "cpu" ? "CPU" : "GPU");
         std::cout << fmt::format("{:<10} {:>18} {:>8} {:>18} {:>8} {:>18} {:>8} {:>9}\n", "budget",
                                  "from parent tok/s", "vs full", "sliced copy tok/s", "vs full",
                                  "executable tok/s", "vs full", "slice ms");

@@ -24,8 +24,8 @@ using namespace nestor;
 namespace {
 
 struct BuildCommandOptions {
-  std::string runDir, budget, output, compiler;
-  bool keepSource = false;
+  std::string runDir, budget, output, compiler, cudaArch = "sm_80";
+  bool keepSource = false, noCuda = false;
 };
 
 } // namespace
@@ -40,6 +40,20 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
       ->required();
   app.add_option("--cxx", opts->compiler, "C++ compiler (default: $CXX, else c++)");
   app.add_flag("--keep-source", opts->keepSource, "Also write the generated OUTPUT.cpp");
+  app.add_flag("--no-cuda", opts->noCuda,
+               "CPU only: leave out the GPU kernels (PTX, compiled here with NVRTC)");
+  app.add_option("--cuda-arch", opts->cudaArch,
+                 "The GPU kernels' architecture: the program runs on GPUs of this one and every "
+                 "later one")
+      ->check([](const std::string &arch) {
+        llvm::StringRef a(arch);
+        unsigned n = 0;
+        return (a.consume_front("sm_") || a.consume_front("compute_")) && !a.empty() &&
+                       !a.consumeInteger(10, n) && (a.empty() || a == "a" || a == "f")
+                   ? std::string()
+                   : "expected sm_XY (sm_80, sm_90, ...), got '" + arch + "'";
+      })
+      ->capture_default_str();
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     int exitCode = kBadInput;
@@ -54,6 +68,8 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
     build::BuildOptions options;
     options.compiler = opts->compiler;
     options.keepSource = opts->keepSource;
+    options.cuda = !opts->noCuda;
+    options.cudaArch = opts->cudaArch;
     if (llvm::Error err =
             build::buildBinary(sliced->sliced.spec, sliced->weights, opts->output, options))
       return reportError(std::move(err), 1);
@@ -67,6 +83,14 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
     std::cout << fmt::format("  wrote {} and {}.safetensors in {:.1f} s; run: {} --prompt TEXT "
                              "[--max-tokens N]\n",
                              opts->output, opts->output, seconds, opts->output);
+    if (opts->noCuda)
+      std::cout << "  CPU only (--no-cuda)\n";
+    else if (!build::cudaAvailable())
+      std::cout << "  CPU only: this nestor was built without the CUDA toolkit (NVRTC)\n";
+    else
+      std::cout << fmt::format("  runs on a CUDA GPU ({} or later) where the driver finds one, "
+                               "else on the CPU (--device)\n",
+                               opts->cudaArch);
     return 0;
   };
 }

@@ -3,7 +3,8 @@
 // The fixed part of every program `nestor build` generates: it is embedded in the Nestor
 // library and pasted in front of the generated model code, so a generated program is one
 // translation unit that needs only the C++17 standard library and nlohmann/json (for the
-// safetensors header) to compile, and only the standard library to run.
+// safetensors header) to compile, and only the standard library to run (on a GPU, the CUDA
+// driver too, which it opens with dlopen where it finds one: see namespace gpu).
 //
 // The layer kernels take every size as a template parameter: the generated code instantiates
 // one layer type per layer of the model with that layer's sizes, so every loop bound, buffer
@@ -35,13 +36,22 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <tuple>
+#include <utility>
 #include <vector>
+
+#if defined(__linux__) && __has_include(<dlfcn.h>)
+#include <dlfcn.h>
+#define NESTOR_STANDALONE_HAVE_DLOPEN 1
+#endif
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this runtime reads it in place"
@@ -574,6 +584,541 @@ template <std::size_t V, std::size_t D, bool Tied> struct LmHead {
 };
 
 //===----------------------------------------------------------------------===//
+// The GPU: the CUDA driver, opened at run time, and the layers' GPU twins
+//===----------------------------------------------------------------------===//
+
+namespace gpu {
+
+/// A device address, as kernels receive pointers (cuLaunchKernel reads 8 bytes per pointer).
+using DevicePtr = std::uint64_t;
+
+/// Threads per block; the kernels (nestor_standalone_device.cuh) are built for this many.
+constexpr unsigned kThreads = 128, kWarps = kThreads / 32;
+
+inline unsigned blocksFor(std::size_t threads) {
+  return static_cast<unsigned>((threads + kThreads - 1) / kThreads);
+}
+/// Blocks for a kernel with one warp per row (matrix-vector products, the SSM step).
+inline unsigned warpBlocksFor(std::size_t rows) {
+  return static_cast<unsigned>((rows + kWarps - 1) / kWarps);
+}
+inline DevicePtr offsetFloats(DevicePtr base, std::size_t floats) {
+  return base + floats * sizeof(float);
+}
+
+/// What the decode step needs of a GPU. Every call that fails throws Failure.
+class Gpu {
+public:
+  virtual ~Gpu() = default;
+  /// Names the device in --stats.
+  virtual std::string name() const = 0;
+  /// `bytes` of device memory, zeroed, freed with the Gpu.
+  virtual DevicePtr allocate(std::size_t bytes) = 0;
+  virtual void upload(DevicePtr dst, const void *src, std::size_t bytes) = 0;
+  /// Waits for the launches before it.
+  virtual void download(void *dst, DevicePtr src, std::size_t bytes) = 0;
+  virtual void zero(DevicePtr dst, std::size_t bytes) = 0;
+  /// The entry point `name` of the program's kernels.
+  virtual const void *kernel(const std::string &name) = 0;
+  /// Launches `kernel` on `grid` blocks of kThreads; `params[i]` points to argument i.
+  virtual void launch(const void *kernel, unsigned grid, void **params) = 0;
+};
+
+/// An entry point bound to its GPU; calling it launches it. The argument types must be the
+/// kernel's exactly in size: DevicePtr for pointers, int, double.
+class Kernel {
+public:
+  Kernel() = default;
+  Kernel(Gpu &gpu, const std::string &name) : gpu(&gpu), handle(gpu.kernel(name)) {}
+  template <class... Args> void operator()(unsigned grid, Args... args) const {
+    void *params[] = {static_cast<void *>(&args)..., nullptr};
+    gpu->launch(handle, grid, params);
+  }
+
+private:
+  Gpu *gpu = nullptr;
+  const void *handle = nullptr;
+};
+
+/// The CUDA driver API opened with dlopen("libcuda.so.1") (linking it would stop the program
+/// from starting where there is no NVIDIA driver), device 0's primary context, and the PTX
+/// the program embeds, JIT-compiled by the driver for the device.
+class DriverGpu final : public Gpu {
+public:
+  explicit DriverGpu(const char *ptx) {
+#ifndef NESTOR_STANDALONE_HAVE_DLOPEN
+    (void)ptx;
+    throw Failure("no CUDA device: this program runs CUDA only on Linux");
+#else
+    library = ::dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    if (!library) {
+      const char *why = ::dlerror();
+      throw Failure(std::string("no CUDA device: the CUDA driver library libcuda.so.1 was not "
+                                "found (") +
+                    (why ? why : "dlopen failed") + ")");
+    }
+    resolve(api.cuInit, "cuInit");
+    resolve(api.cuDeviceGetCount, "cuDeviceGetCount");
+    resolve(api.cuDeviceGet, "cuDeviceGet");
+    resolve(api.cuDeviceGetName, "cuDeviceGetName");
+    resolve(api.cuDeviceGetAttribute, "cuDeviceGetAttribute");
+    resolve(api.cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain");
+    resolve(api.cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2");
+    resolve(api.cuCtxSetCurrent, "cuCtxSetCurrent");
+    resolve(api.cuModuleLoadDataEx, "cuModuleLoadDataEx");
+    resolve(api.cuModuleUnload, "cuModuleUnload");
+    resolve(api.cuModuleGetFunction, "cuModuleGetFunction");
+    resolve(api.cuLaunchKernel, "cuLaunchKernel");
+    resolve(api.cuMemAlloc, "cuMemAlloc_v2");
+    resolve(api.cuMemFree, "cuMemFree_v2");
+    resolve(api.cuMemcpyHtoD, "cuMemcpyHtoD_v2");
+    resolve(api.cuMemcpyDtoH, "cuMemcpyDtoH_v2");
+    resolve(api.cuMemsetD8, "cuMemsetD8_v2");
+    resolve(api.cuGetErrorName, "cuGetErrorName");
+    resolve(api.cuGetErrorString, "cuGetErrorString");
+    int count = 0;
+    // No device at all is not a failure of the driver: say so plainly.
+    if (int rc = api.cuInit(0); rc != 0)
+      throw Failure("no CUDA device: " + describe(rc, "cuInit"));
+    check(api.cuDeviceGetCount(&count), "cuDeviceGetCount");
+    if (count == 0)
+      throw Failure("no CUDA device: the driver reports none");
+    check(api.cuDeviceGet(&device, 0), "cuDeviceGet");
+    char deviceName[256] = {};
+    check(api.cuDeviceGetName(deviceName, sizeof(deviceName) - 1, device), "cuDeviceGetName");
+    int major = 0, minor = 0;
+    check(api.cuDeviceGetAttribute(&major, 75, device), "cuDeviceGetAttribute"); // CC major
+    check(api.cuDeviceGetAttribute(&minor, 76, device), "cuDeviceGetAttribute"); // CC minor
+    deviceLabel =
+        std::string(deviceName) + " (sm_" + std::to_string(major) + std::to_string(minor) + ")";
+    check(api.cuDevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+    check(api.cuCtxSetCurrent(context), "cuCtxSetCurrent");
+    // The JIT's error log says why PTX does not load (an architecture newer than the driver).
+    std::vector<char> log(8192, '\0');
+    int options[] = {5 /*CU_JIT_ERROR_LOG_BUFFER*/, 6 /*CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES*/};
+    void *values[] = {log.data(), reinterpret_cast<void *>(log.size() - 1)};
+    if (int rc = api.cuModuleLoadDataEx(&module, ptx, 2, options, values); rc != 0)
+      throw Failure(describe(rc, "cuModuleLoadDataEx (loading the program's PTX)") +
+                    (log[0] ? ": " + std::string(log.data()) : std::string()));
+#endif
+  }
+
+  ~DriverGpu() override {
+#ifdef NESTOR_STANDALONE_HAVE_DLOPEN
+    if (context) {
+      api.cuCtxSetCurrent(context);
+      for (DevicePtr p : allocations)
+        api.cuMemFree(p);
+      if (module)
+        api.cuModuleUnload(module);
+      api.cuDevicePrimaryCtxRelease(device);
+    }
+    // The driver stays loaded: it may have registered handlers that outlive this object.
+#endif
+  }
+
+  std::string name() const override { return deviceLabel; }
+
+  DevicePtr allocate(std::size_t bytes) override {
+    DevicePtr p = 0;
+    check(api.cuMemAlloc(&p, bytes == 0 ? 1 : bytes), "cuMemAlloc_v2");
+    allocations.push_back(p);
+    zero(p, bytes);
+    return p;
+  }
+  void upload(DevicePtr dst, const void *src, std::size_t bytes) override {
+    check(api.cuMemcpyHtoD(dst, src, bytes), "cuMemcpyHtoD_v2");
+  }
+  void download(void *dst, DevicePtr src, std::size_t bytes) override {
+    check(api.cuMemcpyDtoH(dst, src, bytes), "cuMemcpyDtoH_v2");
+  }
+  void zero(DevicePtr dst, std::size_t bytes) override {
+    check(api.cuMemsetD8(dst, 0, bytes), "cuMemsetD8_v2");
+  }
+  const void *kernel(const std::string &entry) override {
+    void *function = nullptr;
+    check(api.cuModuleGetFunction(&function, module, entry.c_str()),
+          "cuModuleGetFunction(" + entry + ")");
+    return function;
+  }
+  void launch(const void *function, unsigned grid, void **params) override {
+    check(api.cuLaunchKernel(const_cast<void *>(function), grid, 1, 1, kThreads, 1, 1, 0, nullptr,
+                             params, nullptr),
+          "cuLaunchKernel");
+  }
+
+private:
+  // The driver's types, by their ABI: CUresult and CUdevice are int, handles are pointers,
+  // CUdeviceptr is 64 bits.
+  struct Api {
+    int (*cuInit)(unsigned) = nullptr;
+    int (*cuDeviceGetCount)(int *) = nullptr;
+    int (*cuDeviceGet)(int *, int) = nullptr;
+    int (*cuDeviceGetName)(char *, int, int) = nullptr;
+    int (*cuDeviceGetAttribute)(int *, int, int) = nullptr;
+    int (*cuDevicePrimaryCtxRetain)(void **, int) = nullptr;
+    int (*cuDevicePrimaryCtxRelease)(int) = nullptr;
+    int (*cuCtxSetCurrent)(void *) = nullptr;
+    int (*cuModuleLoadDataEx)(void **, const void *, unsigned, int *, void **) = nullptr;
+    int (*cuModuleUnload)(void *) = nullptr;
+    int (*cuModuleGetFunction)(void **, void *, const char *) = nullptr;
+    int (*cuLaunchKernel)(void *, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                          unsigned, void *, void **, void **) = nullptr;
+    int (*cuMemAlloc)(DevicePtr *, std::size_t) = nullptr;
+    int (*cuMemFree)(DevicePtr) = nullptr;
+    int (*cuMemcpyHtoD)(DevicePtr, const void *, std::size_t) = nullptr;
+    int (*cuMemcpyDtoH)(void *, DevicePtr, std::size_t) = nullptr;
+    int (*cuMemsetD8)(DevicePtr, unsigned char, std::size_t) = nullptr;
+    int (*cuGetErrorName)(int, const char **) = nullptr;
+    int (*cuGetErrorString)(int, const char **) = nullptr;
+  };
+
+  template <class F> void resolve(F &slot, const char *symbol) {
+#ifdef NESTOR_STANDALONE_HAVE_DLOPEN
+    void *address = ::dlsym(library, symbol);
+    if (!address)
+      throw Failure(std::string("no CUDA device: the CUDA driver has no ") + symbol +
+                    " (a driver older than CUDA 11?)");
+    slot = reinterpret_cast<F>(address);
+#else
+    (void)slot;
+    (void)symbol;
+#endif
+  }
+
+  std::string describe(int rc, const std::string &call) const {
+    const char *errorName = nullptr, *errorText = nullptr;
+    if (api.cuGetErrorName)
+      api.cuGetErrorName(rc, &errorName);
+    if (api.cuGetErrorString)
+      api.cuGetErrorString(rc, &errorText);
+    return call + " failed: " + (errorName ? errorName : "CUDA error " + std::to_string(rc)) +
+           (errorText ? std::string(" (") + errorText + ")" : std::string());
+  }
+  void check(int rc, const std::string &call) const {
+    if (rc != 0)
+      throw Failure(describe(rc, call));
+  }
+
+  Api api;
+  void *library = nullptr, *context = nullptr, *module = nullptr;
+  int device = 0;
+  std::string deviceLabel;
+  std::vector<DevicePtr> allocations;
+};
+
+#ifdef NESTOR_HOST_EMULATION
+// Built with the CUDA host emulation force-included (tests): the kernels are host code in this
+// translation unit, each registered by name (NESTOR_SD_REGISTER), and "device memory" is host
+// memory. --device cuda runs the program's whole GPU path this way.
+
+using EmulatedEntry = std::function<void(void **params, const long long *dims)>;
+
+inline std::map<std::string, EmulatedEntry> &emulatedKernels() {
+  static std::map<std::string, EmulatedEntry> kernels;
+  return kernels;
+}
+
+template <class... A, std::size_t... I>
+void callWithParams(void (*entry)(A...), void **params, std::index_sequence<I...>) {
+  std::tuple<A...> args;
+  (std::memcpy(&std::get<I>(args), params[I], sizeof(A)), ...);
+  entry(std::get<I>(args)...);
+}
+
+template <class... A> bool registerEmulatedKernel(const char *name, void (*entry)(A...)) {
+  emulatedKernels()[name] = [entry](void **params, const long long *dims) {
+    nestor_emu::launch(dims,
+                       [&] { callWithParams(entry, params, std::index_sequence_for<A...>{}); });
+  };
+  return true;
+}
+
+class EmulatedGpu final : public Gpu {
+public:
+  ~EmulatedGpu() override {
+    for (void *p : allocations)
+      std::free(p);
+  }
+  std::string name() const override { return "the CUDA host emulation (no GPU)"; }
+  DevicePtr allocate(std::size_t bytes) override {
+    std::size_t rounded = (bytes + 63) / 64 * 64 + 64;
+    void *p = std::aligned_alloc(64, rounded);
+    if (!p)
+      throw std::bad_alloc();
+    std::memset(p, 0, rounded);
+    allocations.push_back(p);
+    return reinterpret_cast<DevicePtr>(p);
+  }
+  void upload(DevicePtr dst, const void *src, std::size_t bytes) override {
+    std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
+  }
+  void download(void *dst, DevicePtr src, std::size_t bytes) override {
+    std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
+  }
+  void zero(DevicePtr dst, std::size_t bytes) override {
+    std::memset(reinterpret_cast<void *>(dst), 0, bytes);
+  }
+  const void *kernel(const std::string &entry) override {
+    auto it = emulatedKernels().find(entry);
+    if (it == emulatedKernels().end())
+      throw Failure("the program has no kernel '" + entry + "'");
+    return &it->second;
+  }
+  void launch(const void *entry, unsigned grid, void **params) override {
+    const long long dims[7] = {grid, 1, 1, kThreads, 1, 1, 0};
+    (*static_cast<const EmulatedEntry *>(entry))(params, dims);
+  }
+
+private:
+  std::vector<void *> allocations;
+};
+#endif // NESTOR_HOST_EMULATION
+
+/// The GPU the program runs on with --device cuda: the driver with the embedded PTX (null when
+/// the program was built without it), or in an emulation build the emulated one.
+inline std::unique_ptr<Gpu> openGpu(const char *ptx) {
+#ifdef NESTOR_HOST_EMULATION
+  (void)ptx;
+  return std::make_unique<EmulatedGpu>();
+#else
+  if (!ptx)
+    throw Failure("this program has no CUDA kernels: it was built with --no-cuda, or by a Nestor "
+                  "built without the CUDA toolkit");
+  return std::make_unique<DriverGpu>(ptx);
+#endif
+}
+
+/// What every layer shares: the GPU, the residual stream h [D] and the normed input x [D].
+struct Context {
+  Gpu *gpu = nullptr;
+  DevicePtr h = 0, x = 0;
+  Kernel rmsnorm;
+
+  void bind(Gpu &device, std::size_t hidden) {
+    gpu = &device;
+    h = scratch(hidden);
+    x = scratch(hidden);
+    rmsnorm = Kernel(device, "nestor_rmsnorm");
+  }
+  DevicePtr upload(const std::vector<float> &values) {
+    DevicePtr p = gpu->allocate(values.size() * sizeof(float));
+    gpu->upload(p, values.data(), values.size() * sizeof(float));
+    return p;
+  }
+  DevicePtr scratch(std::size_t floats) { return gpu->allocate(floats * sizeof(float)); }
+  /// x = RMSNorm(h) with `weight`.
+  void norm(DevicePtr weight, double eps) const { rmsnorm(1, h, weight, x, eps); }
+};
+
+/// The GPU twin of a CPU layer type: the same weights (read by the CPU layer's own load, then
+/// uploaded), the same step, as kernels named `tag` + a suffix (NESTOR_SD_MLP and friends).
+template <class HostLayer> struct Layer;
+
+template <std::size_t D, std::size_t F> struct Layer<MlpLayer<D, F>> {
+  DevicePtr norm = 0, up = 0, down = 0, act = 0;
+  Kernel upKernel, downKernel;
+
+  void load(Context &c, WeightsFile &file, std::size_t layer, const std::string &tag) {
+    auto host = std::make_unique<MlpLayer<D, F>>();
+    host->load(file, layer);
+    norm = c.upload(host->norm.weight);
+    up = c.upload(host->up);
+    down = c.upload(host->down);
+    act = c.scratch(F);
+    upKernel = Kernel(*c.gpu, tag + "_up");
+    downKernel = Kernel(*c.gpu, tag + "_down");
+  }
+  void reserve(Context &, std::size_t) {}
+  void reset(Context &) {}
+  void step(Context &c, double eps) {
+    c.norm(norm, eps);
+    upKernel(warpBlocksFor(F), up, c.x, act);
+    downKernel(warpBlocksFor(D), down, act, c.h);
+  }
+};
+
+template <std::size_t D, std::size_t NH, std::size_t NKV, std::size_t HD>
+struct Layer<AttentionLayer<D, NH, NKV, HD>> {
+  using Host = AttentionLayer<D, NH, NKV, HD>;
+  DevicePtr norm = 0, q = 0, k = 0, v = 0, o = 0, query = 0, heads = 0;
+  DevicePtr keys = 0, values = 0, scores = 0; // [capacity, kKV] twice, [NH, capacity]
+  std::size_t capacity = 0, length = 0;
+  Kernel qKernel, kvKernel, attendKernel, oKernel;
+
+  void load(Context &c, WeightsFile &file, std::size_t layer, const std::string &tag) {
+    auto host = std::make_unique<Host>();
+    host->load(file, layer);
+    norm = c.upload(host->norm.weight);
+    q = c.upload(host->q);
+    k = c.upload(host->k);
+    v = c.upload(host->v);
+    o = c.upload(host->o);
+    query = c.scratch(Host::kQ);
+    heads = c.scratch(Host::kQ);
+    qKernel = Kernel(*c.gpu, tag + "_q");
+    kvKernel = Kernel(*c.gpu, tag + "_kv");
+    attendKernel = Kernel(*c.gpu, tag + "_attend");
+    oKernel = Kernel(*c.gpu, tag + "_o");
+  }
+  /// The KV cache for `tokens` positions (the device keeps no growing buffers).
+  void reserve(Context &c, std::size_t tokens) {
+    if (tokens <= capacity)
+      return;
+    if (tokens > std::size_t(std::numeric_limits<int>::max()))
+      throw Failure("a KV cache of " + std::to_string(tokens) + " positions is too long");
+    keys = c.scratch(tokens * Host::kKV);
+    values = c.scratch(tokens * Host::kKV);
+    scores = c.scratch(tokens * NH);
+    capacity = tokens;
+  }
+  void reset(Context &) { length = 0; }
+  void step(Context &c, double eps) {
+    if (length >= capacity)
+      throw Failure("the KV cache is full (" + std::to_string(capacity) + " positions)");
+    c.norm(norm, eps);
+    qKernel(warpBlocksFor(Host::kQ), q, c.x, query);
+    kvKernel(warpBlocksFor(Host::kKV), k, c.x, offsetFloats(keys, length * Host::kKV));
+    kvKernel(warpBlocksFor(Host::kKV), v, c.x, offsetFloats(values, length * Host::kKV));
+    ++length;
+    attendKernel(unsigned(NH), query, keys, values, int(length), scores, int(capacity), heads);
+    oKernel(warpBlocksFor(D), o, heads, c.h);
+  }
+};
+
+template <std::size_t D, std::size_t H, std::size_t P, std::size_t G, std::size_t N, std::size_t K>
+struct Layer<MambaLayer<D, H, P, G, N, K>> {
+  using Host = MambaLayer<D, H, P, G, N, K>;
+  DevicePtr norm = 0, inProj = 0, convWeight = 0, convBias = 0, dtBias = 0, aLog = 0, dSkip = 0;
+  DevicePtr gateNorm = 0, outProj = 0, history = 0, ssm = 0, proj = 0, xbc = 0, y = 0;
+  Kernel inKernel, convKernel, ssmKernel, normKernel, outKernel;
+
+  void load(Context &c, WeightsFile &file, std::size_t layer, const std::string &tag) {
+    auto host = std::make_unique<Host>();
+    host->load(file, layer);
+    norm = c.upload(host->norm.weight);
+    inProj = c.upload(host->inProj);
+    convWeight = c.upload(host->convWeight);
+    convBias = c.upload(host->convBias);
+    dtBias = c.upload(host->dtBias);
+    aLog = c.upload(host->aLog);
+    dSkip = c.upload(host->dSkip);
+    gateNorm = c.upload(host->gateNorm);
+    outProj = c.upload(host->outProj);
+    history = c.scratch(Host::kConv * Host::kHistory);
+    ssm = c.scratch(Host::kInner * N);
+    proj = c.scratch(Host::kIn);
+    xbc = c.scratch(Host::kConv);
+    y = c.scratch(Host::kInner);
+    inKernel = Kernel(*c.gpu, tag + "_in");
+    convKernel = Kernel(*c.gpu, tag + "_conv");
+    ssmKernel = Kernel(*c.gpu, tag + "_ssm");
+    normKernel = Kernel(*c.gpu, tag + "_norm");
+    outKernel = Kernel(*c.gpu, tag + "_out");
+  }
+  void reserve(Context &, std::size_t) {}
+  void reset(Context &c) {
+    c.gpu->zero(history, Host::kConv * Host::kHistory * sizeof(float));
+    c.gpu->zero(ssm, Host::kInner * N * sizeof(float));
+  }
+  void step(Context &c, double eps) {
+    c.norm(norm, eps);
+    inKernel(warpBlocksFor(Host::kIn), inProj, c.x, proj);
+    // proj: [z (HP), x (HP), B (GN), C (GN), dt (H)]; the conv reads [x, B, C].
+    convKernel(blocksFor(Host::kConv), offsetFloats(proj, Host::kInner), convWeight, convBias,
+               history, xbc);
+    ssmKernel(warpBlocksFor(Host::kInner), proj, xbc, offsetFloats(xbc, Host::kInner),
+              offsetFloats(xbc, Host::kInner + Host::kGN),
+              offsetFloats(proj, Host::kInner + Host::kConv), dtBias, aLog, dSkip, ssm, y);
+    normKernel(unsigned(G), y, gateNorm, eps);
+    outKernel(warpBlocksFor(D), outProj, y, c.h);
+  }
+};
+
+/// The embedding, the final norm, the LM head and the argmax.
+template <std::size_t V, std::size_t D, bool Tied> struct Ends {
+  DevicePtr table = 0, finalNorm = 0, head = 0, logits = 0, token = 0;
+  Kernel embedKernel, headKernel, argmaxKernel;
+
+  void load(Context &c, WeightsFile &file) {
+    auto embedding = std::make_unique<Embedding<V, D>>();
+    embedding->load(file);
+    auto lmHead = std::make_unique<LmHead<V, D, Tied>>();
+    lmHead->load(file, *embedding);
+    table = c.upload(embedding->table);
+    finalNorm = c.upload(lmHead->norm.weight);
+    head = Tied ? table : c.upload(lmHead->weight);
+    logits = c.scratch(V);
+    token = c.gpu->allocate(sizeof(std::int32_t));
+    embedKernel = Kernel(*c.gpu, "nestor_embed");
+    headKernel = Kernel(*c.gpu, "nestor_head");
+    argmaxKernel = Kernel(*c.gpu, "nestor_argmax");
+  }
+  void embed(Context &c, std::int32_t t) { embedKernel(blocksFor(D), table, int(t), c.h); }
+  /// The greedy next token after the layers ran.
+  std::int32_t next(Context &c, double eps) {
+    c.norm(finalNorm, eps);
+    headKernel(warpBlocksFor(V), head, c.x, logits);
+    argmaxKernel(1, logits, token);
+    std::int32_t out = -1;
+    c.gpu->download(&out, token, sizeof(out));
+    if (out < 0 || std::size_t(out) >= V)
+      throw Failure("the GPU chose no token (non-finite logits?)");
+    return out;
+  }
+};
+
+} // namespace gpu
+
+//===----------------------------------------------------------------------===//
+// Decoders: the CPU model, or its GPU twin
+//===----------------------------------------------------------------------===//
+
+/// Greedy decoding one token at a time, on one device.
+class Decoder {
+public:
+  virtual ~Decoder() = default;
+  virtual std::string device() const = 0;
+  /// Empties the state, with room for `tokens` positions.
+  virtual void start(std::size_t tokens) = 0;
+  /// Appends `token` (its next-token choice is not needed).
+  virtual void advance(std::int32_t token) = 0;
+  /// Appends `token`; returns the greedy next token (the first of equal largest logits).
+  virtual std::int32_t next(std::int32_t token) = 0;
+};
+
+template <class Model> class CpuDecoder final : public Decoder {
+public:
+  explicit CpuDecoder(WeightsFile &file) : model(std::make_unique<Model>()) { model->load(file); }
+  std::string device() const override { return "the CPU"; }
+  void start(std::size_t) override { model->reset(); }
+  void advance(std::int32_t token) override { model->step(token); }
+  std::int32_t next(std::int32_t token) override {
+    const float *logits = model->step(token);
+    return static_cast<std::int32_t>(std::max_element(logits, logits + Model::kVocabSize) - logits);
+  }
+
+private:
+  std::unique_ptr<Model> model;
+};
+
+template <class GpuModel> class GpuDecoder final : public Decoder {
+public:
+  GpuDecoder(std::unique_ptr<gpu::Gpu> device, WeightsFile &file)
+      : gpu(std::move(device)), model(std::make_unique<GpuModel>()) {
+    model->load(*gpu, file);
+  }
+  std::string device() const override { return gpu->name(); }
+  void start(std::size_t tokens) override { model->start(tokens); }
+  void advance(std::int32_t token) override { model->advance(token); }
+  std::int32_t next(std::int32_t token) override { return model->next(token); }
+
+private:
+  std::unique_ptr<gpu::Gpu> gpu;
+  std::unique_ptr<GpuModel> model; // destroyed first: it frees nothing itself, but uses `gpu`
+};
+
+//===----------------------------------------------------------------------===//
 // The program
 //===----------------------------------------------------------------------===//
 
@@ -581,7 +1126,8 @@ struct Options {
   std::string prompt, weights;
   bool hasPrompt = false, printTokens = false, stats = false, help = false;
   std::int64_t maxTokens = 64;
-  std::int64_t bench = 0; // --bench N: time N decode steps instead of generating
+  std::int64_t bench = 0;      // --bench N: time N decode steps instead of generating
+  std::string device = "auto"; // auto (CUDA where present), cpu, cuda
 };
 
 /// Where the weights are by default: beside the executable, named after it.
@@ -650,6 +1196,10 @@ inline Options parseOptions(int argc, char **argv) {
       if (text.empty() || *end != '\0' || errno == ERANGE || n <= 0)
         throw UsageError("--bench: '" + text + "' is not a positive integer");
       opts.bench = n;
+    } else if (arg == "--device") {
+      opts.device = takeValue();
+      if (opts.device != "auto" && opts.device != "cpu" && opts.device != "cuda")
+        throw UsageError("--device: '" + opts.device + "' is not auto, cpu or cuda");
     } else {
       throw UsageError("unknown argument '" + std::string(argv[i]) + "'");
     }
@@ -663,7 +1213,8 @@ inline Options parseOptions(int argc, char **argv) {
 
 inline void printUsage(const std::string &program, const char *description) {
   std::printf("%s: %s\n\n"
-              "Usage: %s --prompt TEXT [--max-tokens N] [--weights PATH] [--print-tokens]\n\n"
+              "Usage: %s --prompt TEXT [--max-tokens N] [--weights PATH] [--device D]\n"
+              "          [--print-tokens] [--stats]\n\n"
               "Continues TEXT greedily with the byte tokenizer (BOS, the prompt's bytes) until\n"
               "end of text or N tokens, and prints the prompt and the continuation.\n\n"
               "Options:\n"
@@ -671,6 +1222,8 @@ inline void printUsage(const std::string &program, const char *description) {
               "  --max-tokens N   most tokens to generate (default 64)\n"
               "  --weights PATH   the float32 safetensors weights (default: this program's\n"
               "                   path + \".safetensors\")\n"
+              "  --device D       auto (default: the GPU where the CUDA driver finds one, else\n"
+              "                   the CPU), cpu, or cuda (fail without a GPU)\n"
               "  --print-tokens   print the generated token ids, space separated, instead\n"
               "  --stats          report prompt and decode speed on stderr\n"
               "  --bench N        time N decode steps after a fixed 16-token prompt (the\n"
@@ -688,9 +1241,36 @@ inline void writeStdout(const std::string &text) {
     throw Failure("cannot write the output: " + std::string(std::strerror(errno)));
 }
 
-/// The generated program's main: `Model` provides kVocabSize, kDescription, load(WeightsFile &),
-/// reset() and step(token) -> logits.
-template <class Model> int runMain(int argc, char **argv) {
+/// The decoder --device asks for. auto takes the GPU where the driver finds one and says why
+/// not in `note` otherwise.
+template <class Model, class GpuModel>
+std::unique_ptr<Decoder> openDecoder(const Options &opts, const char *cudaModule, WeightsFile &file,
+                                     std::string &note) {
+  if (opts.device != "cpu") {
+#ifdef NESTOR_HOST_EMULATION
+    // The emulation is for tests, and slow: only on request.
+    bool tryGpu = opts.device == "cuda";
+#else
+    bool tryGpu = true;
+#endif
+    if (tryGpu) {
+      try {
+        return std::make_unique<GpuDecoder<GpuModel>>(gpu::openGpu(cudaModule), file);
+      } catch (const Failure &e) {
+        if (opts.device == "cuda")
+          throw;
+        note = e.what();
+      }
+    }
+  }
+  return std::make_unique<CpuDecoder<Model>>(file);
+}
+
+/// The generated program's main. `Model` (the CPU) provides kVocabSize, kDescription,
+/// load(WeightsFile &), reset() and step(token) -> logits; `GpuModel` load(Gpu &, WeightsFile &),
+/// start(tokens), advance(token) and next(token) -> token. `cudaModule` is the kernels' PTX, or
+/// null when the program was built without it.
+template <class Model, class GpuModel> int runMain(int argc, char **argv, const char *cudaModule) {
   static_assert(Model::kVocabSize >= std::size_t(kByteVocabSize),
                 "the byte tokenizer needs 256 tokens");
   std::string program = argc > 0 && argv[0] ? argv[0] : "nestor-model";
@@ -700,18 +1280,21 @@ template <class Model> int runMain(int argc, char **argv) {
       printUsage(program, Model::kDescription);
       return 0;
     }
-    auto model = std::make_unique<Model>();
     WeightsFile file(opts.weights);
-    model->load(file);
-    model->reset();
+    std::string note;
+    std::unique_ptr<Decoder> decoder = openDecoder<Model, GpuModel>(opts, cudaModule, file, note);
+    if (opts.stats)
+      std::fprintf(stderr, "device: %s%s\n", decoder->device().c_str(),
+                   note.empty() ? "" : (" (" + note + ")").c_str());
     if (opts.bench > 0) {
       // The token sequence nestor bench --decode feeds the library decoder, so the rates of the
       // two compare.
+      decoder->start(16 + static_cast<std::size_t>(opts.bench));
       for (std::int64_t i = 0; i < 16; ++i)
-        model->step(static_cast<std::int32_t>((i * 7 + 3) % std::int64_t(Model::kVocabSize)));
+        decoder->advance(static_cast<std::int32_t>((i * 7 + 3) % std::int64_t(Model::kVocabSize)));
       auto tb = std::chrono::steady_clock::now();
       for (std::int64_t i = 0; i < opts.bench; ++i)
-        model->step(static_cast<std::int32_t>((i * 13 + 5) % std::int64_t(Model::kVocabSize)));
+        decoder->next(static_cast<std::int32_t>((i * 13 + 5) % std::int64_t(Model::kVocabSize)));
       double seconds = secondsSince(tb);
       writeStdout("decode " + std::to_string(double(opts.bench) / seconds) + " tokens/s\n");
       return 0;
@@ -719,21 +1302,21 @@ template <class Model> int runMain(int argc, char **argv) {
 
     std::vector<std::int32_t> prompt = encodeBytes(opts.prompt);
     prompt.insert(prompt.begin(), kBos);
+    // Every prompt token and every generated one but the last is appended.
+    decoder->start(prompt.size() + static_cast<std::size_t>(opts.maxTokens));
     auto t0 = std::chrono::steady_clock::now();
-    const float *logits = nullptr;
-    for (std::int32_t t : prompt)
-      logits = model->step(t);
+    for (std::size_t i = 0; i + 1 < prompt.size(); ++i)
+      decoder->advance(prompt[i]);
+    std::int32_t next = decoder->next(prompt.back());
     double prefillSeconds = secondsSince(t0);
-    // Greedy decoding: the argmax (first of equals) until kEos, which is kept, or maxTokens.
+    // Greedy decoding until kEos, which is kept, or maxTokens.
     auto t1 = std::chrono::steady_clock::now();
     std::vector<std::int32_t> out;
-    while (static_cast<std::int64_t>(out.size()) < opts.maxTokens) {
-      std::int32_t next =
-          static_cast<std::int32_t>(std::max_element(logits, logits + Model::kVocabSize) - logits);
+    while (true) {
       out.push_back(next);
       if (next == kEos || static_cast<std::int64_t>(out.size()) == opts.maxTokens)
         break;
-      logits = model->step(next);
+      next = decoder->next(next);
     }
     double decodeSeconds = secondsSince(t1);
 
