@@ -65,10 +65,10 @@ template <unsigned D> __device__ void embed(const float *table, int token, float
     h[i] = table[static_cast<unsigned long long>(token) * D + i];
 }
 
-/// out = x / rms(x) * w, the sum of squares in double (one block).
+/// out = x / rms(x) * w over D values, the sum of squares in double, by one block. `out` may
+/// be `x` (each value is read and then written by the same thread).
 template <unsigned D>
-__device__ void rmsnorm(const float *__restrict__ x, const float *__restrict__ w,
-                        float *__restrict__ out, double eps) {
+__device__ void rmsnorm(const float *x, const float *__restrict__ w, float *out, double eps) {
   double ss = 0.0;
   for (unsigned i = threadIdx.x; i < D; i += kThreads)
     ss += double(x[i]) * double(x[i]);
@@ -197,17 +197,8 @@ __device__ void ssmStep(const float *__restrict__ z, const float *__restrict__ x
 }
 
 /// The gated group RMSNorm in place, one block per group of S channels.
-template <unsigned S>
-__device__ void groupNorm(float *__restrict__ y, const float *__restrict__ w, double eps) {
-  float *vg = y + blockIdx.x * S;
-  const float *wg = w + blockIdx.x * S;
-  double ss = 0.0;
-  for (unsigned c = threadIdx.x; c < S; c += kThreads)
-    ss += double(vg[c]) * double(vg[c]);
-  ss = blockReduce<false>(ss);
-  float inv = static_cast<float>(1.0 / sqrt(ss / double(S) + eps));
-  for (unsigned c = threadIdx.x; c < S; c += kThreads)
-    vg[c] = vg[c] * inv * wg[c];
+template <unsigned S> __device__ void groupNorm(float *y, const float *__restrict__ w, double eps) {
+  rmsnorm<S>(y + blockIdx.x * S, w + blockIdx.x * S, y + blockIdx.x * S, eps);
 }
 
 /// Causal attention of the newest query over the `length` cached positions, one block per
