@@ -28,6 +28,7 @@
 
 #include <random>
 #include <set>
+#include <unistd.h>
 
 using namespace nestor;
 
@@ -115,9 +116,10 @@ std::string readFile(llvm::StringRef path) {
   return buffer ? (*buffer)->getBuffer().str() : std::string();
 }
 
-/// Runs `program args...` with stdout and stderr captured in `dir`.
+/// Runs `program args...` with stdout and stderr captured in `dir`, in this environment with
+/// `env` ("NAME=value") added.
 RunResult runProgram(const std::string &program, const std::vector<std::string> &args,
-                     const std::string &dir) {
+                     const std::string &dir, const std::vector<std::string> &env = {}) {
   std::string outPath = dir + "/run.out", errPath = dir + "/run.err";
   // The redirections do not truncate what an earlier run left.
   (void)llvm::sys::fs::remove(outPath);
@@ -126,9 +128,17 @@ RunResult runProgram(const std::string &program, const std::vector<std::string> 
   argv.insert(argv.end(), args.begin(), args.end());
   std::optional<llvm::StringRef> redirects[] = {llvm::StringRef(""), llvm::StringRef(outPath),
                                                 llvm::StringRef(errPath)};
+  std::optional<llvm::ArrayRef<llvm::StringRef>> environment;
+  std::vector<llvm::StringRef> variables;
+  if (!env.empty()) {
+    for (char **e = environ; *e; ++e)
+      variables.push_back(*e);
+    variables.insert(variables.end(), env.begin(), env.end());
+    environment = variables;
+  }
   RunResult r;
   std::string message;
-  r.status = llvm::sys::ExecuteAndWait(program, argv, std::nullopt, redirects, 120, 0, &message);
+  r.status = llvm::sys::ExecuteAndWait(program, argv, environment, redirects, 120, 0, &message);
   r.out = readFile(outPath);
   r.err = readFile(errPath) + message;
   return r;
@@ -349,6 +359,61 @@ TEST(BuildTest, EmulatedGpuTiedProgramMatchesDecoder) {
   // Tied (the head reads the embedding's device buffer), one Mamba group, a 2-tap conv.
   spec::ModelSpec tied = tiedSpec();
   checkEmulatedGpu(tied, randomWeights(tied, 11, 0.5f));
+}
+
+TEST(BuildTest, DriverPathRunsOnAFakeDriver) {
+#ifndef NESTOR_FAKE_LIBCUDA_DIR
+  GTEST_SKIP() << "this Nestor was built without the CUDA toolkit (no cuda.h for the fake "
+                  "driver, no NVRTC for the PTX)";
+#else
+  // The program as deployed (PTX inside, the driver opened with dlopen) runs against the fake
+  // libcuda.so.1, whose launches run the program's own kernels built as a shared library under
+  // the host emulation: the driver calls, their arguments, the PTX's entry names and every
+  // copy's bounds are checked as a GPU would, and the tokens must be the decoder's.
+  TempDir dir;
+  spec::ModelSpec spec = heterogeneousSpec();
+  train::TensorMap weights = randomWeights(spec, 7);
+  std::string binary = dir.file("deployed");
+  build::BuildOptions options;
+  options.keepSource = true;
+  ASSERT_FALSE(static_cast<bool>(build::buildBinary(spec, weights, binary, options)));
+  std::string kernels = dir.file("kernels.so");
+  auto cxx = llvm::sys::findProgramByName("c++");
+  ASSERT_TRUE(static_cast<bool>(cxx));
+  RunResult compiled =
+      runProgram(*cxx,
+                 {"-std=c++17", "-O1", "-shared", "-fPIC", "-pthread", "-include",
+                  NESTOR_HOST_EMULATION_HEADER, "-o", kernels, binary + ".cpp", "-ldl"},
+                 dir.path.str().str());
+  ASSERT_EQ(compiled.status, 0) << compiled.err;
+
+  std::string libraryPath = std::string("LD_LIBRARY_PATH=") + NESTOR_FAKE_LIBCUDA_DIR;
+  std::string prompt = "Hello, Nestor! 12+34=";
+  std::vector<int32_t> expected = decoderTokens(spec, weights, prompt, 30);
+  RunResult r = runProgram(
+      binary,
+      {"--prompt", prompt, "--max-tokens", "30", "--print-tokens", "--device", "cuda", "--stats"},
+      dir.path.str().str(), {libraryPath, "NESTOR_FAKE_CUDA_KERNELS=" + kernels});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(parseTokens(r.out), expected);
+  EXPECT_NE(r.err.find("device: Nestor fake GPU (sm_90)"), std::string::npos) << r.err;
+
+  // A driver that cannot load the PTX: --device cuda fails with the JIT's log, auto falls
+  // back to the CPU and says why.
+  r = runProgram(binary, {"--prompt", prompt, "--max-tokens", "30", "--device", "cuda"},
+                 dir.path.str().str(), {libraryPath});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("cuModuleLoadDataEx (loading the program's PTX) failed: "
+                       "CUDA_ERROR_INVALID_PTX"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("fake JIT: no kernels for this PTX"), std::string::npos) << r.err;
+  r = runProgram(binary, {"--prompt", prompt, "--max-tokens", "30", "--print-tokens", "--stats"},
+                 dir.path.str().str(), {libraryPath});
+  ASSERT_EQ(r.status, 0) << r.err;
+  EXPECT_EQ(parseTokens(r.out), expected);
+  EXPECT_NE(r.err.find("device: the CPU (cuModuleLoadDataEx"), std::string::npos) << r.err;
+#endif
 }
 
 TEST(BuildTest, GpuKernelsAreCompiledToPtx) {

@@ -834,6 +834,19 @@ template <class... A> bool registerEmulatedKernel(const char *name, void (*entry
   return true;
 }
 
+/// For a fake CUDA driver in tests (test/unit/cuda/fake_libcuda.cpp), which loads this program
+/// built as a shared library: runs the registered kernel `name` on `grid` blocks of `block`
+/// threads. 0 on success, 1 when there is no such kernel.
+extern "C" __attribute__((visibility("default"), used)) int
+nestor_emulated_launch(const char *name, unsigned grid, unsigned block, void **params) {
+  auto it = emulatedKernels().find(name);
+  if (it == emulatedKernels().end())
+    return 1;
+  const long long dims[7] = {grid, 1, 1, block, 1, 1, 0};
+  it->second(params, dims);
+  return 0;
+}
+
 class EmulatedGpu final : public Gpu {
 public:
   ~EmulatedGpu() override {
