@@ -36,6 +36,8 @@ if os.path.exists(plugin) and os.path.exists(installed_opt):
 # The CUDA emitter and NVRTC (the CUDA toolkit was found at configure time); no GPU needed.
 if config.nestor_have_cuda:
     config.available_features.add("nvrtc")
+    # The fake CUDA driver (test/unit/cuda/fake_libcuda.cpp): LD_LIBRARY_PATH=%{fake-cuda}.
+    config.substitutions.append(("%{fake-cuda}", config.nestor_fake_cuda_dir))
 
 # A CUDA GPU (nestor devices exits 0): the lit tests that need one run; elsewhere they are
 # UNSUPPORTED, and the reason is noted here.

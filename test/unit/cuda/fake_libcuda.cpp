@@ -13,7 +13,10 @@
 //     built from the program's own source under the CUDA host emulation
 //     (nestor_emulated_launch); without it, loading the module fails with a JIT log, like a
 //     driver too old for the PTX.
-// It is one device, "Nestor fake GPU", compute capability 9.0.
+// It is one device, "Nestor fake GPU", compute capability 9.0, 132 SMs, 4 GiB. The rest of
+// what lib/codegen/cuda/CudaDriver.cpp resolves (streams, events, device-to-device copies, CUBIN
+// modules) is there too, so `nestor devices` lists it; kernels run synchronously, so streams
+// and events only check their handles.
 //
 //===----------------------------------------------------------------------===//
 #include <cuda.h>
@@ -26,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <time.h>
 
 #define FAKE_EXPORT extern "C" __attribute__((visibility("default")))
 
@@ -70,6 +74,13 @@ FAKE_EXPORT CUresult CUDAAPI cuInit(unsigned int flags) {
   return CUDA_SUCCESS;
 }
 
+/// NVRTC opens libcuda.so.1 too, for the driver's private export tables: there are none here,
+/// which it takes as an older driver.
+FAKE_EXPORT CUresult CUDAAPI cuGetExportTable(const void **table, const CUuuid *) {
+  *table = nullptr;
+  return CUDA_ERROR_NOT_SUPPORTED;
+}
+
 FAKE_EXPORT CUresult CUDAAPI cuDeviceGetCount(int *count) {
   if (!initialised)
     return CUDA_ERROR_NOT_INITIALIZED;
@@ -95,9 +106,20 @@ FAKE_EXPORT CUresult CUDAAPI cuDeviceGetAttribute(int *value, CUdevice_attribute
                                                   CUdevice device) {
   if (device != 0)
     return CUDA_ERROR_INVALID_DEVICE;
-  *value = attribute == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR ? 9 : 0;
+  *value = attribute == CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR ? 9
+           : attribute == CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT   ? 132
+                                                                     : 0;
   return CUDA_SUCCESS;
 }
+
+FAKE_EXPORT CUresult CUDAAPI cuDeviceTotalMem(size_t *bytes, CUdevice device) {
+  if (device != 0)
+    return CUDA_ERROR_INVALID_DEVICE;
+  *bytes = size_t(4) << 30;
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult CUDAAPI cuCtxSynchronize() { return CUDA_SUCCESS; }
 
 FAKE_EXPORT CUresult CUDAAPI cuDevicePrimaryCtxRetain(CUcontext *context, CUdevice device) {
   if (device != 0)
@@ -120,7 +142,11 @@ FAKE_EXPORT CUresult CUDAAPI cuModuleLoadDataEx(CUmodule *module, const void *im
                                                 unsigned int numOptions, CUjit_option *options,
                                                 void **optionValues) {
   const char *text = static_cast<const char *>(image);
-  if (!text || !std::strstr(text, ".version") || !std::strstr(text, ".entry"))
+  bool elf = text && std::memcmp(text,
+                                 "\x7f"
+                                 "ELF",
+                                 4) == 0; // a CUBIN
+  if (!text || (!elf && (!std::strstr(text, ".version") || !std::strstr(text, ".entry"))))
     return complain(CUDA_ERROR_INVALID_IMAGE, "cuModuleLoadDataEx: the image is not PTX");
   char *log = nullptr;
   size_t logSize = 0;
@@ -131,7 +157,7 @@ FAKE_EXPORT CUresult CUDAAPI cuModuleLoadDataEx(CUmodule *module, const void *im
       logSize = reinterpret_cast<uintptr_t>(optionValues[i]);
   }
   auto m = std::make_unique<Module>();
-  m->ptx = text;
+  m->ptx = elf ? std::string() : std::string(text);
   const char *path = std::getenv("NESTOR_FAKE_CUDA_KERNELS");
   std::string why = "NESTOR_FAKE_CUDA_KERNELS names no kernel library";
   if (path && *path) {
@@ -149,6 +175,10 @@ FAKE_EXPORT CUresult CUDAAPI cuModuleLoadDataEx(CUmodule *module, const void *im
   }
   *module = reinterpret_cast<CUmodule>(m.release());
   return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult CUDAAPI cuModuleLoadData(CUmodule *module, const void *image) {
+  return cuModuleLoadDataEx(module, image, 0, nullptr, nullptr);
 }
 
 FAKE_EXPORT CUresult CUDAAPI cuModuleUnload(CUmodule module) {
@@ -176,10 +206,12 @@ FAKE_EXPORT CUresult CUDAAPI cuLaunchKernel(CUfunction function, unsigned int gr
   auto *f = reinterpret_cast<Function *>(function);
   if (!f || gridDimX == 0 || blockDimX == 0 || blockDimX > 1024)
     return CUDA_ERROR_INVALID_VALUE;
+  (void)stream; // launches run at once, in order
   if (gridDimY != 1 || gridDimZ != 1 || blockDimY != 1 || blockDimZ != 1 || sharedMemBytes != 0 ||
-      stream != nullptr || extra != nullptr || kernelParams == nullptr)
-    return complain(CUDA_ERROR_NOT_SUPPORTED, "cuLaunchKernel: only 1-D launches with "
-                                              "kernelParams on the default stream are faked");
+      extra != nullptr || kernelParams == nullptr)
+    return complain(CUDA_ERROR_NOT_SUPPORTED,
+                    "cuLaunchKernel: only 1-D launches with "
+                    "kernelParams and no dynamic shared memory are faked");
   if (f->module->launch(f->name.c_str(), gridDimX, blockDimX, kernelParams) != 0)
     return CUDA_ERROR_NOT_FOUND;
   return CUDA_SUCCESS;
@@ -216,6 +248,44 @@ FAKE_EXPORT CUresult CUDAAPI cuMemcpyDtoH(void *dst, CUdeviceptr src, size_t byt
   if (!inside(src, bytes))
     return complain(CUDA_ERROR_ILLEGAL_ADDRESS, "cuMemcpyDtoH outside an allocation");
   std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult CUDAAPI cuMemcpyDtoD(CUdeviceptr dst, CUdeviceptr src, size_t bytes) {
+  if (!inside(dst, bytes) || !inside(src, bytes))
+    return complain(CUDA_ERROR_ILLEGAL_ADDRESS, "cuMemcpyDtoD outside an allocation");
+  std::memmove(reinterpret_cast<void *>(dst), reinterpret_cast<const void *>(src), bytes);
+  return CUDA_SUCCESS;
+}
+
+FAKE_EXPORT CUresult CUDAAPI cuStreamCreate(CUstream *stream, unsigned int) {
+  *stream = reinterpret_cast<CUstream>(new int(0));
+  return CUDA_SUCCESS;
+}
+FAKE_EXPORT CUresult CUDAAPI cuStreamDestroy(CUstream stream) {
+  delete reinterpret_cast<int *>(stream);
+  return CUDA_SUCCESS;
+}
+FAKE_EXPORT CUresult CUDAAPI cuStreamSynchronize(CUstream) { return CUDA_SUCCESS; }
+
+/// An event is the time it was recorded.
+FAKE_EXPORT CUresult CUDAAPI cuEventCreate(CUevent *event, unsigned int) {
+  *event = reinterpret_cast<CUevent>(new double(0));
+  return CUDA_SUCCESS;
+}
+FAKE_EXPORT CUresult CUDAAPI cuEventRecord(CUevent event, CUstream) {
+  timespec t;
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  *reinterpret_cast<double *>(event) = double(t.tv_sec) * 1e3 + double(t.tv_nsec) * 1e-6;
+  return CUDA_SUCCESS;
+}
+FAKE_EXPORT CUresult CUDAAPI cuEventSynchronize(CUevent) { return CUDA_SUCCESS; }
+FAKE_EXPORT CUresult CUDAAPI cuEventElapsedTime(float *ms, CUevent start, CUevent end) {
+  *ms = float(*reinterpret_cast<double *>(end) - *reinterpret_cast<double *>(start));
+  return CUDA_SUCCESS;
+}
+FAKE_EXPORT CUresult CUDAAPI cuEventDestroy(CUevent event) {
+  delete reinterpret_cast<double *>(event);
   return CUDA_SUCCESS;
 }
 
