@@ -420,9 +420,10 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
                                  r.seconds * 1e3, tokens / r.seconds, r.seconds / rows[0].seconds,
                                  r.flops / r.seconds / 1e9);
       if (!decodeRows.empty()) {
-        std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1; "
-                                 "the library decoders on the CPU, the executables on the {}):\n",
-                                 opts->decode, opts->device == "cpu" ? "CPU" : "GPU");
+        std::cout << fmt::format(
+            "\ndecoding {} tokens after a 16-token prompt (batch 1, {}):\n", opts->decode,
+            opts->device == "cpu" ? "on the CPU"
+                                  : "the library decoders on the CPU, the executables on the GPU");
         std::cout << fmt::format("{:<10} {:>18} {:>8} {:>18} {:>8} {:>18} {:>8} {:>9}\n", "budget",
                                  "from parent tok/s", "vs full", "sliced copy tok/s", "vs full",
                                  "executable tok/s", "vs full", "slice ms");
