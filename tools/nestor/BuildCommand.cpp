@@ -24,7 +24,7 @@ using namespace nestor;
 namespace {
 
 struct BuildCommandOptions {
-  std::string runDir, budget, output, compiler, cudaArch = "sm_80";
+  std::string runDir, budget, output, compiler, cudaArch = build::BuildOptions().cudaArch;
   bool keepSource = false, noCuda = false;
 };
 
