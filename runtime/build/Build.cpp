@@ -255,19 +255,15 @@ llvm::StringRef deviceHeader() {
 
 constexpr const char *kDeviceHeaderName = "nestor_standalone_device.cuh";
 
-/// The device program as NVRTC compiles it.
-std::string deviceProgram(const ModelPlan &p) {
-  return "#include \"" + std::string(kDeviceHeaderName) + "\"\n\n" + emitDeviceKernels(p);
-}
-
-/// The PTX of the model's GPU kernels; empty without CUDA.
-llvm::Expected<std::string> compileDeviceKernels(const ModelPlan &p, const BuildOptions &options) {
+/// The PTX of the model's GPU kernels (`kernels`, from emitDeviceKernels); empty without CUDA.
+llvm::Expected<std::string> compileDeviceKernels(llvm::StringRef kernels,
+                                                 const BuildOptions &options) {
   if (!options.cuda || !cudaAvailable())
     return std::string();
 #ifdef NESTOR_HAVE_CUDA
   cuda::CompileRequest request;
   request.name = "model.cu";
-  request.source = deviceProgram(p);
+  request.source = "#include \"" + std::string(kDeviceHeaderName) + "\"\n\n" + kernels.str();
   request.headers = {{kDeviceHeaderName, deviceHeader().str()}};
   request.arch = options.cudaArch;
   request.output = cuda::Output::PTX;
@@ -294,9 +290,10 @@ std::string cStringLines(llvm::StringRef text, llvm::StringRef indent) {
   return out;
 }
 
-/// The GPU twin of the CPU model: the same layers as rt::gpu::Layer<LayerN>, and the embedded
-/// PTX (or null).
-std::string emitGpuModel(const ModelPlan &p, llvm::StringRef ptx, llvm::StringRef arch) {
+/// The GPU twin of the CPU model: the same layers as rt::gpu::Layer<LayerN>, the embedded
+/// PTX (or null), and for the host emulation the device header and `kernels` as host code.
+std::string emitGpuModel(const ModelPlan &p, llvm::StringRef kernels, llvm::StringRef ptx,
+                         llvm::StringRef arch) {
   std::string text;
   llvm::raw_string_ostream os(text);
   os << "namespace nestor::generated {\n\n"
@@ -340,7 +337,7 @@ std::string emitGpuModel(const ModelPlan &p, llvm::StringRef ptx, llvm::StringRe
      << "// Under the CUDA host emulation (tests) the kernels are compiled into the program.\n"
      << "#ifdef NESTOR_HOST_EMULATION\n"
      << deviceHeader() << "\n"
-     << emitDeviceKernels(p) << "#endif\n\n";
+     << kernels << "#endif\n\n";
   return text;
 }
 
@@ -507,7 +504,8 @@ llvm::Expected<std::string> nestor::build::emitStandaloneSource(const spec::Mode
   auto plan = planModel(dense);
   if (!plan)
     return plan.takeError();
-  auto ptx = compileDeviceKernels(*plan, options);
+  std::string kernels = emitDeviceKernels(*plan);
+  auto ptx = compileDeviceKernels(kernels, options);
   if (!ptx)
     return ptx.takeError();
   std::string source;
@@ -519,7 +517,8 @@ llvm::Expected<std::string> nestor::build::emitStandaloneSource(const spec::Mode
      << llvm::StringRef(embedded::standalone_runtime, embedded::standalone_runtime_size)
      << "\n// ===== The model =====\n\n"
      << emitModel(*plan) << "// ===== The model on a GPU =====\n\n"
-     << emitGpuModel(*plan, *ptx, options.cudaArch) << "int main(int argc, char **argv) {\n"
+     << emitGpuModel(*plan, kernels, *ptx, options.cudaArch)
+     << "int main(int argc, char **argv) {\n"
      << "  namespace g = nestor::generated;\n"
      << "  return nestor::standalone::runMain<g::Model, g::GpuModel>(argc, argv, g::kCudaModule);\n"
      << "}\n";

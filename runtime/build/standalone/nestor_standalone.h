@@ -826,6 +826,12 @@ void callWithParams(void (*entry)(A...), void **params, std::index_sequence<I...
   entry(std::get<I>(args)...);
 }
 
+/// Runs `entry` on `grid` blocks of `block` threads.
+inline void runEmulated(const EmulatedEntry &entry, unsigned grid, unsigned block, void **params) {
+  const long long dims[7] = {grid, 1, 1, block, 1, 1, 0};
+  entry(params, dims);
+}
+
 template <class... A> bool registerEmulatedKernel(const char *name, void (*entry)(A...)) {
   emulatedKernels()[name] = [entry](void **params, const long long *dims) {
     nestor_emu::launch(dims,
@@ -842,8 +848,7 @@ nestor_emulated_launch(const char *name, unsigned grid, unsigned block, void **p
   auto it = emulatedKernels().find(name);
   if (it == emulatedKernels().end())
     return 1;
-  const long long dims[7] = {grid, 1, 1, block, 1, 1, 0};
-  it->second(params, dims);
+  runEmulated(it->second, grid, block, params);
   return 0;
 }
 
@@ -879,8 +884,7 @@ public:
     return &it->second;
   }
   void launch(const void *entry, unsigned grid, void **params) override {
-    const long long dims[7] = {grid, 1, 1, kThreads, 1, 1, 0};
-    (*static_cast<const EmulatedEntry *>(entry))(params, dims);
+    runEmulated(*static_cast<const EmulatedEntry *>(entry), grid, kThreads, params);
   }
 
 private:
@@ -1259,21 +1263,18 @@ inline void writeStdout(const std::string &text) {
 template <class Model, class GpuModel>
 std::unique_ptr<Decoder> openDecoder(const Options &opts, const char *cudaModule, WeightsFile &file,
                                      std::string &note) {
-  if (opts.device != "cpu") {
 #ifdef NESTOR_HOST_EMULATION
-    // The emulation is for tests, and slow: only on request.
-    bool tryGpu = opts.device == "cuda";
+  constexpr bool kAutoTriesGpu = false; // the emulation is for tests, and slow: only on request
 #else
-    bool tryGpu = true;
+  constexpr bool kAutoTriesGpu = true;
 #endif
-    if (tryGpu) {
-      try {
-        return std::make_unique<GpuDecoder<GpuModel>>(gpu::openGpu(cudaModule), file);
-      } catch (const Failure &e) {
-        if (opts.device == "cuda")
-          throw;
-        note = e.what();
-      }
+  if (opts.device == "cuda" || (opts.device == "auto" && kAutoTriesGpu)) {
+    try {
+      return std::make_unique<GpuDecoder<GpuModel>>(gpu::openGpu(cudaModule), file);
+    } catch (const Failure &e) {
+      if (opts.device == "cuda")
+        throw;
+      note = e.what();
     }
   }
   return std::make_unique<CpuDecoder<Model>>(file);
