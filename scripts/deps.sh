@@ -16,6 +16,8 @@ packages=(
   googletest libgtest-dev libbenchmark-dev
   # libraries used instead of hand-written code
   libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev
+  # the program file's checksum (zlib's crc32)
+  zlib1g-dev
 )
 
 missing=()

@@ -1,0 +1,100 @@
+//===- Program.h - The program artifact: read, write, validate --*- C++ -*-===//
+//
+// A Nestor program (engine/program/nestor_program.proto) is what the compiler writes and the
+// runtime executes. This layer links neither MLIR nor LLVM: only the C++ standard library,
+// protobuf-lite and zlib.
+//
+// File layout (little-endian):
+//   bytes 0-7    magic "NESTORPG"
+//   bytes 8-11   format version (kFormatVersion)
+//   bytes 12-15  CRC-32 (zlib) of the payload
+//   bytes 16-23  payload size in bytes
+//   bytes 24-    the serialized nestor.program.Program
+// A file of another version, a truncated file, a payload whose checksum differs and a payload
+// that does not describe a consistent program (value ids, arena offsets, operand names) are all
+// refused with a message naming the file and what is wrong. The CRC detects corruption; it is
+// not a signature.
+//
+//===----------------------------------------------------------------------===//
+#ifndef NESTOR_ENGINE_PROGRAM_H
+#define NESTOR_ENGINE_PROGRAM_H
+
+#include "engine/program/nestor_program.pb.h"
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+
+namespace nestor::engine {
+
+/// The program file format this build reads and writes. Bump it with any change to the meaning
+/// of nestor_program.proto (a new step kind, attribute or storage rule): a runtime must never
+/// run a program whose meaning it does not know.
+inline constexpr uint32_t kFormatVersion = 1;
+
+/// Success, or an error message (errors are values up to the tool boundary).
+class Status {
+public:
+  Status() = default;
+  static Status error(std::string message) { return Status(std::move(message)); }
+  bool ok() const { return !message_.has_value(); }
+  explicit operator bool() const { return !ok(); } // true when failed, like llvm::Error
+  const std::string &message() const { return *message_; }
+
+private:
+  explicit Status(std::string message) : message_(std::move(message)) {}
+  std::optional<std::string> message_;
+};
+
+/// A value or the Status of why there is none.
+template <typename T> class Result {
+public:
+  Result(T value) : value_(std::move(value)) {} // NOLINT: implicit like llvm::Expected
+  Result(Status status) : status_(std::move(status)) {} // NOLINT
+  bool ok() const { return value_.has_value(); }
+  const Status &status() const { return status_; }
+  T &operator*() { return *value_; }
+  T *operator->() { return &*value_; }
+
+private:
+  std::optional<T> value_;
+  Status status_;
+};
+
+/// The bytes of a program file (header + payload).
+std::string encodeProgram(const program::Program &program);
+
+/// Parses and validates the bytes of a program file; `name` (the file) prefixes every error.
+Result<program::Program> decodeProgram(const std::string &bytes, const std::string &name);
+
+/// Writes `program` to `path` atomically (a temporary file beside it, then rename), so a
+/// reader never sees half a program and a failed write leaves what was there.
+Status writeProgramFile(const program::Program &program, const std::string &path);
+
+/// Reads, checks and validates the program file at `path`.
+Result<program::Program> readProgramFile(const std::string &path);
+
+/// Checks that every id, offset and name in `program` is consistent, so the executors can
+/// trust it: value ids in range, arena buffers inside the arena, constants of the right size,
+/// argument ids distinct and dense, known dtypes.
+Status validateProgram(const program::Program &program);
+
+/// The function named `name`, or nullptr.
+const program::Function *findFunction(const program::Program &program, const std::string &name);
+
+/// Bytes of one element of `dtype` (i1: one byte).
+int64_t elementBytes(program::DType dtype);
+/// Number of elements / bytes of a tensor type.
+int64_t numElements(const program::TensorType &type);
+int64_t tensorBytes(const program::TensorType &type);
+/// "f32", "f64", "i32", "i64", "i1".
+const char *dtypeName(program::DType dtype);
+
+/// A readable listing of a program (entry points, buffers, steps with their operands and
+/// attributes), for `nestor compile --emit program` without -o and for tests.
+std::string describeProgram(const program::Program &program);
+
+} // namespace nestor::engine
+
+#endif // NESTOR_ENGINE_PROGRAM_H
