@@ -242,8 +242,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     bool dense = b.flag("prefix_dense");
     return [=]() -> Status {
       int64_t active = dense && mask.present() ? activeOf(mask.get(), d, 1) : d;
-      int64_t bad = cpu::embedForward<T>(tok.get(), rows, table.get(), vocab, d, mask.get(), active,
-                                         y.get());
+      int64_t bad =
+          cpu::embedForward<T>(tok.get(), rows, table.get(), vocab, d, mask.get(), active, y.get());
       if (bad >= 0)
         return Status::error("kernel.embed: token " + std::to_string(tok.get()[bad]) +
                              " at position " + std::to_string(bad) +
@@ -383,9 +383,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     auto g = out("student_grad");
     auto [rows, vocab] = b.matrix(s.index);
     double temp = b.floatAttr("temperature");
-    return wrap([=]() {
-      cpu::klBackward<T>(s.get(), t.get(), rows, vocab, temp, *dl.get(), g.get());
-    });
+    return wrap(
+        [=]() { cpu::klBackward<T>(s.get(), t.get(), rows, vocab, temp, *dl.get(), g.get()); });
   }
   if (kind == "kernel.add") {
     std::vector<Ref<T>> ins;
@@ -529,8 +528,7 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     int64_t H = s0.heads, P = s0.headDim;
     return wrap([=]() {
       cpu::MambaShape s = mambaExtents(s0, dense, heads.get(), chans.get());
-      T phi =
-          (heads.present() ? heads.get()[H] : T(1)) * (chans.present() ? chans.get()[P] : T(1));
+      T phi = (heads.present() ? heads.get()[H] : T(1)) * (chans.present() ? chans.get()[P] : T(1));
       T sigma = (heads.present() ? heads.get()[H + 1] : T(1)) *
                 (chans.present() ? chans.get()[P + 1] : T(1));
       cpu::mambaGateNormForward<T>(s, y.get(), proj.get(), mzx.get(), w.get(), eps, phi, sigma,
@@ -590,8 +588,12 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
 
   // Attention.
   auto attentionShape = [&](int32_t q) {
-    cpu::AttentionShape s{b.dim(q, 0),           b.dim(q, 1), b.sizeAttr("num_heads"),
-                          b.sizeAttr("num_kv_heads"), b.sizeAttr("head_dim"), 0};
+    cpu::AttentionShape s{b.dim(q, 0),
+                          b.dim(q, 1),
+                          b.sizeAttr("num_heads"),
+                          b.sizeAttr("num_kv_heads"),
+                          b.sizeAttr("head_dim"),
+                          0};
     s.qActive = s.heads / s.kvHeads;
     return s;
   };
@@ -887,8 +889,8 @@ std::string evalHostOp(const HostCall &c, std::vector<ref::Tensor> &locals) {
     set(0, h::paramCount(c.fixed, {&in(0), &in(1), &in(2), &in(3), &in(4), &in(5)}));
     break;
   case HostKind::ParamCountGrad: {
-    auto grads = h::paramCountGrad(c.fixed, {&in(0), &in(1), &in(2), &in(3), &in(4), &in(5)},
-                                   in(6)[0]);
+    auto grads =
+        h::paramCountGrad(c.fixed, {&in(0), &in(1), &in(2), &in(3), &in(4), &in(5)}, in(6)[0]);
     for (size_t i = 0; i < 6; ++i)
       set(i, std::move(grads[i]));
     break;
@@ -941,7 +943,8 @@ StepFn CpuExecutor::Impl::bindHost(Binding &b) {
   for (int i = 0; i < b.step.inputs_size(); ++i) {
     int32_t id = b.step.inputs(i);
     const pg::TensorType &local = block.local_types(i);
-    ins.push_back({id, b.type(id).dtype(), b.numel(id), {local.shape().begin(), local.shape().end()}});
+    ins.push_back(
+        {id, b.type(id).dtype(), b.numel(id), {local.shape().begin(), local.shape().end()}});
   }
   for (int32_t id : b.step.outputs()) {
     pg::DType d = b.type(id).dtype();
@@ -1080,8 +1083,7 @@ Result<std::unique_ptr<CpuExecutor>> CpuExecutor::create(const pg::Function &fun
     else if (step.compute() == pg::F32)
       run = impl->bind<float>(b);
     else
-      b.fail("computes in " + std::string(dtypeName(step.compute())) +
-             ", not float32 or float64");
+      b.fail("computes in " + std::string(dtypeName(step.compute())) + ", not float32 or float64");
     if (!b.error.empty())
       return Status::error("@" + fn.name() + ": " + b.error);
     if (step.gated())

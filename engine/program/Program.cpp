@@ -10,6 +10,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace nestor;
@@ -147,8 +148,8 @@ Status nestor::engine::writeProgramFile(const pg::Program &program, const std::s
   name.push_back('\0');
   int fd = mkstemp(name.data());
   if (fd < 0)
-    return Status::error(path + ": cannot create a temporary file beside it: " +
-                         std::strerror(errno));
+    return Status::error(path +
+                         ": cannot create a temporary file beside it: " + std::strerror(errno));
   size_t done = 0;
   while (done < bytes.size()) {
     ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
@@ -210,8 +211,8 @@ Status checkHost(const pg::HostBlock &host, int inputs, const std::string &where
   for (const pg::HostOp &op : host.ops()) {
     for (int32_t id : op.operands())
       if (id < 0 || id >= defined)
-        return Status::error(where + ": " + op.kind() + " reads host local " +
-                             std::to_string(id) + " before it is defined");
+        return Status::error(where + ": " + op.kind() + " reads host local " + std::to_string(id) +
+                             " before it is defined");
     if (op.result_types_size() != op.results_size())
       return Status::error(where + ": " + op.kind() + " has results without types");
     for (int32_t id : op.results()) {
@@ -287,8 +288,8 @@ Status checkFunction(const pg::Function &f) {
         return Status::error(at + ": an output names no writable value");
     if (step.gated() && f.keep_value() < 0)
       return Status::error(at + ": gated by a layer but the function has no keep vector");
-    if (step.gated() && (step.layer() < 0 || step.layer() >= numElements(
-                                                                  f.values(f.keep_value()).type())))
+    if (step.gated() &&
+        (step.layer() < 0 || step.layer() >= numElements(f.values(f.keep_value()).type())))
       return Status::error(at + ": gated by layer " + std::to_string(step.layer()) +
                            ", outside the keep vector");
     if (step.kind() == "kernel.host") {
@@ -300,8 +301,7 @@ Status checkFunction(const pg::Function &f) {
         return st;
       for (int i = 0; i < step.inputs_size(); ++i)
         if (i >= step.host().local_types_size() ||
-            numElements(step.host().local_types(i)) !=
-                numElements(f.values(step.inputs(i)).type()))
+            numElements(step.host().local_types(i)) != numElements(f.values(step.inputs(i)).type()))
           return Status::error(at + ": host input " + std::to_string(i) + " does not match");
       for (int i = 0; i < step.outputs_size(); ++i)
         if (numElements(step.host().local_types(step.host().yields(i))) !=
@@ -416,8 +416,7 @@ std::string nestor::engine::describeProgram(const pg::Program &program) {
       if (s.gated())
         os << " gated(layer " << s.layer() << ")";
       if (s.has_cuda())
-        os << " cuda(" << s.cuda().file_name() << ", " << s.cuda().launches_size()
-           << " launches)";
+        os << " cuda(" << s.cuda().file_name() << ", " << s.cuda().launches_size() << " launches)";
       os << "\n";
       for (const pg::HostOp &h : s.host().ops()) {
         os << "    " << h.kind();

@@ -50,7 +50,7 @@ private:
 /// A value or the Status of why there is none.
 template <typename T> class Result {
 public:
-  Result(T value) : value_(std::move(value)) {} // NOLINT: implicit like llvm::Expected
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit like llvm::Expected
   Result(Status status) : status_(std::move(status)) {} // NOLINT
   bool ok() const { return value_.has_value(); }
   const Status &status() const { return status_; }

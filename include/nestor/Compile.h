@@ -2,13 +2,13 @@
 //
 // The driver-level compile: import a spec, build its train step (elastic-autodiff), lower it to
 // a planned kernel program for one batch shape (nestor-kernels), and prepare it for the CPU
-// executor. `nestor compile --emit kernels`, `nestor bench` and the trainer share it.
+// runtime (engine/). `nestor compile --emit kernels`, `nestor bench` and the trainer share it.
 //
 //===----------------------------------------------------------------------===//
 #ifndef NESTOR_COMPILE_H
 #define NESTOR_COMPILE_H
 
-#include "nestor/Executor.h"
+#include "nestor/EmitProgram.h"
 #include "nestor/Slice.h"
 #include "nestor/Spec.h"
 
@@ -47,7 +47,7 @@ struct StepArg {
 struct CompiledStep {
   mlir::OwningOpRef<mlir::ModuleOp> module;
   mlir::func::FuncOp step;
-  std::unique_ptr<runtime::CpuProgram> program;
+  std::unique_ptr<engine::CpuExecutor> program;
   std::vector<StepArg> args;
   /// Forward results first (logits, loss, ...), then one gradient per parameter, in order.
   unsigned numForwardResults = 0;
@@ -75,7 +75,7 @@ compileKernels(mlir::MLIRContext &context, const spec::ModelSpec &spec, const St
 /// D, dt_bias), the usual practice.
 struct OptimizerProgram {
   mlir::OwningOpRef<mlir::ModuleOp> module;
-  std::unique_ptr<runtime::CpuProgram> gradNorm, step;
+  std::unique_ptr<engine::CpuExecutor> gradNorm, step;
 };
 
 llvm::Expected<std::unique_ptr<OptimizerProgram>>

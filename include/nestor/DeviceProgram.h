@@ -85,8 +85,8 @@ public:
   /// it nor writes it back, and ignores its host pointer.
   llvm::Error bindArgument(unsigned i, uint64_t address, size_t bytes);
 
-  /// Runs one step, like CpuProgram::run: one host pointer per function argument. Arguments a
-  /// kernel updates in place (kernel.adamw's parameter and moments) are written back.
+  /// Runs one step, like engine::CpuExecutor::run: one host pointer per function argument.
+  /// Arguments a kernel updates in place (kernel.adamw's parameter and moments) are written back.
   llvm::Error run(llvm::ArrayRef<const void *> args);
   /// The i-th result of the last run, copied to the host (valid until the next call).
   llvm::Expected<const void *> result(unsigned i);

@@ -11,12 +11,14 @@
 #ifndef NESTOR_EMITPROGRAM_H
 #define NESTOR_EMITPROGRAM_H
 
+#include "engine/cpu/CpuExecutor.h"
 #include "engine/program/nestor_program.pb.h"
 
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/Support/Error.h"
 
+#include <memory>
 #include <string>
 
 namespace nestor {
@@ -30,6 +32,14 @@ llvm::Expected<program::Function> emitProgramFunction(mlir::func::FuncOp func,
 /// Every planned function of `module` (those with `kernel.arena_bytes`), in module order.
 llvm::Expected<program::Program> emitProgram(mlir::ModuleOp module,
                                              const std::string &target = "cpu");
+
+/// A runtime Status as an llvm::Error (the compiler's error type), at the layer boundary.
+llvm::Error toError(const engine::Status &status);
+
+/// Emits `func` and prepares it on the CPU runtime: what every in-process caller of a planned
+/// function (trainer, bench, importance ranking, tests) runs.
+llvm::Expected<std::unique_ptr<engine::CpuExecutor>> prepareCpu(mlir::func::FuncOp func,
+                                                                int numForwardResults = -1);
 
 /// The generator string programs record ("nestor <version>").
 std::string programGenerator();

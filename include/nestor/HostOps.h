@@ -126,9 +126,8 @@ std::string resourceLoss(const Tensor &params, const Tensor &budget,
                          const std::vector<const Tensor *> &anchors, const ResourceAttrs &attrs,
                          Tensor &out);
 std::string resourceLossGrad(const Tensor &params, const Tensor &budget, double resultGrad,
-                             const std::vector<const Tensor *> &anchors,
-                             const ResourceAttrs &attrs, Tensor &paramsGrad,
-                             std::vector<Tensor> &anchorsGrad);
+                             const std::vector<const Tensor *> &anchors, const ResourceAttrs &attrs,
+                             Tensor &paramsGrad, std::vector<Tensor> &anchorsGrad);
 
 } // namespace host
 } // namespace nestor::ref

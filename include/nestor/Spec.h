@@ -10,6 +10,7 @@
 #define NESTOR_SPEC_H
 
 #include "lib/spec/nestor_spec.pb.h"
+#include "nestor/ParamFormula.h"
 
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
@@ -18,9 +19,6 @@
 #include <vector>
 
 namespace nestor::spec {
-
-/// The mixer of one layer, one character of `hybrid_override_pattern`.
-enum class LayerKind { Mamba, Attention, MLP };
 
 /// Returns the layer kinds of a pattern; fails on any character other than 'M', '*', '-'.
 llvm::Expected<std::vector<LayerKind>> parsePattern(llvm::StringRef pattern);

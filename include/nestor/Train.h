@@ -122,7 +122,7 @@ private:
   bool isElastic = false;
   int64_t batch = 0, length = 0;
   std::unique_ptr<CompiledStep> compiled;
-  std::unique_ptr<runtime::CpuProgram> teacherProgram;
+  std::unique_ptr<engine::CpuExecutor> teacherProgram;
   mlir::func::FuncOp teacherFunc;
   std::unique_ptr<OptimizerProgram> optimizer;
   std::vector<StepArg> paramArgs;

@@ -99,7 +99,7 @@ llvm::Expected<std::unique_ptr<CompiledStep>> nestor::compileTrainStep(MLIRConte
     }
     out->args.push_back(std::move(a));
   }
-  auto program = runtime::CpuProgram::create(out->step);
+  auto program = prepareCpu(out->step, static_cast<int>(out->numForwardResults));
   if (!program)
     return program.takeError();
   out->program = std::move(*program);
@@ -164,10 +164,10 @@ nestor::compileOptimizer(MLIRContext &context, llvm::ArrayRef<StepArg> params,
   pm.addNestedPass<func::FuncOp>(createKernelPlanMemoryPass());
   if (failed(pm.run(*out->module)))
     return llvm::createStringError("planning the optimizer program failed");
-  auto normProgram = runtime::CpuProgram::create(norm);
+  auto normProgram = prepareCpu(norm);
   if (!normProgram)
     return normProgram.takeError();
-  auto stepProgram = runtime::CpuProgram::create(step);
+  auto stepProgram = prepareCpu(step);
   if (!stepProgram)
     return stepProgram.takeError();
   out->gradNorm = std::move(*normProgram);

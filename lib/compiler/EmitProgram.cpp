@@ -25,6 +25,23 @@ namespace pg = nestor::program;
 
 std::string nestor::programGenerator() { return "nestor 0.1.0"; }
 
+llvm::Error nestor::toError(const engine::Status &status) {
+  if (status.ok())
+    return llvm::Error::success();
+  return llvm::createStringError(status.message());
+}
+
+llvm::Expected<std::unique_ptr<engine::CpuExecutor>> nestor::prepareCpu(func::FuncOp func,
+                                                                        int numForwardResults) {
+  auto fn = emitProgramFunction(func, numForwardResults);
+  if (!fn)
+    return fn.takeError();
+  auto exec = engine::CpuExecutor::create(*fn);
+  if (!exec.ok())
+    return toError(exec.status());
+  return std::move(*exec);
+}
+
 namespace {
 
 std::string locationOf(Operation *op) {
@@ -342,8 +359,7 @@ llvm::Expected<std::string> constantBytes(arith::ConstantOp cst, pg::DType dtype
 
 } // namespace
 
-llvm::Expected<pg::Function> nestor::emitProgramFunction(func::FuncOp func,
-                                                         int numForwardResults) {
+llvm::Expected<pg::Function> nestor::emitProgramFunction(func::FuncOp func, int numForwardResults) {
   pg::Function out;
   out.set_name(func.getSymName().str());
   auto arena = func->getAttrOfType<IntegerAttr>("kernel.arena_bytes");
@@ -466,8 +482,7 @@ llvm::Expected<pg::Function> nestor::emitProgramFunction(func::FuncOp func,
       if (llvm::Error e = serializeAttributes(&op, *step.mutable_attributes()))
         return e;
       // The depth gates' keep vector, which gated steps read.
-      if (auto gate = dyn_cast<kn::DepthGateOp>(op); gate && gate.getKeep() &&
-                                                     out.keep_value() < 0)
+      if (auto gate = dyn_cast<kn::DepthGateOp>(op); gate && gate.getKeep() && out.keep_value() < 0)
         out.set_keep_value(ids[gate.getKeep()]);
     }
     if (auto layer = op.getAttrOfType<IntegerAttr>("kernel.layer")) {

@@ -35,24 +35,14 @@ llvm::Expected<std::vector<LayerKind>> nestor::spec::parsePattern(llvm::StringRe
   if (pattern.empty())
     return llvm::createStringError("the layer pattern is empty");
   std::vector<LayerKind> layers;
-  for (auto [i, c] : llvm::enumerate(pattern)) {
-    switch (c) {
-    case 'M':
-      layers.push_back(LayerKind::Mamba);
-      break;
-    case '*':
-      layers.push_back(LayerKind::Attention);
-      break;
-    case '-':
-      layers.push_back(LayerKind::MLP);
-      break;
-    default:
-      return llvm::createStringError(
-          llvm::formatv("character '{0}' at position {1} is not a layer type ('M' Mamba2, '*' "
-                        "attention, '-' MLP)",
-                        llvm::isPrint(c) ? std::string(1, c) : hexByte(c), i)
-              .str());
-    }
+  int64_t bad = layerKindsOf(pattern.str(), layers);
+  if (bad >= 0) {
+    char c = pattern[bad];
+    return llvm::createStringError(
+        llvm::formatv("character '{0}' at position {1} is not a layer type ('M' Mamba2, '*' "
+                      "attention, '-' MLP)",
+                      llvm::isPrint(c) ? std::string(1, c) : hexByte(c), bad)
+            .str());
   }
   return layers;
 }

@@ -26,34 +26,10 @@ using namespace nestor;
 using namespace nestor::ref;
 namespace el = nestor::elastic;
 
-Tensor::Tensor(std::vector<int64_t> shape, double fill) : shape(std::move(shape)) {
-  int64_t n = 1;
-  for (int64_t d : this->shape)
-    n *= d;
-  data.assign(n, fill);
-}
-
-Tensor::Tensor(std::vector<int64_t> shape, std::vector<double> data)
-    : shape(std::move(shape)), data(std::move(data)) {}
-
-double nestor::ref::gumbelNoise(uint64_t seed, uint64_t stream, uint64_t index) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ull + stream * 0xD1B54A32D192ED03ull + index;
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  x ^= x >> 31;
-  double u = (static_cast<double>(x >> 11) + 0.5) * 0x1.0p-53;
-  return -std::log(-std::log(u));
-}
-
 namespace {
 
-/// The run-time value of a `!elastic.mask` (see ElasticTypes.td).
-struct Mask {
-  std::vector<double> m; // per-channel multiplier
-  double phi = 1.0;      // kept fraction for the norm correction
-  double sigma = 1.0;    // norm output scale
-};
+using namespace nestor::ref::math;
+namespace host = nestor::ref::host;
 
 /// No mask: every channel kept with multiplier 1.
 Mask fullMask(int64_t size) { return Mask{std::vector<double>(size, 1.0), 1.0, 1.0}; }
@@ -64,45 +40,12 @@ double sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
 double silu(double x) { return x * sigmoid(x); }
 double softplus(double x) { return x > 20.0 ? x : std::log1p(std::exp(x)); }
 
-int64_t argmax(const double *p, int64_t n) { return std::max_element(p, p + n) - p; }
-
-/// y[r, :] = x[r, :] * W^T for x [rows, in], W [out, in].
-Tensor linear(const Tensor &x, const Tensor &w) {
-  int64_t in = w.dim(1), out = w.dim(0), rows = x.numel() / in;
-  std::vector<int64_t> shape = x.shape;
-  shape.back() = out;
-  Tensor y(shape);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o) {
-      double acc = 0.0;
-      for (int64_t i = 0; i < in; ++i)
-        acc += x[r * in + i] * w[o * in + i];
-      y[r * out + o] = acc;
-    }
-  return y;
-}
-
 void applyMask(Tensor &x, const Mask *mask) {
   if (!mask)
     return;
   int64_t c = static_cast<int64_t>(mask->m.size());
   for (int64_t i = 0; i < x.numel(); ++i)
     x[i] *= mask->m[i % c];
-}
-
-/// Log-softmax of each row of `x` (last dimension), scaled by 1/temperature first.
-std::vector<double> logSoftmaxRow(const double *x, int64_t n, double temperature) {
-  double mx = -std::numeric_limits<double>::infinity();
-  for (int64_t i = 0; i < n; ++i)
-    mx = std::max(mx, x[i] / temperature);
-  double sum = 0.0;
-  for (int64_t i = 0; i < n; ++i)
-    sum += std::exp(x[i] / temperature - mx);
-  double lse = mx + std::log(sum);
-  std::vector<double> out(n);
-  for (int64_t i = 0; i < n; ++i)
-    out[i] = x[i] / temperature - lse;
-  return out;
 }
 
 class Evaluator {
@@ -124,12 +67,17 @@ private:
   Tensor mlp(el::MLPOp op);
   Mask prefixMask(el::PrefixMaskOp op);
   Tensor paramCount(el::ParamCountOp op);
-  Tensor resourceLoss(el::ResourceLossOp op);
+  /// hidden, ffn, attn_heads, mamba_heads, mamba_head_dim, keep of a param_count-like op.
+  template <typename OpT> host::CountOperands countOperands(OpT op) {
+    return {&tensor(op.getHidden()),     &tensor(op.getFfn()),          &tensor(op.getAttnHeads()),
+            &tensor(op.getMambaHeads()), &tensor(op.getMambaHeadDim()), &tensor(op.getKeep())};
+  }
+  llvm::Expected<Tensor> resourceLoss(el::ResourceLossOp op);
   void embedGrad(el::EmbedGradOp op);
   void routerGrad(el::RouterGradOp op);
   void attentionGrad(el::AttentionGradOp op);
   void mamba2Grad(el::Mamba2GradOp op);
-  void resourceLossGrad(el::ResourceLossGradOp op);
+  llvm::Error resourceLossGrad(el::ResourceLossGradOp op);
   void rmsnormGrad(el::RMSNormGradOp op);
   void mlpGrad(el::MLPGradOp op);
   Tensor prefixMaskGrad(el::PrefixMaskGradOp op);
@@ -319,55 +267,27 @@ Tensor Evaluator::mlp(el::MLPOp op) {
   return y;
 }
 
-Mask Evaluator::prefixMask(el::PrefixMaskOp op) {
-  const Tensor &probs = tensor(op.getProbs());
-  ArrayRef<int64_t> choices = op.getChoices();
-  int64_t n = static_cast<int64_t>(choices.size());
-  const double *pi = &probs.data[op.getRow() ? *op.getRow() * n : 0];
-  el::MaskType type = op.getType();
-  int64_t size = type.getSize(), groups = type.getGroups(), groupSize = size / groups;
-  Mask out{std::vector<double>(size, 0.0), 0.0, 0.0};
-  auto addChoice = [&](int64_t i, double weight) {
-    int64_t keep = choices[i] / groups;
-    for (int64_t c = 0; c < size; ++c)
-      if (c % groupSize < keep)
-        out.m[c] += weight;
-  };
-  if (op.getMode() == el::MaskMode::Soft) {
-    for (int64_t i = 0; i < n; ++i) {
-      addChoice(i, pi[i]);
-      double frac = static_cast<double>(choices[i]) / size;
-      out.phi += pi[i] * frac;
-      out.sigma += pi[i] * std::sqrt(frac);
-    }
-  } else {
-    int64_t a = argmax(pi, n);
-    addChoice(a, pi[a]);
-    double frac = static_cast<double>(choices[a]) / size;
-    out.phi = frac;
-    out.sigma = std::sqrt(frac);
-  }
-  return out;
+/// The attributes of a prefix mask op as the host semantics take them.
+template <typename OpT> host::PrefixMaskAttrs prefixMaskAttrs(OpT op, el::MaskType type) {
+  host::PrefixMaskAttrs a;
+  a.choices.assign(op.getChoices().begin(), op.getChoices().end());
+  a.soft = op.getMode() == el::MaskMode::Soft;
+  a.row = op.getRow() ? static_cast<int64_t>(*op.getRow()) : -1;
+  a.size = type.getSize();
+  a.groups = type.getGroups();
+  return a;
 }
 
-/// Forward-mode dual number: differentiates the one closed-form count (ParamCount.h).
-struct Dual {
-  double v = 0.0, d = 0.0;
-  Dual() = default;
-  Dual(double v) : v(v) {} // NOLINT: the formula's constants convert implicitly
-  Dual(double v, double d) : v(v), d(d) {}
-};
-Dual operator+(Dual a, Dual b) { return {a.v + b.v, a.d + b.d}; }
-Dual operator*(Dual a, Dual b) { return {a.v * b.v, a.d * b.v + a.v * b.d}; }
+Mask Evaluator::prefixMask(el::PrefixMaskOp op) {
+  return host::prefixMask(tensor(op.getProbs()), prefixMaskAttrs(op, op.getType()));
+}
 
-/// The count of a param_count-like op (forward or backward: same operands first), with the
-/// operand element `seedOperand[seedIndex]` as the differentiation direction.
-template <typename OpT>
-Dual countWithSeed(OpT op, llvm::function_ref<const Tensor &(Value)> tensor, int seedOperand,
-                   int64_t seedIndex) {
+/// The fixed sizes and size operands of a param_count-like op (forward or backward: the
+/// same operands first).
+template <typename OpT> spec::FixedSizes fixedSizesOf(OpT op) {
   spec::FixedSizes fixed;
   // The op's verifier has checked the pattern.
-  fixed.layers = llvm::cantFail(spec::parsePattern(op.getPattern()));
+  spec::layerKindsOf(op.getPattern().str(), fixed.layers);
   fixed.mambaGroups = op.getMambaGroups();
   fixed.ssmStateSize = op.getSsmStateSize();
   fixed.convKernel = op.getConvKernel();
@@ -375,65 +295,32 @@ Dual countWithSeed(OpT op, llvm::function_ref<const Tensor &(Value)> tensor, int
   fixed.attnHeadDim = op.getHeadDim();
   fixed.vocabSize = op.getVocabSize();
   fixed.tiedEmbeddings = op.getTiedEmbeddings();
-  Value operands[6] = {op.getHidden(),     op.getFfn(),          op.getAttnHeads(),
-                       op.getMambaHeads(), op.getMambaHeadDim(), op.getKeep()};
-  // A scalar applies to every layer of its kind; a vector gives one value per such layer.
-  auto at = [&](int operand, int64_t index) {
-    const Tensor &t = tensor(operands[operand]);
-    int64_t i = t.shape.empty() ? 0 : index;
-    return Dual(t[i], operand == seedOperand && i == seedIndex ? 1.0 : 0.0);
-  };
-  spec::ModelSizes<Dual> sizes;
-  sizes.hidden = at(0, 0);
-  int64_t seen[3] = {0, 0, 0};
-  for (auto [i, kind] : llvm::enumerate(fixed.layers)) {
-    spec::LayerSizes<Dual> l;
-    l.keep = at(5, static_cast<int64_t>(i));
-    switch (kind) {
-    case spec::LayerKind::Mamba:
-      l.mambaHeads = at(3, seen[0]);
-      l.mambaHeadDim = at(4, seen[0]++);
-      break;
-    case spec::LayerKind::Attention:
-      l.attnHeads = at(2, seen[1]++);
-      break;
-    case spec::LayerKind::MLP:
-      l.ffn = at(1, seen[2]++);
-      break;
-    }
-    sizes.layers.push_back(l);
-  }
-  return spec::countParams(fixed, sizes).total();
+  return fixed;
+}
+
+template <typename OpT> host::ResourceAttrs resourceAttrs(OpT op) {
+  host::ResourceAttrs a;
+  a.fractions.assign(op.getFractions().begin(), op.getFractions().end());
+  a.fullParams = op.getFullParams().convertToDouble();
+  a.deadZone = op.getDeadZone().convertToDouble();
+  a.anchorWeight = op.getAnchorWeight().convertToDouble();
+  return a;
 }
 
 Tensor Evaluator::paramCount(el::ParamCountOp op) {
-  auto get = [&](Value v) -> const Tensor & { return tensor(v); };
-  return Tensor::scalar(countWithSeed(op, get, -1, 0).v);
+  return host::paramCount(fixedSizesOf(op), countOperands(op));
 }
 
-Tensor Evaluator::resourceLoss(el::ResourceLossOp op) {
-  double params = tensor(op.getParams())[0];
-  int64_t budget = static_cast<int64_t>(tensor(op.getBudget())[0]);
-  double b = op.getFractions()[budget];
-  double loss = std::abs(params / (b * op.getFullParams().convertToDouble()) - 1.0);
-  if (b < 1.0 && loss < op.getDeadZone().convertToDouble())
-    loss = 0.0;
-  if (b == 1.0) {
-    double anchor = 0.0;
-    for (Value v : op.getAnchors()) {
-      const Tensor &pi = tensor(v);
-      int64_t n = pi.shape.back(), rows = pi.numel() / n;
-      double se = 0.0;
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t i = 0; i < n; ++i) {
-          double target = i == 0 ? 1.0 : 0.0;
-          se += (pi[r * n + i] - target) * (pi[r * n + i] - target);
-        }
-      anchor += se / pi.numel();
-    }
-    loss += op.getAnchorWeight().convertToDouble() * anchor;
-  }
-  return Tensor::scalar(loss);
+llvm::Expected<Tensor> Evaluator::resourceLoss(el::ResourceLossOp op) {
+  std::vector<const Tensor *> anchors;
+  for (Value v : op.getAnchors())
+    anchors.push_back(&tensor(v));
+  Tensor out;
+  if (std::string err = host::resourceLoss(tensor(op.getParams()), tensor(op.getBudget()), anchors,
+                                           resourceAttrs(op), out);
+      !err.empty())
+    return fail(op, err);
+  return out;
 }
 
 /// Packs a mask cotangent: [dm..., dphi, dsigma].
@@ -443,28 +330,6 @@ Tensor maskGrad(const std::vector<double> &dm, double dphi, double dsigma) {
   t[t.numel() - 2] = dphi;
   t[t.numel() - 1] = dsigma;
   return t;
-}
-
-/// x^T y over rows: x [rows, a], y [rows, b] -> [b, a] (the weight gradient of y = x W^T).
-Tensor weightGrad(const Tensor &x, const Tensor &dy, int64_t a, int64_t b) {
-  int64_t rows = x.numel() / a;
-  Tensor g({b, a});
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < b; ++o)
-      for (int64_t i = 0; i < a; ++i)
-        g[o * a + i] += dy[r * b + o] * x[r * a + i];
-  return g;
-}
-
-/// dx = dy W for y = x W^T: dy [rows, out], W [out, in] -> [rows, in].
-Tensor inputGrad(const Tensor &dy, const Tensor &w, std::vector<int64_t> shape) {
-  int64_t out = w.dim(0), in = w.dim(1), rows = dy.numel() / out;
-  Tensor dx(std::move(shape));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t o = 0; o < out; ++o)
-      for (int64_t i = 0; i < in; ++i)
-        dx[r * in + i] += dy[r * out + o] * w[o * in + i];
-  return dx;
 }
 
 void Evaluator::embedGrad(el::EmbedGradOp op) {
@@ -556,75 +421,35 @@ void Evaluator::mlpGrad(el::MLPGradOp op) {
 }
 
 Tensor Evaluator::prefixMaskGrad(el::PrefixMaskGradOp op) {
-  const Tensor &probs = tensor(op.getProbs()), &dmask = tensor(op.getMaskGrad());
-  ArrayRef<int64_t> choices = op.getChoices();
-  auto type = cast<el::MaskType>(op.getMask());
-  int64_t n = static_cast<int64_t>(choices.size()), size = type.getSize();
-  int64_t groupSize = size / type.getGroups();
-  int64_t offset = op.getRow() ? *op.getRow() * n : 0;
-  const double *pi = &probs.data[offset];
-  double dphi = dmask[size], dsigma = dmask[size + 1];
-  auto maskDot = [&](int64_t i) {
-    int64_t keep = choices[i] / type.getGroups();
-    double sum = 0.0;
-    for (int64_t c = 0; c < size; ++c)
-      if (c % groupSize < keep)
-        sum += dmask[c];
-    return sum;
-  };
-  Tensor g(probs.shape);
-  if (op.getMode() == el::MaskMode::Soft) {
-    for (int64_t i = 0; i < n; ++i) {
-      double frac = static_cast<double>(choices[i]) / size;
-      g[offset + i] = maskDot(i) + dphi * frac + dsigma * std::sqrt(frac);
-    }
-  } else {
-    int64_t a = argmax(pi, n);
-    g[offset + a] = maskDot(a);
-  }
-  return g;
+  return host::prefixMaskGrad(tensor(op.getProbs()), tensor(op.getMaskGrad()),
+                              prefixMaskAttrs(op, cast<el::MaskType>(op.getMask())));
 }
 
 void Evaluator::routerGrad(el::RouterGradOp op) {
-  const Tensor &u = tensor(op.getInput()), &w1 = tensor(op.getW1()), &b1 = tensor(op.getB1());
-  const Tensor &w2 = tensor(op.getW2()), &dzIn = tensor(op.getResultGrad());
-  double slope = op.getNegativeSlope().convertToDouble();
-  Tensor a = linear(u, w1);
-  Tensor h(a.shape);
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    a[i] += b1[i];
-    h[i] = a[i] > 0.0 ? a[i] : slope * a[i];
-  }
-  Tensor dz({dzIn.numel()}, dzIn.data);
-  Tensor dh = inputGrad(dz, w2, h.shape);
-  for (int64_t i = 0; i < dh.numel(); ++i)
-    dh[i] *= a[i] > 0.0 ? 1.0 : slope;
-  values[op.getW1Grad()] = weightGrad(u, dh, u.numel(), h.numel());
-  values[op.getB1Grad()] = dh;
-  values[op.getW2Grad()] = weightGrad(h, dz, h.numel(), dz.numel());
-  values[op.getB2Grad()] = dz;
+  host::RouterGrads g = host::routerGrad(
+      tensor(op.getInput()), tensor(op.getW1()), tensor(op.getB1()), tensor(op.getW2()),
+      tensor(op.getResultGrad()), op.getNegativeSlope().convertToDouble());
+  values[op.getW1Grad()] = std::move(g.w1);
+  values[op.getB1Grad()] = std::move(g.b1);
+  values[op.getW2Grad()] = std::move(g.w2);
+  values[op.getB2Grad()] = std::move(g.b2);
 }
 
-void Evaluator::resourceLossGrad(el::ResourceLossGradOp op) {
-  double params = tensor(op.getParams())[0], dl = tensor(op.getResultGrad())[0];
-  int64_t budget = static_cast<int64_t>(tensor(op.getBudget())[0]);
-  double b = op.getFractions()[budget], full = op.getFullParams().convertToDouble();
-  double ratio = params / (b * full) - 1.0;
-  double dp = (ratio > 0 ? 1.0 : -1.0) / (b * full);
-  if (b < 1.0 && std::abs(ratio) < op.getDeadZone().convertToDouble())
-    dp = 0.0;
-  values[op.getParamsGrad()] = Tensor::scalar(dl * dp);
-  for (auto [anchor, grad] : llvm::zip(op.getAnchors(), op.getAnchorsGrad())) {
-    const Tensor &pi = tensor(anchor);
-    Tensor g(pi.shape);
-    if (b == 1.0) {
-      int64_t n = pi.shape.back();
-      for (int64_t i = 0; i < pi.numel(); ++i)
-        g[i] = dl * op.getAnchorWeight().convertToDouble() * 2.0 *
-               (pi[i] - (i % n == 0 ? 1.0 : 0.0)) / pi.numel();
-    }
+llvm::Error Evaluator::resourceLossGrad(el::ResourceLossGradOp op) {
+  std::vector<const Tensor *> anchors;
+  for (Value v : op.getAnchors())
+    anchors.push_back(&tensor(v));
+  Tensor dp;
+  std::vector<Tensor> da;
+  if (std::string err =
+          host::resourceLossGrad(tensor(op.getParams()), tensor(op.getBudget()),
+                                 tensor(op.getResultGrad())[0], anchors, resourceAttrs(op), dp, da);
+      !err.empty())
+    return fail(op, err);
+  values[op.getParamsGrad()] = std::move(dp);
+  for (auto [grad, g] : llvm::zip(op.getAnchorsGrad(), da))
     values[grad] = std::move(g);
-  }
+  return llvm::Error::success();
 }
 
 void Evaluator::attentionGrad(el::AttentionGradOp op) {
@@ -978,56 +803,33 @@ llvm::Error Evaluator::eval(Operation *op) {
         return llvm::Error::success();
       })
       .Case([&](el::OneHotOp o) -> llvm::Error {
+        Tensor u;
         int64_t n = cast<RankedTensorType>(o.getType()).getDimSize(0);
-        int64_t index = static_cast<int64_t>(tensor(o.getIndex())[0]);
-        if (index < 0 || index >= n)
-          return fail(o, "index " + llvm::Twine(index) + " is outside [0, " + llvm::Twine(n) + ")");
-        Tensor u({n});
-        u[index] = 1.0;
+        if (std::string err = host::oneHot(n, static_cast<int64_t>(tensor(o.getIndex())[0]), u);
+            !err.empty())
+          return fail(o, err);
         set(o, std::move(u));
         return llvm::Error::success();
       })
       .Case([&](el::RouterOp o) {
-        Tensor hidden = linear(tensor(o.getInput()), tensor(o.getW1()));
-        const Tensor &b1 = tensor(o.getB1()), &b2 = tensor(o.getB2());
-        double slope = o.getNegativeSlope().convertToDouble();
-        for (int64_t i = 0; i < hidden.numel(); ++i) {
-          double v = hidden[i] + b1[i];
-          hidden[i] = v > 0.0 ? v : slope * v;
-        }
-        Tensor z = linear(hidden, tensor(o.getW2()));
-        for (int64_t i = 0; i < z.numel(); ++i)
-          z[i] += b2[i];
         auto shape = cast<RankedTensorType>(o.getType()).getShape();
-        z.shape.assign(shape.begin(), shape.end());
-        set(o, std::move(z));
+        set(o, host::router(tensor(o.getInput()), tensor(o.getW1()), tensor(o.getB1()),
+                            tensor(o.getW2()), tensor(o.getB2()),
+                            o.getNegativeSlope().convertToDouble(),
+                            std::vector<int64_t>(shape.begin(), shape.end())));
         return llvm::Error::success();
       })
       .Case([&](el::GumbelNoiseOp o) {
         auto shape = cast<RankedTensorType>(o.getType()).getShape();
-        Tensor g(std::vector<int64_t>(shape.begin(), shape.end()));
         auto seed = static_cast<uint64_t>(static_cast<int64_t>(tensor(o.getSeed())[0]));
-        for (int64_t i = 0; i < g.numel(); ++i)
-          g[i] = gumbelNoise(seed, o.getStream(), i);
-        set(o, std::move(g));
+        set(o, host::gumbelNoiseTensor(std::vector<int64_t>(shape.begin(), shape.end()), seed,
+                                       o.getStream()));
         return llvm::Error::success();
       })
       .Case([&](el::GumbelSoftmaxOp o) {
-        const Tensor &logits = tensor(o.getLogits()), &noise = tensor(o.getNoise());
-        double tau = tensor(o.getTau())[0], scale = tensor(o.getScale())[0];
-        bool hard = tensor(o.getHard())[0] != 0.0;
-        int64_t n = logits.shape.back();
-        Tensor pi(logits.shape);
-        std::vector<double> row(n);
-        for (int64_t r = 0; r < logits.numel() / n; ++r) {
-          for (int64_t i = 0; i < n; ++i)
-            row[i] = scale * logits[r * n + i] + noise[r * n + i];
-          std::vector<double> lp = logSoftmaxRow(row.data(), n, tau);
-          int64_t a = argmax(lp.data(), n);
-          for (int64_t i = 0; i < n; ++i)
-            pi[r * n + i] = hard ? (i == a ? 1.0 : 0.0) : std::exp(lp[i]);
-        }
-        set(o, std::move(pi));
+        set(o,
+            host::gumbelSoftmax(tensor(o.getLogits()), tensor(o.getNoise()), tensor(o.getTau())[0],
+                                tensor(o.getScale())[0], tensor(o.getHard())[0] != 0.0));
         return llvm::Error::success();
       })
       .Case([&](el::PrefixMaskOp o) {
@@ -1035,21 +837,9 @@ llvm::Error Evaluator::eval(Operation *op) {
         return llvm::Error::success();
       })
       .Case([&](el::LayerKeepOp o) {
-        const Tensor &pi = tensor(o.getProbs());
-        ArrayRef<int64_t> order = o.getOrder();
-        int64_t options = pi.numel(), layers = static_cast<int64_t>(order.size());
-        int64_t a = argmax(pi.data.data(), options);
-        Tensor keep({layers});
-        for (int64_t rank = 0; rank < layers; ++rank) {
-          int64_t layer = order[rank];
-          if (o.getMode() == el::MaskMode::Soft) {
-            for (int64_t k = 0; k <= std::min(rank, options - 1); ++k)
-              keep[layer] += pi[k];
-          } else {
-            keep[layer] = a <= rank ? pi[a] : 0.0;
-          }
-        }
-        set(o, std::move(keep));
+        set(o, host::layerKeep(tensor(o.getProbs()),
+                               std::vector<int64_t>(o.getOrder().begin(), o.getOrder().end()),
+                               o.getMode() == el::MaskMode::Soft));
         return llvm::Error::success();
       })
       .Case([&](el::CrossEntropyOp o) {
@@ -1082,30 +872,21 @@ llvm::Error Evaluator::eval(Operation *op) {
         return llvm::Error::success();
       })
       .Case([&](el::ExpectedSizeOp o) {
-        const Tensor &pi = tensor(o.getProbs());
-        ArrayRef<int64_t> choices = o.getChoices();
-        int64_t n = static_cast<int64_t>(choices.size()), rows = pi.numel() / n;
-        std::vector<int64_t> shape(pi.shape.begin(), pi.shape.end() - 1);
-        Tensor e(shape);
-        for (int64_t r = 0; r < rows; ++r) {
-          const double *p = &pi.data[r * n];
-          if (o.getMode() == el::MaskMode::Soft) {
-            for (int64_t i = 0; i < n; ++i)
-              e[r] += p[i] * choices[i];
-          } else {
-            int64_t a = argmax(p, n);
-            e[r] = p[a] * choices[a];
-          }
-        }
-        set(o, std::move(e));
+        set(o,
+            host::expectedSize(tensor(o.getProbs()),
+                               std::vector<int64_t>(o.getChoices().begin(), o.getChoices().end()),
+                               o.getMode() == el::MaskMode::Soft));
         return llvm::Error::success();
       })
       .Case([&](el::ParamCountOp o) {
         set(o, paramCount(o));
         return llvm::Error::success();
       })
-      .Case([&](el::ResourceLossOp o) {
-        set(o, resourceLoss(o));
+      .Case([&](el::ResourceLossOp o) -> llvm::Error {
+        auto loss = resourceLoss(o);
+        if (!loss)
+          return loss.takeError();
+        set(o, std::move(*loss));
         return llvm::Error::success();
       })
       .Case([&](el::EmbedGradOp o) {
@@ -1194,67 +975,32 @@ llvm::Error Evaluator::eval(Operation *op) {
         return llvm::Error::success();
       })
       .Case([&](el::GumbelSoftmaxGradOp o) {
-        const Tensor &logits = tensor(o.getLogits()), &noise = tensor(o.getNoise());
-        const Tensor &dpi = tensor(o.getResultGrad());
-        double tau = tensor(o.getTau())[0], scale = tensor(o.getScale())[0];
-        int64_t n = logits.shape.back();
-        Tensor g(logits.shape);
-        std::vector<double> row(n);
-        for (int64_t r = 0; r < logits.numel() / n; ++r) {
-          for (int64_t i = 0; i < n; ++i)
-            row[i] = scale * logits[r * n + i] + noise[r * n + i];
-          std::vector<double> lp = logSoftmaxRow(row.data(), n, tau);
-          double dot = 0.0;
-          for (int64_t i = 0; i < n; ++i)
-            dot += dpi[r * n + i] * std::exp(lp[i]);
-          for (int64_t i = 0; i < n; ++i)
-            g[r * n + i] = scale / tau * std::exp(lp[i]) * (dpi[r * n + i] - dot);
-        }
-        set(o, std::move(g));
+        set(o, host::gumbelSoftmaxGrad(tensor(o.getLogits()), tensor(o.getNoise()),
+                                       tensor(o.getTau())[0], tensor(o.getScale())[0],
+                                       tensor(o.getResultGrad())));
         return llvm::Error::success();
       })
       .Case([&](el::LayerKeepGradOp o) {
-        const Tensor &pi = tensor(o.getProbs()), &dkeep = tensor(o.getResultGrad());
-        ArrayRef<int64_t> order = o.getOrder();
-        int64_t options = pi.numel(), layers = static_cast<int64_t>(order.size());
-        int64_t a = argmax(pi.data.data(), options);
-        Tensor g(pi.shape);
-        for (int64_t rank = 0; rank < layers; ++rank)
-          for (int64_t k = 0; k <= std::min(rank, options - 1); ++k)
-            if (o.getMode() == el::MaskMode::Soft || k == a)
-              g[k] += dkeep[order[rank]];
-        set(o, std::move(g));
+        set(o, host::layerKeepGrad(tensor(o.getProbs()), tensor(o.getResultGrad()),
+                                   std::vector<int64_t>(o.getOrder().begin(), o.getOrder().end()),
+                                   o.getMode() == el::MaskMode::Soft));
         return llvm::Error::success();
       })
       .Case([&](el::ExpectedSizeGradOp o) {
-        const Tensor &pi = tensor(o.getProbs()), &de = tensor(o.getResultGrad());
-        ArrayRef<int64_t> choices = o.getChoices();
-        int64_t n = static_cast<int64_t>(choices.size());
-        Tensor g(pi.shape);
-        for (int64_t r = 0; r < pi.numel() / n; ++r) {
-          int64_t a = argmax(&pi.data[r * n], n);
-          for (int64_t i = 0; i < n; ++i)
-            if (o.getMode() == el::MaskMode::Soft || i == a)
-              g[r * n + i] = de[r] * choices[i];
-        }
-        set(o, std::move(g));
+        set(o, host::expectedSizeGrad(
+                   tensor(o.getProbs()), tensor(o.getResultGrad()),
+                   std::vector<int64_t>(o.getChoices().begin(), o.getChoices().end()),
+                   o.getMode() == el::MaskMode::Soft));
         return llvm::Error::success();
       })
       .Case([&](el::ParamCountGradOp o) {
-        auto get = [&](Value v) -> const Tensor & { return tensor(v); };
-        double dl = tensor(o.getResultGrad())[0];
-        for (int operand = 0; operand < 6; ++operand) {
-          Tensor g(tensor(o->getOperand(operand)).shape);
-          for (int64_t i = 0; i < g.numel(); ++i)
-            g[i] = dl * countWithSeed(o, get, operand, i).d;
-          values[o->getResult(operand)] = std::move(g);
-        }
+        auto grads =
+            host::paramCountGrad(fixedSizesOf(o), countOperands(o), tensor(o.getResultGrad())[0]);
+        for (int operand = 0; operand < 6; ++operand)
+          values[o->getResult(operand)] = std::move(grads[operand]);
         return llvm::Error::success();
       })
-      .Case([&](el::ResourceLossGradOp o) {
-        resourceLossGrad(o);
-        return llvm::Error::success();
-      })
+      .Case([&](el::ResourceLossGradOp o) { return resourceLossGrad(o); })
       .Case([&](arith::ConstantOp o) -> llvm::Error {
         auto dense = dyn_cast<DenseElementsAttr>(o.getValue());
         auto type = dyn_cast<RankedTensorType>(o.getType());
@@ -1304,7 +1050,7 @@ llvm::Expected<std::vector<Tensor>> Evaluator::run(func::FuncOp func, ArrayRef<T
       for (Value v : ret.getOperands()) {
         // A mask result is returned in its packed [m..., phi, sigma] layout.
         if (auto *m = std::get_if<Mask>(&values.at(v)))
-          results.push_back(maskGrad(m->m, m->phi, m->sigma));
+          results.push_back(m->packed());
         else
           results.push_back(tensor(v));
       }

@@ -10,7 +10,6 @@
 //===----------------------------------------------------------------------===//
 #include "nestor/Importance.h"
 
-#include "dialects/kernel/KernelOps.h"
 #include "nestor/Compile.h"
 
 #include "mlir/IR/BuiltinOps.h"
@@ -22,7 +21,6 @@
 using namespace mlir;
 using namespace nestor;
 using namespace nestor::train;
-namespace kn = nestor::kernel;
 
 namespace {
 
@@ -81,7 +79,7 @@ nestor::train::estimateImportance(MLIRContext &context, const spec::ModelSpec &s
   auto parent = (*module)->lookupSymbol<func::FuncOp>(spec.has_elastic() ? "parent" : "model");
   if (!parent)
     return llvm::createStringError("no parent forward to rank importance with");
-  auto program = runtime::CpuProgram::create(parent);
+  auto program = prepareCpu(parent);
   if (!program)
     return program.takeError();
 
@@ -115,33 +113,39 @@ nestor::train::estimateImportance(MLIRContext &context, const spec::ModelSpec &s
 
   // Width statistics.
   int64_t layer = 0;
-  (*program)->setObserver([&](Operation *op) {
-    if (isa<kn::DepthGateOp>(op)) {
+  const program::Function &fn = (*program)->function();
+  (*program)->setObserver([&](int index) {
+    const program::Step &step = fn.steps(index);
+    const std::string &kind = step.kind();
+    if (kind == "kernel.depth_gate") {
       ++layer;
       return;
     }
     if (layer >= layers)
       return; // the final norm
-    auto f = [&](Value v) { return static_cast<const float *>((*program)->buffer(v)); };
-    if (auto n = dyn_cast<kn::RMSNormOp>(op)) {
-      accumulate(f(n.getResult()), batch, length, a.hidden_size(), 0, a.hidden_size(),
+    auto f = [&](const auto &table, const char *name) {
+      return static_cast<const float *>((*program)->value(table.at(name)));
+    };
+    if (kind == "kernel.rmsnorm") {
+      accumulate(f(step.results(), "result"), batch, length, a.hidden_size(), 0, a.hidden_size(),
                  hiddenAcc[layer]);
-    } else if (auto r = dyn_cast<kn::Relu2Op>(op)) {
-      accumulate(f(r.getResult()), batch, length, a.intermediate_size(), 0, a.intermediate_size(),
-                 ffnAcc[layer]);
-    } else if (auto at = dyn_cast<kn::AttentionOp>(op)) {
+    } else if (kind == "kernel.relu2") {
+      accumulate(f(step.results(), "result"), batch, length, a.intermediate_size(), 0,
+                 a.intermediate_size(), ffnAcc[layer]);
+    } else if (kind == "kernel.attention") {
       int64_t w = a.num_attention_heads() * a.head_dim();
-      accumulate(f(at.getResult()), batch, length, w, 0, w, attnAcc[layer]);
-    } else if (auto c = dyn_cast<kn::MambaConvOp>(op)) {
+      accumulate(f(step.results(), "result"), batch, length, w, 0, w, attnAcc[layer]);
+    } else if (kind == "kernel.mamba_conv") {
       int64_t hp = a.mamba_num_heads() * a.mamba_head_dim();
-      int64_t width = cast<RankedTensorType>(c.getProj().getType()).getShape().back();
-      accumulate(f(c.getProj()), batch, length, width, hp, hp, mambaAcc[layer]);
+      const program::TensorType &proj = fn.values(step.operands().at("proj")).type();
+      int64_t width = proj.shape(proj.shape_size() - 1);
+      accumulate(f(step.operands(), "proj"), batch, length, width, hp, hp, mambaAcc[layer]);
     }
   });
   for (int64_t s = 0; s < batches; ++s) {
     layer = 0;
     data(BatchRequest{false, s, batch, length}, tokens.data(), targets.data());
-    if (llvm::Error err = (*program)->run(args))
+    if (llvm::Error err = toError((*program)->run(args)))
       return err;
   }
   (*program)->setObserver(nullptr);
@@ -197,7 +201,7 @@ nestor::train::estimateImportance(MLIRContext &context, const spec::ModelSpec &s
   // Depth: iterative normalized MSE of the logits, against the full model's.
   auto logitsWith = [&](int64_t b) -> llvm::Expected<std::vector<float>> {
     data(BatchRequest{false, b, batch, length}, tokens.data(), targets.data());
-    if (llvm::Error err = (*program)->run(args))
+    if (llvm::Error err = toError((*program)->run(args)))
       return err;
     const float *p = static_cast<const float *>((*program)->result(0));
     return std::vector<float>(p, p + batch * length * vocab);

@@ -179,7 +179,7 @@ Session::create(MLIRContext &context, const spec::ModelSpec &spec, int64_t batch
     s->teacherFunc = s->compiled->module->lookupSymbol<func::FuncOp>("parent");
     if (!s->teacherFunc)
       return llvm::createStringError("the elastic module has no @parent (the teacher)");
-    auto teacher = runtime::CpuProgram::create(s->teacherFunc);
+    auto teacher = prepareCpu(s->teacherFunc);
     if (!teacher)
       return teacher.takeError();
     s->teacherProgram = std::move(*teacher);
@@ -237,7 +237,7 @@ llvm::Error Session::runTeacher(const int32_t *tokens) {
     return llvm::Error::success();
   }
 #endif
-  if (llvm::Error err = teacherProgram->run(args))
+  if (llvm::Error err = toError(teacherProgram->run(args)))
     return err;
   std::memcpy(teacherLogits.data(), teacherProgram->result(0),
               sizeof(float) * teacherLogits.size());
@@ -259,7 +259,7 @@ llvm::Error Session::runStep(llvm::ArrayRef<const void *> args) {
     return llvm::Error::success();
   }
 #endif
-  return compiled->program->run(args);
+  return toError(compiled->program->run(args));
 }
 
 const void *Session::result(unsigned i) const {
@@ -334,7 +334,7 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
   std::vector<const void *> grads;
   for (unsigned i = 0; i < paramArgs.size(); ++i)
     grads.push_back(result(compiled->numForwardResults + i));
-  if (llvm::Error err = optimizer->gradNorm->run(grads))
+  if (llvm::Error err = toError(optimizer->gradNorm->run(grads)))
     return err;
   double sq = *static_cast<const double *>(optimizer->gradNorm->result(0));
   if (!std::isfinite(sq)) {
@@ -362,7 +362,7 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
     opt.push_back(expAvgSq.at(a.name).data.data());
   opt.push_back(hyperModel);
   opt.push_back(hyperRouter);
-  if (llvm::Error err = optimizer->step->run(opt))
+  if (llvm::Error err = toError(optimizer->step->run(opt)))
     return err;
   return r;
 }

@@ -127,7 +127,7 @@ double asDouble(const void *p, Type t, int64_t i) {
 void expectDeviceMatchesCpu(CompiledStep &step, runtime::DeviceProgram &program, int32_t budget,
                             bool dropLayer) {
   Args args(step, budget, dropLayer);
-  llvm::Error e = step.program->run(args.pointers);
+  llvm::Error e = toError(step.program->run(args.pointers));
   ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
   e = program.run(args.pointers);
   ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
@@ -227,7 +227,7 @@ TEST(DeviceProgramTest, OptimizerStepUpdatesTheCallersBuffers) {
     p.push_back(hyperRouter.data());
     return p;
   };
-  llvm::Error e = (*optimizer)->step->run(pointers(cpu));
+  llvm::Error e = toError((*optimizer)->step->run(pointers(cpu)));
   ASSERT_FALSE(static_cast<bool>(e)) << llvm::toString(std::move(e));
   cuda::test::HostDevice device;
   auto program = runtime::DeviceProgram::create(fn, device);

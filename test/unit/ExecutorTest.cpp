@@ -8,9 +8,9 @@
 // under hard masks against full-width execution.
 //
 //===----------------------------------------------------------------------===//
-#include "nestor/Executor.h"
 #include "dialects/kernel/KernelOps.h"
 #include "nestor/Compile.h"
+#include "nestor/EmitProgram.h"
 #include "nestor/Import.h"
 #include "nestor/Reference.h"
 #include "nestor/Spec.h"
@@ -181,12 +181,12 @@ struct TypedArgs {
 /// Runs the planned train step of `kernels` on `args`; results as doubles.
 std::vector<std::vector<double>> runKernels(ModuleOp kernels, const std::vector<Tensor> &args) {
   auto step = kernels.lookupSymbol<func::FuncOp>("elastic_model_train_step");
-  auto program = runtime::CpuProgram::create(step);
+  auto program = prepareCpu(step);
   EXPECT_TRUE(static_cast<bool>(program)) << llvm::toString(program.takeError());
   if (!program)
     return {};
   TypedArgs typed(step, args);
-  llvm::Error err = (*program)->run(typed.pointers);
+  llvm::Error err = toError((*program)->run(typed.pointers));
   EXPECT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
   std::vector<std::vector<double>> out;
   for (unsigned r = 0; r < step.getNumResults(); ++r) {
@@ -293,11 +293,11 @@ TEST_P(KernelProgramTest, Float64GradientsMatchFiniteDifferences) {
   setInputs(m, args, c);
   OwningOpRef<ModuleOp> k = m.kernels(c.batch, c.length, /*prefixDense=*/true);
   auto step = k->lookupSymbol<func::FuncOp>("elastic_model_train_step");
-  auto program = runtime::CpuProgram::create(step);
+  auto program = prepareCpu(step);
   ASSERT_TRUE(static_cast<bool>(program)) << llvm::toString(program.takeError());
   auto loss = [&](const std::vector<Tensor> &a) {
     TypedArgs typed(step, a);
-    llvm::Error err = (*program)->run(typed.pointers);
+    llvm::Error err = toError((*program)->run(typed.pointers));
     EXPECT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
     return *static_cast<const double *>((*program)->result(1));
   };

@@ -6,7 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Permute.h"
-#include "nestor/Executor.h"
+#include "nestor/EmitProgram.h"
 #include "nestor/Import.h"
 #include "nestor/Reference.h"
 #include "passes/Passes.h"
@@ -191,7 +191,7 @@ TEST(PermuteTest, Float32KernelLogitsUnchanged) {
   buildKernelPipeline(pm, options);
   ASSERT_TRUE(succeeded(pm.run(*module)));
   auto model = module->lookupSymbol<func::FuncOp>("model");
-  auto program = runtime::CpuProgram::create(model);
+  auto program = prepareCpu(model);
   ASSERT_TRUE(static_cast<bool>(program)) << llvm::toString(program.takeError());
 
   Fixture f; // float64 parameters and tokens of the same spec
@@ -209,7 +209,7 @@ TEST(PermuteTest, Float32KernelLogitsUnchanged) {
         args.push_back(tokens.data()); // tokens and targets
       }
     }
-    llvm::Error err = (*program)->run(args);
+    llvm::Error err = toError((*program)->run(args));
     EXPECT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
     auto type = cast<RankedTensorType>(model.getResultTypes()[0]);
     const float *p = static_cast<const float *>((*program)->result(0));

@@ -250,7 +250,7 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     };
     std::vector<Row> rows;
     // One step on the chosen device.
-    std::function<llvm::Error()> runStep = [&] { return c.program->run(buf.pointers); };
+    std::function<llvm::Error()> runStep = [&] { return toError(c.program->run(buf.pointers)); };
 #ifdef NESTOR_HAVE_CUDA
     std::unique_ptr<runtime::DeviceProgram> gpu;
     double deviceCompileSeconds = 0;

@@ -4,7 +4,8 @@
 // importer builds (`--emit mlir`), the train step after elastic-autodiff (`--emit train-step`),
 // the planned kernel program of the train step for one batch shape (`--emit kernels`), and that
 // program's kernels as CUDA C++ (`--emit cuda`) or as the PTX NVRTC compiles them to
-// (`--emit ptx`, for `--arch`).
+// (`--emit ptx`, for `--arch`), and the program artifact the runtime executes (`--emit program`:
+// the train step, forward and optimizer functions; a listing on stdout, the file with -o).
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -120,7 +121,7 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
   auto opts = std::make_shared<CompileOptions>();
   app.add_option("SPEC", opts->specPath, "Model spec (.pbtxt)")->required();
   app.add_option("--emit", opts->emit, "Stage to print")
-      ->check(CLI::IsMember({"mlir", "train-step", "kernels", "cuda", "ptx"}))
+      ->check(CLI::IsMember({"mlir", "train-step", "kernels", "program", "cuda", "ptx"}))
       ->capture_default_str();
   CLI::Option *targetOption = app.add_option("--target", opts->target, "Backend")
                                   ->check(CLI::IsMember({"cpu", "cuda"}))
@@ -171,7 +172,7 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
       return reportError(llvm::createStringError(
           "this nestor was built without the CUDA toolkit (NVRTC): --target cuda is unavailable"));
 #endif
-    if (opts->emit == "kernels" || cudaStage) {
+    if (opts->emit == "kernels" || opts->emit == "program" || cudaStage) {
       // The planned kernel program of the train step for one batch shape.
       StepOptions step = defaultStepOptions(*spec);
       if (opts->batch > 0)
@@ -184,31 +185,53 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
       auto kernels = compileKernels(context, *spec, step);
       if (!kernels)
         return reportError(kernels.takeError(), 1);
+      // The optimizer of the train step's parameters too.
+      std::vector<StepArg> params;
+      for (auto fn : (*kernels)->getOps<mlir::func::FuncOp>()) {
+        if (!fn.getSymName().ends_with("_train_step"))
+          continue;
+        for (unsigned i = 0; i < fn.getNumArguments(); ++i)
+          if (auto name = fn.getArgAttrOfType<mlir::StringAttr>(i, "elastic.param")) {
+            auto type = mlir::cast<mlir::RankedTensorType>(fn.getArgument(i).getType());
+            StepArg a;
+            a.name = name.str();
+            a.isParam = true;
+            a.shape.assign(type.getShape().begin(), type.getShape().end());
+            a.elementType = type.getElementType();
+            params.push_back(std::move(a));
+          }
+      }
+      auto optimizer = compileOptimizer(context, params, spec->training().optimizer());
+      if (!optimizer)
+        return reportError(optimizer.takeError(), 1);
+      if (opts->emit == "program") {
+        if (opts->target != "cpu")
+          return reportError(llvm::createStringError("--emit program writes CPU programs only so "
+                                                     "far (CUDA kernels in programs: issue 14)"));
+        // Every planned function (the train step, the forward functions, the optimizer) as one
+        // program file; on stdout its readable listing.
+        auto program = emitProgram(**kernels, "cpu");
+        if (!program)
+          return reportError(program.takeError(), 1);
+        auto more = emitProgram(*(*optimizer)->module, "cpu");
+        if (!more)
+          return reportError(more.takeError(), 1);
+        for (program::Function &f : *more->mutable_functions())
+          *program->add_functions() = std::move(f);
+        if (opts->output == "-") {
+          llvm::outs() << engine::describeProgram(*program);
+          return 0;
+        }
+        if (engine::Status s = engine::writeProgramFile(*program, opts->output))
+          return reportError(toError(s));
+        return 0;
+      }
 #ifdef NESTOR_HAVE_CUDA
       if (cudaStage) {
         std::string error;
         auto out = mlir::openOutputFile(opts->output, &error);
         if (!out)
           return reportError(llvm::createStringError(error));
-        // The optimizer of the train step's parameters too.
-        std::vector<StepArg> params;
-        for (auto fn : (*kernels)->getOps<mlir::func::FuncOp>()) {
-          if (!fn.getSymName().ends_with("_train_step"))
-            continue;
-          for (unsigned i = 0; i < fn.getNumArguments(); ++i)
-            if (auto name = fn.getArgAttrOfType<mlir::StringAttr>(i, "elastic.param")) {
-              auto type = mlir::cast<mlir::RankedTensorType>(fn.getArgument(i).getType());
-              StepArg a;
-              a.name = name.str();
-              a.isParam = true;
-              a.shape.assign(type.getShape().begin(), type.getShape().end());
-              a.elementType = type.getElementType();
-              params.push_back(std::move(a));
-            }
-        }
-        auto optimizer = compileOptimizer(context, params, spec->training().optimizer());
-        if (!optimizer)
-          return reportError(optimizer.takeError(), 1);
         if (int rc = printCuda({**kernels, *(*optimizer)->module}, *opts, out->os()))
           return rc;
         out->keep();
