@@ -126,8 +126,13 @@ struct MambaForward {
   Value proj, mzx, xbc, y, normed, out;
 };
 
+/// The caller-owned state a decode step continues from (both null: a whole sequence).
+struct MambaState {
+  Value conv, ssm;
+};
+
 template <typename OpT, typename AdaptorT>
-MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense) {
+MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense, MambaState state = {}) {
   int64_t H = op.getNumHeads(), P = op.getHeadDim(), G = op.getNGroups(), N = op.getStateSize();
   MambaForward f;
   Value x = a.getInput();
@@ -140,13 +145,23 @@ MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense) {
     f.mzx = m.getResult();
   }
   int64_t conv = H * P + 2 * G * N;
-  auto c = kn::MambaConvOp::create(h.b, h.loc, h.like(x, conv), f.proj, a.getConvWeight(),
-                                   a.getConvBias(), f.mzx, H, P, G, N, dense);
-  f.xbc = c.getResult();
-  auto s =
-      kn::MambaScanOp::create(h.b, h.loc, h.like(x, H * P), f.proj, f.xbc, a.getDtBias(),
-                              a.getALog(), a.getDSkip(), a.getHeadsMask(), 64, H, P, G, N, dense);
-  f.y = s.getResult();
+  if (state.conv) {
+    f.xbc = kn::MambaConvStepOp::create(h.b, h.loc, h.like(x, conv), f.proj, a.getConvWeight(),
+                                        a.getConvBias(), f.mzx, state.conv, H, P, G, N, dense)
+                .getResult();
+    f.y = kn::MambaScanStepOp::create(h.b, h.loc, h.like(x, H * P), f.proj, f.xbc, a.getDtBias(),
+                                      a.getALog(), a.getDSkip(), a.getHeadsMask(), state.ssm, H, P,
+                                      G, N, dense)
+              .getResult();
+  } else {
+    f.xbc = kn::MambaConvOp::create(h.b, h.loc, h.like(x, conv), f.proj, a.getConvWeight(),
+                                    a.getConvBias(), f.mzx, H, P, G, N, dense)
+                .getResult();
+    f.y =
+        kn::MambaScanOp::create(h.b, h.loc, h.like(x, H * P), f.proj, f.xbc, a.getDtBias(),
+                                a.getALog(), a.getDSkip(), a.getHeadsMask(), 64, H, P, G, N, dense)
+            .getResult();
+  }
   auto n = kn::MambaGateNormOp::create(h.b, h.loc, h.like(x, H * P), f.y, f.proj, a.getNormWeight(),
                                        f.mzx, a.getHeadsMask(), a.getChannelsMask(),
                                        op.getEpsilon(), H, P, G, N, dense);
@@ -159,8 +174,14 @@ struct AttentionForward {
   Value q, k, v, a, lse, o, out;
 };
 
+/// The caller-owned KV cache a decode step writes and reads (all null: a whole sequence).
+struct AttentionCache {
+  Value k, v, position;
+};
+
 template <typename OpT, typename AdaptorT>
-AttentionForward attentionForward(const Builder &h, OpT op, AdaptorT ad, bool dense) {
+AttentionForward attentionForward(const Builder &h, OpT op, AdaptorT ad, bool dense,
+                                  AttentionCache cache = {}) {
   int64_t nh = op.getNumHeads(), nkv = op.getNumKvHeads(), hd = op.getHeadDim();
   AttentionForward f;
   Value x = ad.getInput();
@@ -169,13 +190,19 @@ AttentionForward attentionForward(const Builder &h, OpT op, AdaptorT ad, bool de
   f.q = h.linear(x, ad.getQProj(), hidden, heads);
   f.k = h.linear(x, ad.getKProj(), hidden);
   f.v = h.linear(x, ad.getVProj(), hidden);
-  auto xt = cast<RankedTensorType>(x.getType());
-  auto lseType =
-      RankedTensorType::get({xt.getDimSize(0), nh, xt.getDimSize(1)}, xt.getElementType());
-  auto attn = kn::AttentionOp::create(h.b, h.loc, f.q.getType(), lseType, f.q, f.k, f.v,
-                                      ad.getHeadsMask(), nh, nkv, hd, dense);
-  f.a = attn.getResult();
-  f.lse = attn.getLse();
+  if (cache.k) {
+    f.a = kn::AttentionStepOp::create(h.b, h.loc, f.q.getType(), f.q, f.k, f.v, cache.k, cache.v,
+                                      cache.position, ad.getHeadsMask(), nh, nkv, hd, dense)
+              .getResult();
+  } else {
+    auto xt = cast<RankedTensorType>(x.getType());
+    auto lseType =
+        RankedTensorType::get({xt.getDimSize(0), nh, xt.getDimSize(1)}, xt.getElementType());
+    auto attn = kn::AttentionOp::create(h.b, h.loc, f.q.getType(), lseType, f.q, f.k, f.v,
+                                        ad.getHeadsMask(), nh, nkv, hd, dense);
+    f.a = attn.getResult();
+    f.lse = attn.getLse();
+  }
   f.o = h.mask(f.a, ad.getHeadsMask(), hd, nkv, dense);
   f.out = h.linear(f.o, ad.getOProj(), heads, hidden);
   return f;
@@ -329,6 +356,18 @@ struct AttentionLowering : KernelPattern<el::AttentionOp> {
   }
 };
 
+struct AttentionStepLowering : KernelPattern<el::AttentionStepOp> {
+  using KernelPattern::KernelPattern;
+  LogicalResult lower(el::AttentionStepOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
+    Builder h = helper(rw, op);
+    AttentionForward f = attentionForward(h, op, a, dense({op.getHeadsMask()}),
+                                          {a.getKCache(), a.getVCache(), a.getPosition()});
+    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, dense({op.getHiddenMask()})));
+    return success();
+  }
+};
+
 struct AttentionGradLowering : KernelPattern<el::AttentionGradOp> {
   using KernelPattern::KernelPattern;
   LogicalResult lower(el::AttentionGradOp op, Adaptor a,
@@ -377,6 +416,18 @@ struct Mamba2Lowering : KernelPattern<el::Mamba2Op> {
   LogicalResult lower(el::Mamba2Op op, Adaptor a, ConversionPatternRewriter &rw) const override {
     Builder h = helper(rw, op);
     MambaForward f = mambaForward(h, op, a, dense({op.getHeadsMask(), op.getChannelsMask()}));
+    rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, dense({op.getHiddenMask()})));
+    return success();
+  }
+};
+
+struct Mamba2StepLowering : KernelPattern<el::Mamba2StepOp> {
+  using KernelPattern::KernelPattern;
+  LogicalResult lower(el::Mamba2StepOp op, Adaptor a,
+                      ConversionPatternRewriter &rw) const override {
+    Builder h = helper(rw, op);
+    MambaForward f = mambaForward(h, op, a, dense({op.getHeadsMask(), op.getChannelsMask()}),
+                                  {a.getConvState(), a.getSsmState()});
     rw.replaceOp(op, h.mask(f.out, a.getHiddenMask(), 1, 1, dense({op.getHiddenMask()})));
     return success();
   }
@@ -577,7 +628,9 @@ llvm::DenseMap<Operation *, int64_t> gatedLayers(ModuleOp module) {
       return;
     int64_t layer = *gate.getLayer();
     Operation *mixer = gate.getBlock().getDefiningOp();
-    if (!mixer || !isa<el::Mamba2Op, el::AttentionOp, el::MLPOp>(mixer))
+    if (!mixer ||
+        !isa<el::Mamba2Op, el::AttentionOp, el::MLPOp, el::Mamba2StepOp, el::AttentionStepOp>(
+            mixer))
       return;
     // The block feeds this layer's gate and, in a train step, the gate's backward (d keep).
     for (Operation *user : mixer->getUsers()) {
@@ -683,9 +736,10 @@ struct ConvertElasticToKernelPass
     RewritePatternSet patterns(ctx);
     patterns.add<EmbedLowering, EmbedGradLowering, RMSNormLowering, RMSNormGradLowering,
                  MLPLowering, MLPGradLowering, AttentionLowering, AttentionGradLowering,
-                 Mamba2Lowering, Mamba2GradLowering, DepthGateLowering, DepthGateGradLowering,
-                 LMHeadLowering, LMHeadGradLowering, CrossEntropyLowering, CrossEntropyGradLowering,
-                 KLLowering, KLGradLowering, AddLowering, MulLowering, HostLowering>(types, ctx);
+                 AttentionStepLowering, Mamba2Lowering, Mamba2StepLowering, Mamba2GradLowering,
+                 DepthGateLowering, DepthGateGradLowering, LMHeadLowering, LMHeadGradLowering,
+                 CrossEntropyLowering, CrossEntropyGradLowering, KLLowering, KLGradLowering,
+                 AddLowering, MulLowering, HostLowering>(types, ctx);
     populateFunctionOpInterfaceTypeConversionPattern<func::FuncOp>(patterns, types);
     populateReturnOpTypeConversionPattern(patterns, types);
     if (failed(applyFullConversion(module, target, std::move(patterns))))

@@ -8,6 +8,7 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/Interfaces/FunctionInterfaces.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 
@@ -192,37 +193,76 @@ LogicalResult RMSNormOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
 }
 
 //===----------------------------------------------------------------------===//
-// Mamba2Op
+// Mamba2Op, Mamba2StepOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult Mamba2Op::verify() {
-  if (failed(expectSaneSizes(*this, {{"num_heads", getNumHeads()},
-                                     {"head_dim", getHeadDim()},
-                                     {"n_groups", getNGroups()},
-                                     {"state_size", getStateSize()}})))
+namespace {
+
+/// The rules of a Mamba2 mixer, shared by the whole-sequence op and the decode step.
+template <typename OpT> LogicalResult verifyMamba2(OpT op) {
+  if (failed(expectSaneSizes(op, {{"num_heads", op.getNumHeads()},
+                                  {"head_dim", op.getHeadDim()},
+                                  {"n_groups", op.getNGroups()},
+                                  {"state_size", op.getStateSize()}})))
     return failure();
-  int64_t h = getNumHeads(), p = getHeadDim(), g = getNGroups();
+  int64_t h = op.getNumHeads(), p = op.getHeadDim(), g = op.getNGroups(), n = op.getStateSize();
   if (h % g != 0)
-    return emitOpError() << "num_heads (" << h << ") must be divisible by n_groups (" << g << ")";
-  if (!(getEpsilon().convertToDouble() > 0.0))
-    return emitOpError("expects a positive epsilon");
-  if (getInput().getType() != getResult().getType())
-    return emitOpError("expects the result type to equal the input type");
-  int64_t d = lastDim(getInput());
-  int64_t conv = getConvChannels();
-  int64_t kernel = dim(getConvWeight(), 1);
+    return op.emitOpError() << "num_heads (" << h << ") must be divisible by n_groups (" << g
+                            << ")";
+  if (!(op.getEpsilon().convertToDouble() > 0.0))
+    return op.emitOpError("expects a positive epsilon");
+  if (op.getInput().getType() != op.getResult().getType())
+    return op.emitOpError("expects the result type to equal the input type");
+  int64_t d = lastDim(op.getInput());
+  int64_t conv = h * p + 2 * g * n, rows = 2 * h * p + 2 * g * n + h;
+  int64_t kernel = dim(op.getConvWeight(), 1);
   if (!ShapedType::isDynamic(kernel) && kernel < 1)
-    return emitOpError("expects a convolution kernel of at least 1");
-  if (failed(expectShape(*this, getInProj(), {getInProjRows(), d}, "in_proj")) ||
-      failed(expectShape(*this, getConvWeight(), {conv, kernel}, "conv_weight")) ||
-      failed(expectShape(*this, getConvBias(), {conv}, "conv_bias")) ||
-      failed(expectShape(*this, getDtBias(), {h}, "dt_bias")) ||
-      failed(expectShape(*this, getALog(), {h}, "a_log")) ||
-      failed(expectShape(*this, getDSkip(), {h}, "d_skip")) ||
-      failed(expectShape(*this, getNormWeight(), {h * p}, "norm_weight")) ||
-      failed(expectShape(*this, getOutProj(), {d, h * p}, "out_proj")))
+    return op.emitOpError("expects a convolution kernel of at least 1");
+  if (failed(expectShape(op, op.getInProj(), {rows, d}, "in_proj")) ||
+      failed(expectShape(op, op.getConvWeight(), {conv, kernel}, "conv_weight")) ||
+      failed(expectShape(op, op.getConvBias(), {conv}, "conv_bias")) ||
+      failed(expectShape(op, op.getDtBias(), {h}, "dt_bias")) ||
+      failed(expectShape(op, op.getALog(), {h}, "a_log")) ||
+      failed(expectShape(op, op.getDSkip(), {h}, "d_skip")) ||
+      failed(expectShape(op, op.getNormWeight(), {h * p}, "norm_weight")) ||
+      failed(expectShape(op, op.getOutProj(), {d, h * p}, "out_proj")))
     return failure();
-  return expectSameElementType(*this, getInput(), getOperands());
+  return expectSameElementType(op, op.getInput(), op->getOperands());
+}
+
+/// State operands of a decode step are the caller's buffers, updated in place.
+LogicalResult expectFunctionArgument(Operation *op, Value v, StringRef name) {
+  auto arg = dyn_cast<BlockArgument>(v);
+  if (!arg || !isa<FunctionOpInterface>(arg.getOwner()->getParentOp()))
+    return op->emitOpError() << "updates " << name
+                             << " in place: it must be an argument of the enclosing function";
+  return success();
+}
+
+} // namespace
+
+LogicalResult Mamba2Op::verify() { return verifyMamba2(*this); }
+
+LogicalResult Mamba2StepOp::verify() {
+  if (failed(verifyMamba2(*this)))
+    return failure();
+  int64_t b = dim(getInput(), 0), h = getNumHeads(), p = getHeadDim(), n = getStateSize();
+  int64_t conv = h * p + 2 * getNGroups() * n, kernel = dim(getConvWeight(), 1);
+  int64_t window = ShapedType::isDynamic(kernel) ? kernel : kernel - 1;
+  if (failed(expectShape(*this, getConvState(), {b, window, conv}, "conv_state")) ||
+      failed(expectShape(*this, getSsmState(), {b, h, p, n}, "ssm_state")) ||
+      failed(expectFunctionArgument(*this, getConvState(), "conv_state")) ||
+      failed(expectFunctionArgument(*this, getSsmState(), "ssm_state")))
+    return failure();
+  return success();
+}
+
+LogicalResult Mamba2StepOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
+  addMaskUse(uses, maskOperand(getHeadsMaskMutable()), AxisKind::MambaHeads, getNumHeads(),
+             getNGroups());
+  addMaskUse(uses, maskOperand(getChannelsMaskMutable()), AxisKind::MambaHeadDim, getHeadDim());
+  addMaskUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
+  return success();
 }
 
 LogicalResult Mamba2Op::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
@@ -237,24 +277,51 @@ LogicalResult Mamba2Op::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
 // AttentionOp
 //===----------------------------------------------------------------------===//
 
-LogicalResult AttentionOp::verify() {
-  if (failed(expectSaneSizes(*this, {{"num_heads", getNumHeads()},
-                                     {"num_kv_heads", getNumKvHeads()},
-                                     {"head_dim", getHeadDim()}})))
+namespace {
+
+/// The rules of causal GQA attention, shared by the whole-sequence op and the decode step.
+template <typename OpT> LogicalResult verifyAttention(OpT op) {
+  if (failed(expectSaneSizes(op, {{"num_heads", op.getNumHeads()},
+                                  {"num_kv_heads", op.getNumKvHeads()},
+                                  {"head_dim", op.getHeadDim()}})))
     return failure();
-  int64_t nh = getNumHeads(), nkv = getNumKvHeads(), hd = getHeadDim();
+  int64_t nh = op.getNumHeads(), nkv = op.getNumKvHeads(), hd = op.getHeadDim();
   if (nh % nkv != 0)
-    return emitOpError() << "num_heads (" << nh << ") must be divisible by num_kv_heads (" << nkv
-                         << ")";
-  if (getInput().getType() != getResult().getType())
-    return emitOpError("expects the result type to equal the input type");
-  int64_t d = lastDim(getInput());
-  if (failed(expectShape(*this, getQProj(), {nh * hd, d}, "q_proj")) ||
-      failed(expectShape(*this, getKProj(), {nkv * hd, d}, "k_proj")) ||
-      failed(expectShape(*this, getVProj(), {nkv * hd, d}, "v_proj")) ||
-      failed(expectShape(*this, getOProj(), {d, nh * hd}, "o_proj")))
+    return op.emitOpError() << "num_heads (" << nh << ") must be divisible by num_kv_heads (" << nkv
+                            << ")";
+  if (op.getInput().getType() != op.getResult().getType())
+    return op.emitOpError("expects the result type to equal the input type");
+  int64_t d = lastDim(op.getInput());
+  if (failed(expectShape(op, op.getQProj(), {nh * hd, d}, "q_proj")) ||
+      failed(expectShape(op, op.getKProj(), {nkv * hd, d}, "k_proj")) ||
+      failed(expectShape(op, op.getVProj(), {nkv * hd, d}, "v_proj")) ||
+      failed(expectShape(op, op.getOProj(), {d, nh * hd}, "o_proj")))
     return failure();
-  return expectSameElementType(*this, getInput(), getOperands());
+  return expectSameElementType(op, op.getInput(), op->getOperands());
+}
+
+} // namespace
+
+LogicalResult AttentionOp::verify() { return verifyAttention(*this); }
+
+LogicalResult AttentionStepOp::verify() {
+  if (failed(verifyAttention(*this)))
+    return failure();
+  int64_t b = dim(getInput(), 0), width = getNumKvHeads() * getHeadDim();
+  if (failed(expectShape(*this, getKCache(), {b, ShapedType::kDynamic, width}, "k_cache")) ||
+      failed(expectFunctionArgument(*this, getKCache(), "k_cache")) ||
+      failed(expectFunctionArgument(*this, getVCache(), "v_cache")))
+    return failure();
+  if (ShapedType::isDynamic(dim(getKCache(), 1)))
+    return emitOpError("expects a static cache length (the longest context)");
+  return success();
+}
+
+LogicalResult AttentionStepOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {
+  addMaskUse(uses, maskOperand(getHeadsMaskMutable()), AxisKind::AttnHeads, getNumHeads(),
+             getNumKvHeads());
+  addMaskUse(uses, maskOperand(getHiddenMaskMutable()), AxisKind::Hidden, lastDim(getInput()));
+  return success();
 }
 
 LogicalResult AttentionOp::getMaskUses(SmallVectorImpl<MaskUse> &uses) {

@@ -174,6 +174,84 @@ def Elastic_AttentionOp : Elastic_MaskedOp<"attention", [DeclareOpInterfaceMetho
   let hasVerifier = 1;
 }
 
+//===----------------------------------------------------------------------===//
+// Incremental decoding (the decode-step entry point)
+//===----------------------------------------------------------------------===//
+
+// The state of a decode step (KV caches, convolution windows, SSM states) is the caller's:
+// state operands must be arguments of the enclosing function, and the ops update them in
+// place, like `kernel.adamw` updates the optimizer's buffers. The ops are therefore not Pure.
+class Elastic_StepOp<string mnemonic, list<Trait> traits = []>
+    : Elastic_Op<mnemonic, !listconcat(traits, [MemoryEffects<[MemRead, MemWrite]>,
+        DeclareOpInterfaceMethods<Elastic_MaskedOpInterface>])>;
+
+def Elastic_Mamba2StepOp : Elastic_StepOp<"mamba2_step", [AttrSizedOperandSegments]> {
+  let summary = "Mamba2 mixer over the next tokens of sequences whose past is a state";
+  let description = [{
+    `elastic.mamba2` (same operands, masks and attributes) continued from a state instead of
+    from zeros: `conv_state` `[B, K-1, H*P + 2*G*N]` holds the last K-1 unmasked conv inputs
+    (x|B|C columns of in_proj) of each sequence, oldest first, and `ssm_state` `[B, H, P, N]`
+    the SSM state after the tokens read so far. Both start at zero for an empty context and
+    are updated in place to the state after the L tokens of `input`; for any split of a
+    sequence into pieces the outputs equal those of `elastic.mamba2` over the whole sequence.
+  }];
+  let arguments = (ins Elastic_Activation:$input, Elastic_Matrix:$in_proj,
+                       Elastic_Matrix:$conv_weight, Elastic_Vector:$conv_bias,
+                       Elastic_Vector:$dt_bias, Elastic_Vector:$a_log, Elastic_Vector:$d_skip,
+                       Elastic_Vector:$norm_weight, Elastic_Matrix:$out_proj,
+                       3DTensorOf<[F32, F64]>:$conv_state, 4DTensorOf<[F32, F64]>:$ssm_state,
+                       Elastic_OptionalMask:$heads_mask, Elastic_OptionalMask:$channels_mask,
+                       Elastic_OptionalMask:$hidden_mask,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$n_groups,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$state_size,
+                       DefaultValuedAttr<F64Attr, "1.0e-5">:$epsilon);
+  let results = (outs Elastic_Activation:$result);
+  let assemblyFormat = [{
+    $input `,` $in_proj `,` $conv_weight `,` $conv_bias `,` $dt_bias `,` $a_log `,` $d_skip `,`
+    $norm_weight `,` $out_proj `state` `(` $conv_state `,` $ssm_state `)`
+    (`heads` `(` $heads_mask^ `:` qualified(type($heads_mask)) `)`)?
+    (`channels` `(` $channels_mask^ `:` qualified(type($channels_mask)) `)`)?
+    (`hidden` `(` $hidden_mask^ `:` qualified(type($hidden_mask)) `)`)?
+    attr-dict `:` `(` type($input) `,` type($in_proj) `,` type($conv_weight) `,`
+    type($conv_bias) `,` type($dt_bias) `,` type($a_log) `,` type($d_skip) `,`
+    type($norm_weight) `,` type($out_proj) `,` type($conv_state) `,` type($ssm_state) `)`
+    `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Elastic_AttentionStepOp : Elastic_StepOp<"attention_step", [AttrSizedOperandSegments,
+    AllTypesMatch<["k_cache", "v_cache"]>]> {
+  let summary = "causal GQA attention of the next tokens over a KV cache";
+  let description = [{
+    `elastic.attention` for the L tokens of `input` at positions `position .. position+L-1` of
+    sequences whose earlier keys and values are in `k_cache` and `v_cache` `[B, T,
+    num_kv_heads * head_dim]` (T: the longest context). The new keys and values are written
+    into the caches in place at those positions, then each token attends to the cache up to
+    and including itself. `position + L > T` is a run-time error.
+  }];
+  let arguments = (ins Elastic_Activation:$input, Elastic_Matrix:$q_proj,
+                       Elastic_Matrix:$k_proj, Elastic_Matrix:$v_proj, Elastic_Matrix:$o_proj,
+                       3DTensorOf<[F32, F64]>:$k_cache, 3DTensorOf<[F32, F64]>:$v_cache,
+                       0DTensorOf<[I64]>:$position,
+                       Elastic_OptionalMask:$heads_mask, Elastic_OptionalMask:$hidden_mask,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim);
+  let results = (outs Elastic_Activation:$result);
+  let assemblyFormat = [{
+    $input `,` $q_proj `,` $k_proj `,` $v_proj `,` $o_proj `cache` `(` $k_cache `,` $v_cache `)`
+    `at` $position
+    (`heads` `(` $heads_mask^ `:` qualified(type($heads_mask)) `)`)?
+    (`hidden` `(` $hidden_mask^ `:` qualified(type($hidden_mask)) `)`)?
+    attr-dict `:` `(` type($input) `,` type($q_proj) `,` type($k_proj) `,` type($v_proj) `,`
+    type($o_proj) `,` type($k_cache) `,` type($position) `)` `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def Elastic_MLPOp : Elastic_MaskedOp<"mlp", [DeclareOpInterfaceMethods<Elastic_SliceOpInterface>, AttrSizedOperandSegments, DeclareOpInterfaceMethods<Elastic_GradientOpInterface>]> {
   let summary = "squared-ReLU MLP: down(relu(up(x))^2)";
   let description = [{

@@ -86,12 +86,54 @@ LogicalResult HostOp::verify() {
   return success();
 }
 
+/// Operands a kernel updates in place are the caller's buffers: arguments of the function.
+static bool isFunctionArgument(Value v) {
+  return isa<BlockArgument>(v) &&
+         isa<func::FuncOp>(cast<BlockArgument>(v).getOwner()->getParentOp());
+}
+
 LogicalResult AdamWOp::verify() {
   if (getHyper().getType().getDimSize(0) != 3)
     return emitOpError("hyper must be [lr, step, grad_scale]");
   for (Value v : {getParam(), getExpAvg(), getExpAvgSq()})
-    if (!isa<BlockArgument>(v) ||
-        !isa<func::FuncOp>(cast<BlockArgument>(v).getOwner()->getParentOp()))
+    if (!isFunctionArgument(v))
       return emitOpError("updates param and moments in place: they must be function arguments");
+  return success();
+}
+
+LogicalResult MambaConvStepOp::verify() {
+  auto proj = cast<RankedTensorType>(getProj().getType());
+  auto state = cast<RankedTensorType>(getState().getType());
+  int64_t conv =
+      static_cast<int64_t>(getNumHeads() * getHeadDim() + 2 * getNGroups() * getStateSize());
+  int64_t want[] = {proj.getDimSize(0),
+                    cast<RankedTensorType>(getConvWeight().getType()).getDimSize(1) - 1, conv};
+  if (proj.getRank() != 3 || state.getShape() != ArrayRef<int64_t>(want))
+    return emitOpError("expects a state of shape [batch, conv_kernel - 1, conv channels]");
+  if (!isFunctionArgument(getState()))
+    return emitOpError("updates its state in place: it must be a function argument");
+  return success();
+}
+
+LogicalResult MambaScanStepOp::verify() {
+  auto proj = cast<RankedTensorType>(getProj().getType());
+  auto state = cast<RankedTensorType>(getState().getType());
+  int64_t want[] = {proj.getDimSize(0), static_cast<int64_t>(getNumHeads()),
+                    static_cast<int64_t>(getHeadDim()), static_cast<int64_t>(getStateSize())};
+  if (proj.getRank() != 3 || state.getShape() != ArrayRef<int64_t>(want))
+    return emitOpError("expects a state of shape [batch, num_heads, head_dim, state_size]");
+  if (!isFunctionArgument(getState()))
+    return emitOpError("updates its state in place: it must be a function argument");
+  return success();
+}
+
+LogicalResult AttentionStepOp::verify() {
+  auto k = cast<RankedTensorType>(getK().getType());
+  auto cache = cast<RankedTensorType>(getKCache().getType());
+  if (k.getRank() != 3 || cache.getRank() != 3 || cache.getDimSize(0) != k.getDimSize(0) ||
+      cache.getDimSize(2) != k.getDimSize(2) || cache.getDimSize(1) < k.getDimSize(1))
+    return emitOpError("expects caches of shape [batch, context, kv_heads * head_dim]");
+  if (!isFunctionArgument(getKCache()) || !isFunctionArgument(getVCache()))
+    return emitOpError("updates its caches in place: they must be function arguments");
   return success();
 }

@@ -276,6 +276,54 @@ def Kernel_MambaScanOp : Kernel_MambaOp<"mamba_scan",
   }];
 }
 
+// The decode-step forms of the conv and the scan continue from a state the caller owns (a
+// function argument, updated in place) instead of from zeros.
+class Kernel_MambaStepOp<string mnemonic, list<Trait> traits = []>
+    : Kernel_Op<mnemonic, !listconcat(traits, [MemoryEffects<[MemRead, MemWrite]>])> {
+  dag mambaAttrs = (ins ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                        ConfinedAttr<I64Attr, [IntPositive]>:$head_dim,
+                        ConfinedAttr<I64Attr, [IntPositive]>:$n_groups,
+                        ConfinedAttr<I64Attr, [IntPositive]>:$state_size,
+                        UnitAttr:$prefix_dense);
+  let hasVerifier = 1;
+}
+
+def Kernel_MambaConvStepOp : Kernel_MambaStepOp<"mamba_conv_step"> {
+  let summary = "kernel.mamba_conv continued from a window of the last K-1 conv inputs";
+  let description = [{
+    `state` `[B, K-1, H*P + 2*G*N]` holds each sequence's last K-1 unmasked x|B|C columns of
+    in_proj, oldest first (zeros for an empty context); the conv of the L rows of `proj` reads
+    it as their left context and leaves in it the last K-1 inputs after them.
+  }];
+  let arguments = !con((ins Kernel_FloatTensor:$proj, Kernel_FloatTensor:$conv_weight,
+                            Kernel_Vector:$conv_bias, Optional<Kernel_Vector>:$mzx,
+                            Kernel_FloatTensor:$state), mambaAttrs);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $proj `,` $conv_weight `,` $conv_bias (`mask` `(` $mzx^ `:` type($mzx) `)`)?
+    `state` `(` $state `:` type($state) `)` attr-dict `:`
+    `(` type($proj) `,` type($conv_weight) `,` type($conv_bias) `)` `->` type($result)
+  }];
+}
+
+def Kernel_MambaScanStepOp : Kernel_MambaStepOp<"mamba_scan_step",
+    [AllTypesMatch<["dt_bias", "a_log", "d_skip"]>]> {
+  let summary = "kernel.mamba_scan continued from the SSM state of every (sequence, head)";
+  let description = [{
+    `state` `[B, H, P, N]` is the SSM state after the tokens read so far (zeros for an empty
+    context); the scan of the L rows starts from it and leaves the state after them.
+  }];
+  let arguments = !con((ins Kernel_FloatTensor:$proj, Kernel_FloatTensor:$xbc,
+                            Kernel_Vector:$dt_bias, Kernel_Vector:$a_log, Kernel_Vector:$d_skip,
+                            Kernel_OptionalMask:$heads, Kernel_FloatTensor:$state), mambaAttrs);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $proj `,` $xbc `,` $dt_bias `,` $a_log `,` $d_skip (`heads` `(` $heads^ `:` type($heads) `)`)?
+    `state` `(` $state `:` type($state) `)` attr-dict `:`
+    `(` type($proj) `,` type($xbc) `,` type($dt_bias) `)` `->` type($result)
+  }];
+}
+
 def Kernel_MambaGateNormOp : Kernel_MambaOp<"mamba_gate_norm", [AttrSizedOperandSegments]> {
   let summary = "gate y * silu(z) and group-wise masked RMSNorm";
   let arguments = !con((ins Kernel_FloatTensor:$y, Kernel_FloatTensor:$proj,
@@ -346,6 +394,31 @@ def Kernel_AttentionOp : Kernel_Op<"attention", [Pure, AllTypesMatch<["k", "v"]>
     $q `,` $k `,` $v (`heads` `(` $heads^ `:` type($heads) `)`)? attr-dict `:`
     `(` type($q) `,` type($k) `)` `->` type($lse)
   }];
+}
+
+def Kernel_AttentionStepOp : Kernel_Op<"attention_step", [MemoryEffects<[MemRead, MemWrite]>,
+    AllTypesMatch<["k", "v"]>, AllTypesMatch<["q", "result"]>,
+    AllTypesMatch<["k_cache", "v_cache"]>]> {
+  let summary = "causal GQA attention of the next L tokens over a KV cache";
+  let description = [{
+    Writes `k` and `v` `[B, L, kv_heads*head_dim]` into rows `position .. position+L-1` of the
+    caches `[B, T, kv_heads*head_dim]` (function arguments, updated in place), then returns the
+    unmasked head outputs of the L queries, query i attending to cache rows `0 ..
+    position+i`. `position + L > T` fails the step. `heads` is only read in prefix-dense mode.
+  }];
+  let arguments = (ins Kernel_FloatTensor:$q, Kernel_FloatTensor:$k, Kernel_FloatTensor:$v,
+                       Kernel_FloatTensor:$k_cache, Kernel_FloatTensor:$v_cache,
+                       0DTensorOf<[I64]>:$position, Kernel_OptionalMask:$heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$num_kv_heads,
+                       ConfinedAttr<I64Attr, [IntPositive]>:$head_dim, UnitAttr:$prefix_dense);
+  let results = (outs Kernel_FloatTensor:$result);
+  let assemblyFormat = [{
+    $q `,` $k `,` $v `cache` `(` $k_cache `,` $v_cache `:` type($k_cache) `)` `at` $position
+    `:` type($position)
+    (`heads` `(` $heads^ `:` type($heads) `)`)? attr-dict `:` `(` type($q) `,` type($k) `)`
+  }];
+  let hasVerifier = 1;
 }
 
 def Kernel_AttentionGradOp : Kernel_Op<"attention_grad", [Pure,

@@ -468,6 +468,16 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
       s.pActive = activeOf(chans, s.headDim, 1);
     return s;
   };
+  // The extents from the expanded multiplier mzx: a head is active when any channel is.
+  auto mambaExtentsOfMultiplier = [](cpu::MambaShape s, const T *z) {
+    int64_t P = s.headDim, per = s.heads / s.groups, ha = 0;
+    s.pActive = activeOf(z, P, 1);
+    for (int64_t h = 0; h < per; ++h)
+      if (z[h * P] != T(0))
+        ha = h + 1;
+    s.hActive = ha;
+    return s;
+  };
   if (kind == "kernel.mamba_mask") {
     cpu::MambaShape s0;
     s0.heads = b.sizeAttr("num_heads");
@@ -489,19 +499,10 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     cpu::MambaShape s0 = mambaShape(proj.index);
     s0.convKernel = b.dim(w.index, 1);
     bool dense = b.flag("prefix_dense");
-    // Extents come from the expanded multiplier: a head is active when any channel is.
-    int64_t P = s0.headDim, H = s0.heads, G = s0.groups;
     return wrap([=]() {
       cpu::MambaShape s = s0;
-      if (dense && mzx.present()) {
-        const T *z = mzx.get();
-        s.pActive = activeOf(z, P, 1);
-        int64_t per = H / G, ha = 0;
-        for (int64_t h = 0; h < per; ++h)
-          if (z[h * P] != T(0))
-            ha = h + 1;
-        s.hActive = ha;
-      }
+      if (dense && mzx.present())
+        s = mambaExtentsOfMultiplier(s, mzx.get());
       cpu::mambaConvForward<T>(s, proj.get(), w.get(), bias.get(), mzx.get(), y.get());
     });
   }
@@ -517,6 +518,30 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
       cpu::MambaShape s = mambaExtents(s0, dense, heads.get(), nullptr);
       cpu::mambaScanForward<T>(s, proj.get(), xbc.get(), dtb.get(), alog.get(), d.get(),
                                heads.get(), chunk, y.get());
+    });
+  }
+  if (kind == "kernel.mamba_conv_step") {
+    auto proj = ref("proj"), w = ref("conv_weight"), bias = ref("conv_bias");
+    auto mzx = opt("mzx"), state = ref("state"), y = out("result");
+    cpu::MambaShape s0 = mambaShape(proj.index);
+    s0.convKernel = b.dim(w.index, 1);
+    bool dense = b.flag("prefix_dense");
+    return wrap([=]() {
+      cpu::MambaShape s = s0;
+      if (dense && mzx.present())
+        s = mambaExtentsOfMultiplier(s, mzx.get());
+      cpu::mambaConvStep<T>(s, proj.get(), w.get(), bias.get(), mzx.get(), state.get(), y.get());
+    });
+  }
+  if (kind == "kernel.mamba_scan_step") {
+    auto proj = ref("proj"), xbc = ref("xbc"), dtb = ref("dt_bias"), alog = ref("a_log");
+    auto d = ref("d_skip"), heads = opt("heads"), state = ref("state"), y = out("result");
+    cpu::MambaShape s0 = mambaShape(proj.index);
+    bool dense = b.flag("prefix_dense");
+    return wrap([=]() {
+      cpu::MambaShape s = mambaExtents(s0, dense, heads.get(), nullptr);
+      cpu::mambaScanStep<T>(s, proj.get(), xbc.get(), dtb.get(), alog.get(), d.get(), heads.get(),
+                            state.get(), y.get());
     });
   }
   if (kind == "kernel.mamba_gate_norm") {
@@ -608,6 +633,26 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
         s.qActive = activeOf(heads.get(), s.heads, s.kvHeads);
       cpu::attentionForward<T>(s, q.get(), k.get(), v.get(), o.get(), lse.get());
     });
+  }
+  if (kind == "kernel.attention_step") {
+    auto q = ref("q"), k = ref("k"), v = ref("v"), kc = ref("k_cache"), vc = ref("v_cache");
+    auto pos = Ref<int64_t>{&slots, b.operandId("position", true)};
+    auto heads = opt("heads"), o = out("result");
+    cpu::AttentionShape s0 = attentionShape(q.index);
+    int64_t context = b.dim(kc.index, 1);
+    bool dense = b.flag("prefix_dense");
+    return [=]() -> Status {
+      cpu::AttentionShape s = s0;
+      if (dense && heads.present())
+        s.qActive = activeOf(heads.get(), s.heads, s.kvHeads);
+      int64_t at = *pos.get();
+      if (at < 0 || at + s.length > context)
+        return Status::error("kernel.attention_step: position " + std::to_string(at) + " + " +
+                             std::to_string(s.length) + " new tokens exceeds the " +
+                             std::to_string(context) + "-token context of the KV cache");
+      cpu::attentionStep<T>(s, context, at, q.get(), k.get(), v.get(), kc.get(), vc.get(), o.get());
+      return Status();
+    };
   }
   if (kind == "kernel.attention_grad") {
     auto q = ref("q"), k = ref("k"), v = ref("v"), o = ref("out"), lse = ref("lse");

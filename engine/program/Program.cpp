@@ -387,8 +387,11 @@ std::string nestor::engine::describeProgram(const pg::Program &program) {
        << f.results_size() << " results, " << f.steps_size() << " steps, arena " << f.arena_bytes()
        << " bytes\n";
     for (const pg::Argument &a : f.arguments())
-      os << "  arg %" << a.value() << " " << (a.role() == pg::PARAM ? "param" : "input") << " \""
-         << a.name() << "\" : " << typeString(f.values(a.value()).type()) << "\n";
+      os << "  arg %" << a.value() << " "
+         << (a.role() == pg::PARAM   ? "param"
+             : a.role() == pg::STATE ? "state"
+                                     : "input")
+         << " \"" << a.name() << "\" : " << typeString(f.values(a.value()).type()) << "\n";
     for (const pg::Result &r : f.results()) {
       os << "  result %" << r.value();
       if (!r.grad_of().empty())

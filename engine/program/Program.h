@@ -31,7 +31,7 @@ namespace nestor::engine {
 /// The program file format this build reads and writes. Bump it with any change to the meaning
 /// of nestor_program.proto (a new step kind, attribute or storage rule): a runtime must never
 /// run a program whose meaning it does not know.
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
 
 /// Success, or an error message (errors are values up to the tool boundary).
 class Status {

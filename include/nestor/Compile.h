@@ -82,6 +82,17 @@ llvm::Expected<std::unique_ptr<OptimizerProgram>>
 compileOptimizer(mlir::MLIRContext &context, llvm::ArrayRef<StepArg> params,
                  const spec::Optimizer &optimizer);
 
+/// The incremental decode step of `spec` (ImportOptions::decodeContext): one token of one
+/// sequence at a time, with KV caches of `context` positions, lowered by the same kernel
+/// pipeline as the train step and emitted as a program function `@decode_step` (the entry
+/// point engine::ProgramDecoder runs). For an elastic spec the active sizes are run-time
+/// inputs, so one program serves every budget of the parent; for a dense (sliced) spec the
+/// sizes are the spec's. `depthOrder` is the depth ranking the dropped layers follow.
+llvm::Expected<program::Function> compileDecodeStep(mlir::MLIRContext &context,
+                                                    const spec::ModelSpec &spec,
+                                                    int64_t contextLength,
+                                                    llvm::ArrayRef<int64_t> depthOrder = {});
+
 /// The dense model of a trained elastic model at one budget (METHOD.md §8), built by the
 /// `elastic-slice` pass: `module` holds `@parent` and the dense `@elastic_model(tokens,
 /// weights...) -> logits` (`model`), whose weight arguments carry their slice of the parent;

@@ -106,6 +106,32 @@ llvm::Expected<std::unique_ptr<CompiledStep>> nestor::compileTrainStep(MLIRConte
   return out;
 }
 
+llvm::Expected<program::Function> nestor::compileDecodeStep(MLIRContext &context,
+                                                            const spec::ModelSpec &spec,
+                                                            int64_t contextLength,
+                                                            llvm::ArrayRef<int64_t> depthOrder) {
+  if (contextLength <= 0)
+    return llvm::createStringError("the decode context must be positive (got %lld)",
+                                   static_cast<long long>(contextLength));
+  ImportOptions importOptions;
+  importOptions.decodeContext = contextLength;
+  importOptions.depthOrder.assign(depthOrder.begin(), depthOrder.end());
+  auto module = importSpec(context, spec, importOptions);
+  if (!module)
+    return module.takeError();
+  PassManager pm(&context);
+  KernelPipelineOptions kernels;
+  kernels.batch = 1;
+  kernels.seqLen = 1;
+  buildKernelPipeline(pm, kernels);
+  if (failed(pm.run(**module)))
+    return llvm::createStringError("lowering the decode step to kernels failed");
+  auto step = (*module)->lookupSymbol<func::FuncOp>("decode_step");
+  if (!step)
+    return llvm::createStringError("no @decode_step after lowering");
+  return emitProgramFunction(step);
+}
+
 llvm::Expected<std::unique_ptr<OptimizerProgram>>
 nestor::compileOptimizer(MLIRContext &context, llvm::ArrayRef<StepArg> params,
                          const spec::Optimizer &optimizer) {

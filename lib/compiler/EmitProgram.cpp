@@ -229,6 +229,15 @@ std::optional<Named> namedValues(Operation *op) {
     in("proj", m.getProj()), in("xbc", m.getXbc()), in("dt_bias", m.getDtBias());
     in("a_log", m.getALog()), in("d_skip", m.getDSkip()), in("heads", m.getHeads());
     out("result", m.getResult());
+  } else if (auto m = dyn_cast<kn::MambaConvStepOp>(op)) {
+    in("proj", m.getProj()), in("conv_weight", m.getConvWeight());
+    in("conv_bias", m.getConvBias()), in("mzx", m.getMzx()), in("state", m.getState());
+    out("result", m.getResult());
+  } else if (auto m = dyn_cast<kn::MambaScanStepOp>(op)) {
+    in("proj", m.getProj()), in("xbc", m.getXbc()), in("dt_bias", m.getDtBias());
+    in("a_log", m.getALog()), in("d_skip", m.getDSkip()), in("heads", m.getHeads());
+    in("state", m.getState());
+    out("result", m.getResult());
   } else if (auto m = dyn_cast<kn::MambaGateNormOp>(op)) {
     in("y", m.getY()), in("proj", m.getProj()), in("norm_weight", m.getNormWeight());
     in("mzx", m.getMzx()), in("heads", m.getHeads()), in("channels", m.getChannels());
@@ -247,6 +256,10 @@ std::optional<Named> namedValues(Operation *op) {
   } else if (auto a = dyn_cast<kn::AttentionOp>(op)) {
     in("q", a.getQ()), in("k", a.getK()), in("v", a.getV()), in("heads", a.getHeads());
     out("result", a.getResult()), out("lse", a.getLse());
+  } else if (auto a = dyn_cast<kn::AttentionStepOp>(op)) {
+    in("q", a.getQ()), in("k", a.getK()), in("v", a.getV()), in("k_cache", a.getKCache());
+    in("v_cache", a.getVCache()), in("position", a.getPosition()), in("heads", a.getHeads());
+    out("result", a.getResult());
   } else if (auto a = dyn_cast<kn::AttentionGradOp>(op)) {
     in("q", a.getQ()), in("k", a.getK()), in("v", a.getV()), in("out", a.getOut());
     in("lse", a.getLse()), in("result_grad", a.getResultGrad()), in("heads", a.getHeads());
@@ -394,6 +407,9 @@ llvm::Expected<pg::Function> nestor::emitProgramFunction(func::FuncOp func, int 
     } else if (auto in = func.getArgAttrOfType<StringAttr>(i, "elastic.input")) {
       a.set_name(in.str());
       a.set_role(pg::INPUT);
+    } else if (auto st = func.getArgAttrOfType<StringAttr>(i, "elastic.state")) {
+      a.set_name(st.str());
+      a.set_role(pg::STATE);
     } else {
       a.set_name("arg" + std::to_string(i));
       a.set_role(pg::INPUT);

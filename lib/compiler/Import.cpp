@@ -78,9 +78,18 @@ private:
         : ffn(layers), attnHeads(layers), mambaHeads(layers), mambaHeadDim(layers) {}
   };
 
+  /// The caller-owned state of a decode step: per layer its state arguments (Mamba: conv
+  /// window, SSM state; attention: K and V caches), and the position of the first new token.
+  struct DecodeState {
+    Value position;
+    SmallVector<std::pair<Value, Value>> layers;
+  };
+
   void declareModelParams(Signature &sig);
   void declareRouterParams(Signature &sig);
-  Value buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const Masks &masks);
+  void declareDecodeState(Signature &sig);
+  Value buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const Masks &masks,
+                  const DecodeState *state = nullptr);
   Value param(StringRef name) { return params.lookup(name); }
   RankedTensorType tensor(ArrayRef<int64_t> shape) {
     return RankedTensorType::get(shape, elementType);
@@ -102,6 +111,14 @@ private:
   void buildDense(ModuleOp module);
   void buildParent(ModuleOp module);
   llvm::Error buildElastic(ModuleOp module);
+  llvm::Error buildDecodeStep(ModuleOp module);
+  /// The depth ranking (least important layer first): options.depthOrder, checked, or by
+  /// default the last layer first.
+  llvm::Expected<SmallVector<int64_t>> depthOrder() const;
+  /// Sets the masks of `axis` in `masks`, made by `makeMask(row)` (row: the layer's row of a
+  /// heterogeneous axis).
+  void assignAxisMasks(Masks &masks, const AxisInfo &axis,
+                       llvm::function_ref<Value(std::optional<int64_t>)> makeMask);
 
   const pb::ModelSpec &spec;
   const pb::Architecture &arch;
@@ -204,7 +221,8 @@ func::FuncOp Importer::createFunc(ModuleOp module, StringRef name, Signature &si
   return func;
 }
 
-Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const Masks &m) {
+Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const Masks &m,
+                          const DecodeState *state) {
   int64_t d = arch.hidden_size();
   double eps = pb::layerNormEpsilon(arch);
   auto act = activation(d);
@@ -218,27 +236,47 @@ Value Importer::buildBody(OpBuilder &b, func::FuncOp func, Value tokens, const M
                                 epsAttr);
     Value y;
     switch (kind) {
-    case pb::LayerKind::Mamba:
-      y = Mamba2Op::create(
-          b, loc, act, n, param(layerName(layer, "mixer.in_proj.weight")),
-          param(layerName(layer, "mixer.conv1d.weight")),
-          param(layerName(layer, "mixer.conv1d.bias")), param(layerName(layer, "mixer.dt_bias")),
-          param(layerName(layer, "mixer.A_log")), param(layerName(layer, "mixer.D")),
-          param(layerName(layer, "mixer.norm.weight")),
-          param(layerName(layer, "mixer.out_proj.weight")), m.mambaHeads[i], m.mambaHeadDim[i],
-          m.hidden, b.getI64IntegerAttr(int64_t(ls.mambaHeads)),
-          b.getI64IntegerAttr(int64_t(ls.mambaHeadDim)), b.getI64IntegerAttr(arch.n_groups()),
-          b.getI64IntegerAttr(arch.ssm_state_size()), epsAttr);
+    case pb::LayerKind::Mamba: {
+      Value w[] = {param(layerName(layer, "mixer.in_proj.weight")),
+                   param(layerName(layer, "mixer.conv1d.weight")),
+                   param(layerName(layer, "mixer.conv1d.bias")),
+                   param(layerName(layer, "mixer.dt_bias")),
+                   param(layerName(layer, "mixer.A_log")),
+                   param(layerName(layer, "mixer.D")),
+                   param(layerName(layer, "mixer.norm.weight")),
+                   param(layerName(layer, "mixer.out_proj.weight"))};
+      auto heads = b.getI64IntegerAttr(int64_t(ls.mambaHeads));
+      auto headDim = b.getI64IntegerAttr(int64_t(ls.mambaHeadDim));
+      auto groups = b.getI64IntegerAttr(arch.n_groups());
+      auto stateSize = b.getI64IntegerAttr(arch.ssm_state_size());
+      if (state)
+        y = Mamba2StepOp::create(b, loc, act, n, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+                                 state->layers[i].first, state->layers[i].second, m.mambaHeads[i],
+                                 m.mambaHeadDim[i], m.hidden, heads, headDim, groups, stateSize,
+                                 epsAttr);
+      else
+        y = Mamba2Op::create(b, loc, act, n, w[0], w[1], w[2], w[3], w[4], w[5], w[6], w[7],
+                             m.mambaHeads[i], m.mambaHeadDim[i], m.hidden, heads, headDim, groups,
+                             stateSize, epsAttr);
       break;
-    case pb::LayerKind::Attention:
-      y = AttentionOp::create(b, loc, act, n, param(layerName(layer, "mixer.q_proj.weight")),
-                              param(layerName(layer, "mixer.k_proj.weight")),
-                              param(layerName(layer, "mixer.v_proj.weight")),
-                              param(layerName(layer, "mixer.o_proj.weight")), m.attnHeads[i],
-                              m.hidden, b.getI64IntegerAttr(int64_t(ls.attnHeads)),
-                              b.getI64IntegerAttr(arch.num_key_value_heads()),
-                              b.getI64IntegerAttr(arch.head_dim()));
+    }
+    case pb::LayerKind::Attention: {
+      Value w[] = {param(layerName(layer, "mixer.q_proj.weight")),
+                   param(layerName(layer, "mixer.k_proj.weight")),
+                   param(layerName(layer, "mixer.v_proj.weight")),
+                   param(layerName(layer, "mixer.o_proj.weight"))};
+      auto heads = b.getI64IntegerAttr(int64_t(ls.attnHeads));
+      auto kvHeads = b.getI64IntegerAttr(arch.num_key_value_heads());
+      auto headDim = b.getI64IntegerAttr(arch.head_dim());
+      if (state)
+        y = AttentionStepOp::create(b, loc, act, n, w[0], w[1], w[2], w[3], state->layers[i].first,
+                                    state->layers[i].second, state->position, m.attnHeads[i],
+                                    m.hidden, heads, kvHeads, headDim);
+      else
+        y = AttentionOp::create(b, loc, act, n, w[0], w[1], w[2], w[3], m.attnHeads[i], m.hidden,
+                                heads, kvHeads, headDim);
       break;
+    }
     case pb::LayerKind::MLP:
       y = MLPOp::create(b, loc, act, n, param(layerName(layer, "mixer.up_proj.weight")),
                         param(layerName(layer, "mixer.down_proj.weight")), m.ffn[i], m.hidden);
@@ -289,12 +327,8 @@ void Importer::buildParent(ModuleOp module) {
   func->setAttr("elastic.result_names", b.getStrArrayAttr({"logits"}));
 }
 
-llvm::Error Importer::buildElastic(ModuleOp module) {
-  const pb::Elastic &el = spec.elastic();
-  MaskMode mode = el.mask_mode() == pb::SOFT ? MaskMode::Soft : MaskMode::Hard;
+llvm::Expected<SmallVector<int64_t>> Importer::depthOrder() const {
   int64_t numLayers = static_cast<int64_t>(layers.size());
-
-  // The depth ranking: least important layer first.
   SmallVector<int64_t> order(options.depthOrder.begin(), options.depthOrder.end());
   if (order.empty()) {
     order.resize(numLayers);
@@ -310,6 +344,51 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
   if (static_cast<int64_t>(order.size()) != numLayers)
     return llvm::createStringError("depth order must list all %lld layers",
                                    static_cast<long long>(numLayers));
+  return order;
+}
+
+void Importer::assignAxisMasks(Masks &masks, const AxisInfo &axis,
+                               llvm::function_ref<Value(std::optional<int64_t>)> makeMask) {
+  if (axis.kind == AxisKind::Hidden) {
+    masks.hidden = makeMask(std::nullopt);
+    return;
+  }
+  // Per-layer masks: one shared mask (homogeneous) or one row per layer of the axis' kind.
+  bool hetero = axis.choices->heterogeneous();
+  Value shared = hetero ? Value() : makeMask(std::nullopt);
+  int64_t row = 0;
+  for (auto [i, kind] : llvm::enumerate(layers)) {
+    if (kind != axis.layerKind)
+      continue;
+    Value mask = hetero ? makeMask(row++) : shared;
+    switch (axis.kind) {
+    case AxisKind::FFN:
+      masks.ffn[i] = mask;
+      break;
+    case AxisKind::AttnHeads:
+      masks.attnHeads[i] = mask;
+      break;
+    case AxisKind::MambaHeads:
+      masks.mambaHeads[i] = mask;
+      break;
+    case AxisKind::MambaHeadDim:
+      masks.mambaHeadDim[i] = mask;
+      break;
+    case AxisKind::Hidden:
+      break;
+    }
+  }
+}
+
+llvm::Error Importer::buildElastic(ModuleOp module) {
+  const pb::Elastic &el = spec.elastic();
+  MaskMode mode = el.mask_mode() == pb::SOFT ? MaskMode::Soft : MaskMode::Hard;
+  int64_t numLayers = static_cast<int64_t>(layers.size());
+
+  auto depth = depthOrder();
+  if (!depth)
+    return depth.takeError();
+  SmallVector<int64_t> order = std::move(*depth);
 
   Signature sig;
   auto tokensType =
@@ -383,9 +462,8 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
                                             choicesAttr, expectationAttr);
     switch (axis.kind) {
     case AxisKind::Hidden:
-      masks.hidden = makeMask(std::nullopt);
       expHidden = expected;
-      continue;
+      break;
     case AxisKind::FFN:
       expFfn = expected;
       break;
@@ -399,30 +477,7 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
       expMambaDim = expected;
       break;
     }
-    // Per-layer masks: one shared mask (homogeneous) or one row per layer of the axis' kind.
-    Value shared = hetero ? Value() : makeMask(std::nullopt);
-    int64_t row = 0;
-    for (auto [i, kind] : llvm::enumerate(layers)) {
-      if (kind != axis.layerKind)
-        continue;
-      Value mask = hetero ? makeMask(row++) : shared;
-      switch (axis.kind) {
-      case AxisKind::FFN:
-        masks.ffn[i] = mask;
-        break;
-      case AxisKind::AttnHeads:
-        masks.attnHeads[i] = mask;
-        break;
-      case AxisKind::MambaHeads:
-        masks.mambaHeads[i] = mask;
-        break;
-      case AxisKind::MambaHeadDim:
-        masks.mambaHeadDim[i] = mask;
-        break;
-      case AxisKind::Hidden:
-        break;
-      }
-    }
+    assignAxisMasks(masks, axis, makeMask);
   }
   Value keep;
   if (el.max_dropped_layers() > 0) {
@@ -485,6 +540,96 @@ llvm::Error Importer::buildElastic(ModuleOp module) {
   return llvm::Error::success();
 }
 
+void Importer::declareDecodeState(Signature &sig) {
+  pb::ModelSizes<double> sizes = pb::parentSizes(spec);
+  int64_t gn = arch.n_groups() * arch.ssm_state_size();
+  int64_t kvWidth = arch.num_key_value_heads() * arch.head_dim();
+  int64_t dyn = ShapedType::kDynamic;
+  for (auto [i, kind] : llvm::enumerate(layers)) {
+    int64_t layer = static_cast<int64_t>(i);
+    int64_t h = int64_t(sizes.layers[i].mambaHeads), p = int64_t(sizes.layers[i].mambaHeadDim);
+    auto name = [&](StringRef what) { return llvm::formatv("layers.{0}.{1}", layer, what).str(); };
+    switch (kind) {
+    case pb::LayerKind::Mamba:
+      sig.add(tensor({dyn, arch.conv_kernel() - 1, h * p + 2 * gn}), "elastic.state", name("conv"),
+              builder);
+      sig.add(tensor({dyn, h, p, arch.ssm_state_size()}), "elastic.state", name("ssm"), builder);
+      break;
+    case pb::LayerKind::Attention:
+      sig.add(tensor({dyn, options.decodeContext, kvWidth}), "elastic.state", name("k"), builder);
+      sig.add(tensor({dyn, options.decodeContext, kvWidth}), "elastic.state", name("v"), builder);
+      break;
+    case pb::LayerKind::MLP:
+      break;
+    }
+  }
+}
+
+llvm::Error Importer::buildDecodeStep(ModuleOp module) {
+  Signature sig;
+  sig.add(RankedTensorType::get({ShapedType::kDynamic, ShapedType::kDynamic}, builder.getI32Type()),
+          "elastic.input", "tokens", builder);
+  sig.add(RankedTensorType::get({}, builder.getI64Type()), "elastic.input", "position", builder);
+  // Many-in-one serving: the active sizes are run-time inputs, one-hot over each axis' choices
+  // (a router's argmax choice, METHOD.md §8), so one program serves every budget. The masks
+  // they give are hard prefix masks, which the kernels run prefix-dense.
+  const pb::Elastic *el = spec.has_elastic() ? &spec.elastic() : nullptr;
+  SmallVector<unsigned> choiceArgs;
+  for (const AxisInfo &axis : axes) {
+    int64_t choices = axis.choices->choices_size();
+    SmallVector<int64_t> shape{choices};
+    if (axis.choices->heterogeneous())
+      shape.insert(shape.begin(), layersOfKind(layers, axis.layerKind));
+    choiceArgs.push_back(
+        sig.add(tensor(shape), "elastic.input", ("choice." + StringRef(axis.name)).str(), builder));
+  }
+  bool elasticDepth = el && el->max_dropped_layers() > 0;
+  if (elasticDepth)
+    choiceArgs.push_back(
+        sig.add(tensor({el->max_dropped_layers() + 1}), "elastic.input", "choice.depth", builder));
+  unsigned firstParam = sig.types.size();
+  declareModelParams(sig);
+  unsigned firstState = sig.types.size();
+  declareDecodeState(sig);
+
+  Type results[] = {activation(arch.vocab_size())};
+  func::FuncOp func = createFunc(module, "decode_step", sig, results, firstParam);
+  OpBuilder b = OpBuilder::atBlockEnd(&func.front());
+  Masks masks(layers.size());
+  for (auto [axis, arg] : llvm::zip(axes, choiceArgs)) {
+    SmallVector<int64_t> ks(axis.choices->choices().begin(), axis.choices->choices().end());
+    auto maskType = MaskType::get(b.getContext(), axis.kind, axis.size, axis.groups);
+    auto hard = MaskModeAttr::get(b.getContext(), MaskMode::Hard);
+    Value pi = func.getArgument(arg);
+    assignAxisMasks(masks, axis, [&](std::optional<int64_t> row) -> Value {
+      IntegerAttr rowAttr = row ? b.getI64IntegerAttr(*row) : IntegerAttr();
+      return PrefixMaskOp::create(b, loc, maskType, pi, b.getDenseI64ArrayAttr(ks), hard, rowAttr);
+    });
+  }
+  if (elasticDepth) {
+    auto order = depthOrder();
+    if (!order)
+      return order.takeError();
+    masks.keep = LayerKeepOp::create(
+        b, loc, tensor({static_cast<int64_t>(layers.size())}), func.getArgument(choiceArgs.back()),
+        b.getDenseI64ArrayAttr(*order), MaskModeAttr::get(b.getContext(), MaskMode::Hard));
+  }
+  DecodeState state;
+  state.position = func.getArgument(1);
+  state.layers.resize(layers.size());
+  unsigned next = firstState;
+  for (auto [i, kind] : llvm::enumerate(layers)) {
+    if (kind == pb::LayerKind::MLP)
+      continue;
+    state.layers[i] = {func.getArgument(next), func.getArgument(next + 1)};
+    next += 2;
+  }
+  Value logits = buildBody(b, func, func.getArgument(0), masks, &state);
+  func::ReturnOp::create(b, loc, logits);
+  func->setAttr("elastic.result_names", b.getStrArrayAttr({"logits"}));
+  return llvm::Error::success();
+}
+
 llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
   auto parsed = pb::parsePattern(arch.hybrid_override_pattern());
   if (!parsed)
@@ -493,9 +638,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
 
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc);
   (*module)->setAttr("elastic.spec", builder.getStringAttr(spec.name()));
-  if (!spec.has_elastic()) {
-    buildDense(*module);
-  } else {
+  if (spec.has_elastic()) {
     const pb::Elastic &el = spec.elastic();
     AxisInfo candidates[] = {
         {"hidden_size", AxisKind::Hidden, pb::LayerKind::MLP, &el.hidden_size(), arch.hidden_size(),
@@ -516,6 +659,13 @@ llvm::Expected<OwningOpRef<ModuleOp>> Importer::run() {
       axis.stream = axes.size();
       axes.push_back(axis);
     }
+  }
+  if (options.decodeContext > 0) {
+    if (llvm::Error err = buildDecodeStep(*module))
+      return err;
+  } else if (!spec.has_elastic()) {
+    buildDense(*module);
+  } else {
     buildParent(*module);
     if (llvm::Error err = buildElastic(*module))
       return err;

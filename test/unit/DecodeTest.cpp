@@ -4,10 +4,14 @@
 // model reproduces the compiled full-sequence forward at every position; prefix-dense decoding
 // of an elastic parent at a choice reproduces decoding the model `nestor slice` cuts at that
 // choice (homogeneous, per-layer, with a dropped layer); and it reproduces the compiled masked
-// elastic forward at a budget whose router choice is forced.
+// elastic forward at a budget whose router choice is forced. The compiled decode step (the
+// `@decode_step` program run by engine::ProgramDecoder) is held to the same three.
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Decode.h"
+
+#include "engine/decode/ProgramDecoder.h"
+#include "nestor/Compile.h"
 
 #include "nestor/ParamCount.h"
 #include "nestor/Slice.h"
@@ -363,6 +367,177 @@ TEST(DecodeTest, BadSizesAndMissingTensorsAreNamed) {
   ASSERT_FALSE(static_cast<bool>(missing));
   EXPECT_NE(llvm::toString(missing.takeError()).find("backbone.layers.2.mixer.k_proj.weight"),
             std::string::npos);
+}
+
+//===----------------------------------------------------------------------===//
+// The compiled decode step
+//===----------------------------------------------------------------------===//
+
+/// A ProgramDecoder of `spec`'s compiled decode step reading `weights`.
+std::unique_ptr<engine::ProgramDecoder>
+compiledDecoder(mlir::MLIRContext &ctx, const spec::ModelSpec &spec, const TensorMap &weights,
+                int64_t context, const std::map<std::string, std::vector<int64_t>> &choices = {},
+                llvm::ArrayRef<int64_t> depthOrder = {}) {
+  auto fn = compileDecodeStep(ctx, spec, context, depthOrder);
+  EXPECT_TRUE(static_cast<bool>(fn)) << llvm::toString(fn.takeError());
+  if (!fn)
+    return nullptr;
+  auto weight = [&weights](const std::string &name, int64_t numel) -> const float * {
+    auto it = weights.find(name);
+    return it != weights.end() && int64_t(it->second.data.size()) == numel ? it->second.data.data()
+                                                                           : nullptr;
+  };
+  auto dec = engine::ProgramDecoder::create(*fn, weight, choices);
+  EXPECT_TRUE(dec.ok()) << dec.status().message();
+  return dec.ok() ? std::move(*dec) : nullptr;
+}
+
+std::vector<float> decodeAll(engine::ProgramDecoder &decoder, const std::vector<int32_t> &tokens) {
+  decoder.reset();
+  std::vector<float> out;
+  for (int32_t t : tokens) {
+    auto logits = decoder.step(t);
+    EXPECT_TRUE(logits.ok()) << logits.status().message();
+    if (!logits.ok())
+      return out;
+    out.insert(out.end(), *logits, *logits + decoder.vocabSize());
+  }
+  return out;
+}
+
+TEST(DecodeTest, CompiledDecodeEqualsTheCompiledForwardAndTheHandWrittenDecoder) {
+  for (bool tied : {false, true}) {
+    SCOPED_TRACE(tied ? "tied embeddings" : "separate head");
+    spec::ModelSpec spec = denseSpec();
+    spec.mutable_architecture()->set_tie_word_embeddings(tied);
+    mlir::MLIRContext ctx;
+    int64_t length = 70;
+    auto session = Session::create(ctx, spec, 1, length);
+    ASSERT_TRUE(static_cast<bool>(session)) << llvm::toString(session.takeError());
+    TensorMap weights = randomWeights((*session)->params(), spec, 5);
+    (*session)->weights = weights;
+    std::vector<int32_t> tokens = randomTokens(length, 11), targets = randomTokens(length, 12);
+    ASSERT_TRUE(static_cast<bool>((*session)->evaluate(tokens.data(), targets.data(), 0)));
+
+    auto compiled = compiledDecoder(ctx, spec, weights, length);
+    ASSERT_TRUE(compiled);
+    EXPECT_EQ(compiled->context(), length);
+    std::vector<float> logits = decodeAll(*compiled, tokens);
+    ASSERT_EQ(logits.size(), size_t(length * kVocab));
+    EXPECT_GT(maxAbs(logits), 0.5) << "the logits are not trivial";
+    EXPECT_LE(maxAbsDiff(logits, (*session)->logits(), logits.size()), 1e-4);
+    auto hand = decode::Decoder::create(spec, weights, spec::parentSizes(spec));
+    ASSERT_TRUE(static_cast<bool>(hand)) << llvm::toString(hand.takeError());
+    std::vector<float> reference = decodeAll(**hand, tokens);
+    EXPECT_LE(maxAbsDiff(logits, reference.data(), logits.size()), 1e-4);
+    // Reset really forgets: a second pass gives the same logits.
+    std::vector<float> again = decodeAll(*compiled, tokens);
+    EXPECT_EQ(again, logits);
+  }
+}
+
+/// One program for every budget: the parent's decode step at the router's choice reproduces
+/// the masked elastic forward at that budget, and the dense decode step of the model
+/// `nestor slice` cuts at the same choice (<= 1e-5).
+TEST(DecodeTest, CompiledDecodeAtAChoiceEqualsTheMaskedForwardAndTheSlicedModel) {
+  for (bool heterogeneous : {false, true}) {
+    SCOPED_TRACE(heterogeneous ? "heterogeneous" : "homogeneous");
+    spec::ModelSpec spec = elasticSpec(heterogeneous);
+    mlir::MLIRContext ctx;
+    int64_t length = 19;
+    std::vector<int64_t> depthOrder = {3, 2, 0, 1, 4};
+    auto session = Session::create(ctx, spec, 1, length, depthOrder);
+    ASSERT_TRUE(static_cast<bool>(session)) << llvm::toString(session.takeError());
+    TensorMap weights = randomWeights((*session)->params(), spec, 31);
+    forceRouter(weights, "hidden_size", {0, 50});
+    forceRouter(weights, "num_attention_heads", {0, 50});
+    forceRouter(weights, "mamba_head_dim", {0, 50});
+    forceRouter(weights, "intermediate_size",
+                heterogeneous ? std::vector<float>{50, 0, 0, 50} : std::vector<float>{0, 50});
+    forceRouter(weights, "mamba_num_heads",
+                heterogeneous ? std::vector<float>{0, 50, 50, 0} : std::vector<float>{0, 50});
+    forceRouter(weights, "depth", {0, 50});
+    int32_t budget = 1;
+    RouterChoice choice = routerChoice(spec, weights, budget, depthOrder);
+    ASSERT_EQ(choice.sizes.layers[3].keep, 0);
+    (*session)->weights = weights;
+    for (const auto &[name, t] : weights)
+      if (!llvm::StringRef(name).starts_with("routers."))
+        (*session)->teacher[name] = t;
+    std::vector<int32_t> tokens = randomTokens(length, 32), targets = randomTokens(length, 33);
+    ASSERT_TRUE(static_cast<bool>((*session)->evaluate(tokens.data(), targets.data(), budget)));
+
+    auto compiled = compiledDecoder(ctx, spec, weights, 32, choice.indices, depthOrder);
+    ASSERT_TRUE(compiled);
+    std::vector<float> logits = decodeAll(*compiled, tokens);
+    ASSERT_EQ(logits.size(), size_t(length * kVocab));
+    EXPECT_GT(maxAbs(logits), 0.5);
+    EXPECT_LE(maxAbsDiff(logits, (*session)->logits(), logits.size()), 1e-4);
+
+    auto sliced = slice::sliceModel(spec, choice.sizes);
+    ASSERT_TRUE(static_cast<bool>(sliced)) << llvm::toString(sliced.takeError());
+    auto dense = slice::applySliceMap(sliced->map, weights);
+    ASSERT_TRUE(static_cast<bool>(dense)) << llvm::toString(dense.takeError());
+    auto cut = compiledDecoder(ctx, sliced->spec, *dense, 32);
+    ASSERT_TRUE(cut);
+    std::vector<float> cutLogits = decodeAll(*cut, tokens);
+    ASSERT_EQ(cutLogits.size(), logits.size());
+    EXPECT_LE(maxAbsDiff(logits, cutLogits.data(), logits.size()), 1e-5);
+
+    // The full choice (every axis' first choice, nothing dropped) is the parent.
+    auto parent = compiledDecoder(ctx, spec, weights, 32, {}, depthOrder);
+    auto hand = decode::Decoder::create(spec, weights, spec::parentSizes(spec));
+    ASSERT_TRUE(parent && static_cast<bool>(hand));
+    std::vector<float> p = decodeAll(*parent, tokens), h = decodeAll(**hand, tokens);
+    EXPECT_LE(maxAbsDiff(p, h.data(), p.size()), 1e-4);
+  }
+}
+
+TEST(DecodeTest, CompiledGreedyMatchesTheHandWrittenDecoderAndErrorsAreNamed) {
+  spec::ModelSpec spec = denseSpec();
+  mlir::MLIRContext ctx;
+  auto probe = Session::create(ctx, spec, 1, 4);
+  ASSERT_TRUE(static_cast<bool>(probe)) << llvm::toString(probe.takeError());
+  TensorMap weights = randomWeights((*probe)->params(), spec, 41);
+  auto hand = decode::Decoder::create(spec, weights, spec::parentSizes(spec));
+  ASSERT_TRUE(static_cast<bool>(hand));
+  auto compiled = compiledDecoder(ctx, spec, weights, 20);
+  ASSERT_TRUE(compiled);
+  std::vector<int32_t> prompt = {1, 72, 105, 33};
+  auto a = (*hand)->greedy(prompt, 12, -1);
+  auto b = compiled->greedy(prompt, 12, -1);
+  ASSERT_TRUE(static_cast<bool>(a) && b.ok());
+  EXPECT_EQ(*a, *b);
+  EXPECT_EQ(compiled->position(), int64_t(prompt.size() + 11));
+
+  auto bad = compiled->greedy({1, 300}, 4, -1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("decode at position 1"), std::string::npos)
+      << bad.status().message();
+  EXPECT_NE(bad.status().message().find("token 300"), std::string::npos);
+
+  // Past the KV cache: a clear error, and the decoder still works after a reset.
+  auto full = compiled->greedy(prompt, 40, -1);
+  ASSERT_FALSE(full.ok());
+  EXPECT_NE(full.status().message().find("the context is full (20 tokens"), std::string::npos)
+      << full.status().message();
+  EXPECT_TRUE(compiled->greedy(prompt, 3, -1).ok());
+
+  auto fn = compileDecodeStep(ctx, spec, 20);
+  ASSERT_TRUE(static_cast<bool>(fn));
+  auto none = [](const std::string &, int64_t) -> const float * { return nullptr; };
+  auto missing = engine::ProgramDecoder::create(*fn, none);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("no weight 'backbone.embeddings.weight' of shape "
+                                            "256x24"),
+            std::string::npos)
+      << missing.status().message();
+  auto weight = [&weights](const std::string &name, int64_t) -> const float * {
+    return weights.at(name).data.data();
+  };
+  auto axis = engine::ProgramDecoder::create(*fn, weight, {{"hidden_size", {1}}});
+  ASSERT_FALSE(axis.ok());
+  EXPECT_NE(axis.status().message().find("no elastic axis 'hidden_size'"), std::string::npos);
 }
 
 } // namespace

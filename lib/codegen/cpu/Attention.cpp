@@ -480,6 +480,61 @@ void attentionBackward(const AttentionShape &s, const T *q, const T *k, const T 
   }
 }
 
+template <typename T>
+void attentionStep(const AttentionShape &s, int64_t context, int64_t position, const T *q,
+                   const T *k, const T *v, T *kCache, T *vCache, T *a) {
+  int64_t B = s.batch, L = s.length, nh = s.heads, nkv = s.kvHeads, hd = s.headDim;
+  int64_t group = nh / nkv, qStride = nh * hd, kvStride = nkv * hd;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = 0; i < L; ++i) {
+      std::copy_n(k + (b * L + i) * kvStride, kvStride,
+                  kCache + (b * context + position + i) * kvStride);
+      std::copy_n(v + (b * L + i) * kvStride, kvStride,
+                  vCache + (b * context + position + i) * kvStride);
+    }
+  const T scale = T(1) / std::sqrt(T(hd));
+  int64_t work = B * nh * L * (position + L) * hd;
+#pragma omp parallel for schedule(static) if (work > (1 << 16))
+  for (int64_t task = 0; task < B * nh; ++task) {
+    int64_t b = task / nh, h = task % nh, kvh = h / group;
+    std::vector<T> p(position + L);
+    for (int64_t i = 0; i < L; ++i) {
+      T *out = a + (b * L + i) * qStride + h * hd;
+      if (h % group >= s.qActive) {
+        std::fill(out, out + hd, T(0));
+        continue;
+      }
+      const T *qi = q + (b * L + i) * qStride + h * hd;
+      const T *kc = kCache + b * context * kvStride + kvh * hd;
+      const T *vc = vCache + b * context * kvStride + kvh * hd;
+      int64_t n = position + i + 1;
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int64_t j = 0; j < n; ++j) {
+        T dot = 0;
+        for (int64_t c = 0; c < hd; ++c)
+          dot += qi[c] * kc[j * kvStride + c];
+        p[j] = dot * scale;
+        mx = std::max(mx, p[j]);
+      }
+      T sum = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        p[j] = std::exp(p[j] - mx);
+        sum += p[j];
+      }
+      std::fill(out, out + hd, T(0));
+      for (int64_t j = 0; j < n; ++j) {
+        T w = p[j] / sum;
+        for (int64_t c = 0; c < hd; ++c)
+          out[c] += w * vc[j * kvStride + c];
+      }
+    }
+  }
+}
+
+template void attentionStep<float>(const AttentionShape &, int64_t, int64_t, const float *,
+                                   const float *, const float *, float *, float *, float *);
+template void attentionStep<double>(const AttentionShape &, int64_t, int64_t, const double *,
+                                    const double *, const double *, double *, double *, double *);
 template void attentionForward<float>(const AttentionShape &, const float *, const float *,
                                       const float *, float *, float *);
 template void attentionForward<double>(const AttentionShape &, const double *, const double *,

@@ -2,7 +2,9 @@
 //
 // OpenBLAS is Debian's tuned BLAS; on this project's CPUs it is several times faster than a
 // straightforward blocked GEMM, so kernel.gemm goes through it (BUILD-NOTES.md has its numbers
-// and the OPENBLAS_CORETYPE caveat, documented in README.md).
+// and the OPENBLAS_CORETYPE caveat, documented in README.md). A product with one row (a
+// decode step's projections) is a matrix-vector product: ?gemv, which streams the weights once
+// without GEMM's packing.
 //
 //===----------------------------------------------------------------------===//
 #include "lib/codegen/cpu/Kernels.h"
@@ -17,6 +19,12 @@ void gemm<float>(bool transA, bool transB, int64_t m, int64_t n, int64_t k, floa
                  int64_t ldc) {
   if (m == 0 || n == 0)
     return;
+  if (m == 1) {
+    // c[0, :] = alpha op(B)^T-applied a + beta c: B [n, k] (transB) or [k, n].
+    cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, transB ? n : k, transB ? k : n,
+                alpha, b, ldb, a, transA ? lda : 1, beta, c, 1);
+    return;
+  }
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
@@ -27,6 +35,12 @@ void gemm<double>(bool transA, bool transB, int64_t m, int64_t n, int64_t k, dou
                   double *c, int64_t ldc) {
   if (m == 0 || n == 0)
     return;
+  if (m == 1) {
+    // c[0, :] = alpha op(B)^T-applied a + beta c: B [n, k] (transB) or [k, n].
+    cblas_dgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, transB ? n : k, transB ? k : n,
+                alpha, b, ldb, a, transA ? lda : 1, beta, c, 1);
+    return;
+  }
   cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

@@ -165,6 +165,18 @@ void mambaScanBackward(const MambaShape &s, const T *proj, const T *xbc, const T
                        const T *aLog, const T *dSkip, const T *headMask, int64_t chunk, const T *dY,
                        T *dXbc, T *dProj, T *dDtBias, T *dALog, T *dD, T *dHeadM);
 
+/// mambaConvForward for L new rows per sequence continuing from `state` [batch, K-1, HP+2GN],
+/// the last K-1 unmasked x|B|C inputs of each sequence, oldest first (zeros: an empty
+/// context); `state` is then advanced to the last K-1 inputs after the new rows.
+template <typename T>
+void mambaConvStep(const MambaShape &s, const T *proj, const T *convW, const T *convB, const T *mzx,
+                   T *state, T *xbc);
+/// mambaScanForward for L new rows per sequence continuing from `state` [batch, H, P, N] (the
+/// SSM state after the rows read so far), which is left at the state after the new rows.
+template <typename T>
+void mambaScanStep(const MambaShape &s, const T *proj, const T *xbc, const T *dtBias, const T *aLog,
+                   const T *dSkip, const T *headMask, T *state, T *y);
+
 /// Gate and group-wise RMSNorm: g = y * silu(z * mzx); per row and group of HP/G channels,
 /// out = sigma * w * g / sqrt(mean(g^2) + eps * phi), with phi = heads.phi * channels.phi and
 /// sigma = heads.sigma * channels.sigma passed in.
@@ -194,6 +206,13 @@ struct AttentionShape {
 /// log-sum-exp of the scaled scores (kept for the backward).
 template <typename T>
 void attentionForward(const AttentionShape &s, const T *q, const T *k, const T *v, T *a, T *lse);
+/// Attention of s.length new tokens per sequence at positions position .. position+L-1 over a
+/// KV cache of `context` rows per sequence ([batch, context, nkv*hd]): k and v are written into
+/// the caches at those rows, then query i attends to rows 0 .. position+i. The caller checks
+/// position + L <= context.
+template <typename T>
+void attentionStep(const AttentionShape &s, int64_t context, int64_t position, const T *q,
+                   const T *k, const T *v, T *kCache, T *vCache, T *a);
 /// dq, dk, dv (overwritten) from da, recomputing the probabilities tile by tile from lse.
 template <typename T>
 void attentionBackward(const AttentionShape &s, const T *q, const T *k, const T *v, const T *a,

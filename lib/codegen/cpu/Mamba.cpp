@@ -155,7 +155,7 @@ void mambaConvForward(const MambaShape &s, const T *proj, const T *convW, const 
   std::vector<Range> runs = convRuns(s);
   std::vector<T> mult = convMultipliers(s, mzx), wT = transposeConv(s, convW);
   bool full = Active(s).full();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (s.rows() > 1)
   for (int64_t r = 0; r < s.rows(); ++r) {
     int64_t t = r % L;
     T *o = xbc + r * C;
@@ -173,6 +173,42 @@ void mambaConvForward(const MambaShape &s, const T *proj, const T *convW, const 
       for (int64_t c = c0; c < c1; ++c)
         o[c] = silu(convB[c] + mult[c] * o[c]) * mult[c];
     }
+  }
+}
+
+template <typename T>
+void mambaConvStep(const MambaShape &s, const T *proj, const T *convW, const T *convB, const T *mzx,
+                   T *state, T *xbc) {
+  int64_t L = s.length, K = s.convKernel, C = s.convChannels(), W = s.projWidth(), HP = s.hp();
+  std::vector<Range> runs = convRuns(s);
+  std::vector<T> mult = convMultipliers(s, mzx), wT = transposeConv(s, convW);
+  bool full = Active(s).full();
+#pragma omp parallel for schedule(static) if (s.batch > 1)
+  for (int64_t b = 0; b < s.batch; ++b) {
+    // The window: the K-1 inputs before the new rows, then the new rows' inputs.
+    std::vector<T> u((K - 1 + L) * C);
+    T *st = state + b * (K - 1) * C;
+    std::copy(st, st + (K - 1) * C, u.begin());
+    for (int64_t t = 0; t < L; ++t) {
+      const T *row = proj + (b * L + t) * W + HP;
+      std::copy(row, row + C, u.begin() + (K - 1 + t) * C);
+    }
+    for (int64_t t = 0; t < L; ++t) {
+      T *o = xbc + (b * L + t) * C;
+      if (!full)
+        std::fill(o, o + HP, T(0)); // inactive x channels
+      for (auto [c0, c1] : runs) {
+        std::fill(o + c0, o + c1, T(0));
+        for (int64_t k = 0; k < K; ++k) {
+          const T *ur = u.data() + (t + k) * C, *w = wT.data() + k * C;
+          for (int64_t c = c0; c < c1; ++c)
+            o[c] += w[c] * ur[c];
+        }
+        for (int64_t c = c0; c < c1; ++c)
+          o[c] = silu(convB[c] + mult[c] * o[c]) * mult[c];
+      }
+    }
+    std::copy(u.begin() + L * C, u.end(), st);
   }
 }
 
@@ -274,6 +310,39 @@ void mambaScanForward(const MambaShape &s, const T *proj, const T *xbc, const T 
       for (int64_t t = 0; t < L; ++t)
         std::fill(yh + t * HP + on, yh + t * HP + P, T(0));
     }
+  }
+}
+
+template <typename T>
+void mambaScanStep(const MambaShape &s, const T *proj, const T *xbc, const T *dtBias, const T *aLog,
+                   const T *dSkip, const T *headMask, T *state, T *y) {
+  int64_t L = s.length, H = s.heads, P = s.headDim, N = s.stateSize, HP = s.hp(), GN = s.gn();
+  int64_t C = s.convChannels(), W = s.projWidth(), dtCol = HP + C;
+  Active act(s);
+#pragma omp parallel for schedule(static) if (s.batch * H * L * P * N > (1 << 16))
+  for (int64_t task = 0; task < s.batch * H; ++task) {
+    int64_t b = task / H, h = task % H, row0 = b * L, g = h / act.perGroup;
+    T *yh = y + row0 * HP + h * P;
+    int64_t on = act.head(h) ? s.pActive : 0;
+    if (on) {
+      std::vector<T> delta(L);
+      T mh = maskAt(headMask, h);
+      for (int64_t t = 0; t < L; ++t)
+        delta[t] = softplus(proj[(row0 + t) * W + dtCol + h] * mh + dtBias[h]);
+      SSDHead<T> hd;
+      hd.length = L, hd.headDim = on, hd.stateSize = N;
+      hd.x = xbc + row0 * C + h * P, hd.xStride = C;
+      hd.b = xbc + row0 * C + HP + g * N, hd.bStride = C;
+      hd.c = xbc + row0 * C + HP + GN + g * N, hd.cStride = C;
+      hd.delta = delta.data(), hd.deltaStride = 1;
+      hd.a = -std::exp(aLog[h]), hd.d = dSkip[h];
+      hd.y = yh, hd.yStride = HP;
+      // The active channels' rows of the head's [P, N] state: a prefix of it.
+      hd.state = state + (b * H + h) * P * N;
+      ssdSequential(hd);
+    }
+    for (int64_t t = 0; t < L; ++t)
+      std::fill(yh + t * HP + on, yh + t * HP + P, T(0));
   }
 }
 
@@ -388,7 +457,7 @@ void mambaGateNormForward(const MambaShape &s, const T *y, const T *proj, const 
   int64_t groupSize = HP / G, pA = s.pActive;
   Active act(s);
   T epsPhi = T(eps) * phi;
-#pragma omp parallel
+#pragma omp parallel if (s.rows() > 1)
   {
     std::vector<T> gated(HP);
 #pragma omp for schedule(static)
@@ -504,6 +573,10 @@ void mambaGateNormBackward(const MambaShape &s, const T *y, const T *proj, const
                                     const T *, T *);                                               \
   template void mambaConvBackward<T>(const MambaShape &, const T *, const T *, const T *,          \
                                      const T *, const T *, T *, T *, T *, T *);                    \
+  template void mambaConvStep<T>(const MambaShape &, const T *, const T *, const T *, const T *,   \
+                                 T *, T *);                                                        \
+  template void mambaScanStep<T>(const MambaShape &, const T *, const T *, const T *, const T *,   \
+                                 const T *, const T *, T *, T *);                                  \
   template void mambaScanForward<T>(const MambaShape &, const T *, const T *, const T *,           \
                                     const T *, const T *, const T *, int64_t, T *);                \
   template void mambaScanBackward<T>(const MambaShape &, const T *, const T *, const T *,          \

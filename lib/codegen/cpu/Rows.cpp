@@ -55,7 +55,7 @@ int64_t embedForward(const int32_t *tokens, int64_t rows, const T *table, int64_
   for (int64_t r = 0; r < rows; ++r)
     if (tokens[r] < 0 || tokens[r] >= vocab)
       return r;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T *src = table + static_cast<int64_t>(tokens[r]) * d;
     T *dst = out + r * d;
@@ -98,7 +98,7 @@ template <typename T>
 void rmsnormForward(const T *x, int64_t rows, int64_t d, const T *w, double eps, const T *mask,
                     int64_t dActive, T *y) {
   T phi = phiOf(mask, d), sigma = sigmaOf(mask, d);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T *xr = x + r * d;
     T *yr = y + r * d;
@@ -121,7 +121,7 @@ void rmsnormBackward(const T *x, int64_t rows, int64_t d, const T *w, double eps
   // Per block: [dw (d) | dm (d) | dphi | dsigma].
   int64_t width = 2 * d + 2;
   std::vector<T> parts(blocks * width, T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     T *part = &parts[blk * width];
     for (int64_t r = blk * kRowBlock; r < std::min(rows, (blk + 1) * kRowBlock); ++r) {
@@ -161,7 +161,7 @@ template <typename T>
 void maskForward(const T *x, int64_t rows, int64_t width, int64_t block, const T *mask,
                  int64_t groups, int64_t active, T *y) {
   int64_t entries = width / block, perGroup = entries / groups;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < entries; ++i) {
       const T *src = x + r * width + i * block;
@@ -177,7 +177,7 @@ void maskBackward(const T *x, const T *dy, int64_t rows, int64_t width, int64_t 
                   const T *mask, int64_t groups, int64_t active, T *dx, T *dMask) {
   int64_t entries = width / block, perGroup = entries / groups, blocks = numBlocks(rows);
   std::vector<T> parts(dMask ? blocks * entries : 0, T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t blk = 0; blk < blocks; ++blk)
     for (int64_t r = blk * kRowBlock; r < std::min(rows, (blk + 1) * kRowBlock); ++r)
       for (int64_t i = 0; i < entries; ++i) {
@@ -199,7 +199,7 @@ void maskBackward(const T *x, const T *dy, int64_t rows, int64_t width, int64_t 
 
 template <typename T>
 void relu2Forward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t fActive, T *a) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T *ur = u + r * f;
     T *ar = a + r * f;
@@ -216,7 +216,7 @@ void relu2Backward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t f
                    T *du, T *dMask) {
   int64_t blocks = numBlocks(rows);
   std::vector<T> parts(dMask ? blocks * f : 0, T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t blk = 0; blk < blocks; ++blk)
     for (int64_t r = blk * kRowBlock; r < std::min(rows, (blk + 1) * kRowBlock); ++r) {
       const T *ur = u + r * f, *g = dA + r * f;
@@ -237,7 +237,7 @@ void relu2Backward(const T *u, int64_t rows, int64_t f, const T *mask, int64_t f
 
 template <typename T>
 void depthGateForward(const T *h, const T *block, int64_t n, T gamma, T *out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i)
     out[i] = h[i] + gamma * block[i];
 }
@@ -246,7 +246,7 @@ template <typename T>
 void depthGateBackward(const T *block, const T *dy, int64_t n, T gamma, T *dBlock, T *dGamma) {
   int64_t chunk = 4096, chunks = (n + chunk - 1) / chunk;
   std::vector<T> parts(chunks, T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (chunks > 1)
   for (int64_t k = 0; k < chunks; ++k) {
     T acc = 0;
     for (int64_t i = k * chunk; i < std::min(n, (k + 1) * chunk); ++i) {
@@ -265,7 +265,7 @@ template <typename T>
 T crossEntropyForward(const T *logits, int64_t rows, int64_t vocab, const int32_t *targets,
                       int64_t ignoreIndex) {
   std::vector<T> loss(rows, T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r)
     if (targets[r] != ignoreIndex)
       loss[r] = logSumExp(logits + r * vocab, vocab, T(1)) - logits[r * vocab + targets[r]];
@@ -285,7 +285,7 @@ void crossEntropyBackward(const T *logits, int64_t rows, int64_t vocab, const in
   int64_t count = 0;
   for (int64_t r = 0; r < rows; ++r)
     count += targets[r] != ignoreIndex;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     T *g = dLogits + r * vocab;
     if (targets[r] == ignoreIndex) {
@@ -304,7 +304,7 @@ template <typename T>
 T klForward(const T *student, const T *teacher, int64_t rows, int64_t vocab, double temperature) {
   T invTemp = T(1) / T(temperature);
   std::vector<T> kl(rows, T(0));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T *s = student + r * vocab, *t = teacher + r * vocab;
     T lseS = logSumExp(s, vocab, invTemp), lseT = logSumExp(t, vocab, invTemp), acc = 0;
@@ -324,7 +324,7 @@ template <typename T>
 void klBackward(const T *student, const T *teacher, int64_t rows, int64_t vocab, double temperature,
                 T dLoss, T *dStudent) {
   T invTemp = T(1) / T(temperature), scale = dLoss / (T(rows) * T(temperature));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows > 1)
   for (int64_t r = 0; r < rows; ++r) {
     const T *s = student + r * vocab, *t = teacher + r * vocab;
     T lseS = logSumExp(s, vocab, invTemp), lseT = logSumExp(t, vocab, invTemp);
@@ -335,7 +335,7 @@ void klBackward(const T *student, const T *teacher, int64_t rows, int64_t vocab,
 }
 
 template <typename T> void add(const T *a, const T *b, int64_t n, T *out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i)
     out[i] = a[i] + b[i];
 }
@@ -345,7 +345,7 @@ void adamw(T *p, const T *g, T *m, T *v, int64_t n, double lr, double beta1, dou
            double eps, double weightDecay, int64_t step, double gradScale) {
   T b1 = T(beta1), b2 = T(beta2), c1 = T(1.0 / (1.0 - std::pow(beta1, double(step))));
   T c2 = T(1.0 / (1.0 - std::pow(beta2, double(step))));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > (1 << 15))
   for (int64_t i = 0; i < n; ++i) {
     T gi = g[i] * T(gradScale);
     m[i] = b1 * m[i] + (T(1) - b1) * gi;

@@ -1,0 +1,64 @@
+//===- ProgramDecoder.h - Incremental decoding by a compiled program -*- C++ -*-===//
+//
+// Runs the `@decode_step` entry point of a program (nestor/Import.h, ImportOptions::
+// decodeContext) token by token on the CPU: the decoder owns the step's state arguments (KV
+// caches, Mamba conv windows and SSM states, zero for an empty context), the position and the
+// one-hot size choices, and binds the weights by name. One decode program serves every budget
+// of an elastic parent (the choices are inputs: prefix-dense execution reads the budget's
+// prefixes of the parent's weights), and a dense program serves a sliced model. No MLIR.
+//
+//===----------------------------------------------------------------------===//
+#ifndef NESTOR_ENGINE_PROGRAMDECODER_H
+#define NESTOR_ENGINE_PROGRAMDECODER_H
+
+#include "engine/cpu/CpuExecutor.h"
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace nestor::engine {
+
+class ProgramDecoder {
+public:
+  /// The weight of parameter `name` with `numel` float32 elements, or nullptr when there is
+  /// none (the decoder reports it). The data must outlive the decoder.
+  using WeightFn = std::function<const float *(const std::string &name, int64_t numel)>;
+
+  /// Prepares `function` (a float32 decode step of batch 1 and one token). `choices` gives,
+  /// for every `choice.<axis>` input, the chosen index of each row (one entry for a shared
+  /// axis, one per layer for a heterogeneous one; "depth": the number of dropped layers);
+  /// axes it does not name take choice 0 (the parent's size).
+  static Result<std::unique_ptr<ProgramDecoder>>
+  create(const program::Function &function, const WeightFn &weight,
+         const std::map<std::string, std::vector<int64_t>> &choices = {});
+  ~ProgramDecoder();
+
+  /// Appends `token` and returns the next-token logits [vocab] (valid until the next call).
+  /// Fails past the KV cache's context or on a token outside the vocabulary.
+  Result<const float *> step(int32_t token);
+  /// Forgets the context: zero states, position 0.
+  void reset();
+  int64_t position() const;
+  int64_t vocabSize() const;
+  /// The longest context (KV cache rows); unlimited (-1) for a model without attention.
+  int64_t context() const;
+  /// Feeds `prompt`, then writes the argmax token up to `maxTokens` times, stopping after
+  /// `stopToken` (included). Starts from a reset decoder.
+  Result<std::vector<int32_t>> greedy(const std::vector<int32_t> &prompt, int64_t maxTokens,
+                                      int32_t stopToken);
+  CpuExecutor &executor();
+
+  struct Impl;
+
+private:
+  explicit ProgramDecoder(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace nestor::engine
+
+#endif // NESTOR_ENGINE_PROGRAMDECODER_H
