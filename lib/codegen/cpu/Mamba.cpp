@@ -91,6 +91,29 @@ template <typename T> std::vector<T> transposeConv(const MambaShape &s, const T 
   return wT;
 }
 
+/// The SSD operands of head h of sequence b over its first `on` channels (channels past
+/// pActive are zero in x, so their state rows and outputs are zero), with `delta` [L] filled
+/// from proj's dt column: delta = softplus(dt * headMask.m[h] + dtBias[h]).
+template <typename T>
+SSDHead<T> scanHead(const MambaShape &s, const T *proj, const T *xbc, const T *dtBias,
+                    const T *aLog, const T *dSkip, const T *headMask, int64_t b, int64_t h,
+                    int64_t on, T *delta, T *y) {
+  int64_t L = s.length, HP = s.hp(), GN = s.gn(), C = s.convChannels(), W = s.projWidth();
+  int64_t N = s.stateSize, row0 = b * L, g = h / (s.heads / s.groups), dtCol = HP + C;
+  T mh = headMask ? headMask[h] : T(1);
+  for (int64_t t = 0; t < L; ++t)
+    delta[t] = softplus(proj[(row0 + t) * W + dtCol + h] * mh + dtBias[h]);
+  SSDHead<T> hd;
+  hd.length = L, hd.headDim = on, hd.stateSize = N;
+  hd.x = xbc + row0 * C + h * s.headDim, hd.xStride = C;
+  hd.b = xbc + row0 * C + HP + g * N, hd.bStride = C;
+  hd.c = xbc + row0 * C + HP + GN + g * N, hd.cStride = C;
+  hd.delta = delta, hd.deltaStride = 1;
+  hd.a = -std::exp(aLog[h]), hd.d = dSkip[h];
+  hd.y = y + row0 * HP + h * s.headDim, hd.yStride = HP;
+  return hd;
+}
+
 /// The chunk length actually used: a chunk longer than the sequence computes the same as one
 /// of the sequence's length, with less scratch.
 int64_t clampChunk(int64_t chunk, int64_t length) {
@@ -279,8 +302,7 @@ void mambaConvBackward(const MambaShape &s, const T *proj, const T *convW, const
 template <typename T>
 void mambaScanForward(const MambaShape &s, const T *proj, const T *xbc, const T *dtBias,
                       const T *aLog, const T *dSkip, const T *headMask, int64_t chunk, T *y) {
-  int64_t L = s.length, H = s.heads, P = s.headDim, N = s.stateSize, HP = s.hp(), GN = s.gn();
-  int64_t C = s.convChannels(), W = s.projWidth(), dtCol = HP + C;
+  int64_t L = s.length, H = s.heads, P = s.headDim, N = s.stateSize, HP = s.hp();
   Active act(s);
   chunk = clampChunk(chunk, L);
 #pragma omp parallel
@@ -288,25 +310,12 @@ void mambaScanForward(const MambaShape &s, const T *proj, const T *xbc, const T 
     std::vector<T> scratch(ssdChunkedScratchSize(P, N, chunk)), delta(L);
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < s.batch * H; ++task) {
-      int64_t b = task / H, h = task % H, row0 = b * L, g = h / act.perGroup;
-      T *yh = y + row0 * HP + h * P;
+      int64_t b = task / H, h = task % H;
+      T *yh = y + b * L * HP + h * P;
       int64_t on = act.head(h) ? s.pActive : 0;
-      if (on) {
-        T mh = maskAt(headMask, h);
-        for (int64_t t = 0; t < L; ++t)
-          delta[t] = softplus(proj[(row0 + t) * W + dtCol + h] * mh + dtBias[h]);
-        SSDHead<T> hd;
-        hd.length = L, hd.headDim = on, hd.stateSize = N;
-        // Channels past pActive are zero in x, so their state rows and outputs are zero:
-        // the head runs on its first pActive channels only.
-        hd.x = xbc + row0 * C + h * P, hd.xStride = C;
-        hd.b = xbc + row0 * C + HP + g * N, hd.bStride = C;
-        hd.c = xbc + row0 * C + HP + GN + g * N, hd.cStride = C;
-        hd.delta = delta.data(), hd.deltaStride = 1;
-        hd.a = -std::exp(aLog[h]), hd.d = dSkip[h];
-        hd.y = yh, hd.yStride = HP;
-        ssdChunked(hd, chunk, scratch.data());
-      }
+      if (on)
+        ssdChunked(scanHead(s, proj, xbc, dtBias, aLog, dSkip, headMask, b, h, on, delta.data(), y),
+                   chunk, scratch.data());
       for (int64_t t = 0; t < L; ++t)
         std::fill(yh + t * HP + on, yh + t * HP + P, T(0));
     }
@@ -316,27 +325,17 @@ void mambaScanForward(const MambaShape &s, const T *proj, const T *xbc, const T 
 template <typename T>
 void mambaScanStep(const MambaShape &s, const T *proj, const T *xbc, const T *dtBias, const T *aLog,
                    const T *dSkip, const T *headMask, T *state, T *y) {
-  int64_t L = s.length, H = s.heads, P = s.headDim, N = s.stateSize, HP = s.hp(), GN = s.gn();
-  int64_t C = s.convChannels(), W = s.projWidth(), dtCol = HP + C;
+  int64_t L = s.length, H = s.heads, P = s.headDim, N = s.stateSize, HP = s.hp();
   Active act(s);
 #pragma omp parallel for schedule(static) if (s.batch * H * L * P * N > (1 << 16))
   for (int64_t task = 0; task < s.batch * H; ++task) {
-    int64_t b = task / H, h = task % H, row0 = b * L, g = h / act.perGroup;
-    T *yh = y + row0 * HP + h * P;
+    int64_t b = task / H, h = task % H;
+    T *yh = y + b * L * HP + h * P;
     int64_t on = act.head(h) ? s.pActive : 0;
     if (on) {
       std::vector<T> delta(L);
-      T mh = maskAt(headMask, h);
-      for (int64_t t = 0; t < L; ++t)
-        delta[t] = softplus(proj[(row0 + t) * W + dtCol + h] * mh + dtBias[h]);
-      SSDHead<T> hd;
-      hd.length = L, hd.headDim = on, hd.stateSize = N;
-      hd.x = xbc + row0 * C + h * P, hd.xStride = C;
-      hd.b = xbc + row0 * C + HP + g * N, hd.bStride = C;
-      hd.c = xbc + row0 * C + HP + GN + g * N, hd.cStride = C;
-      hd.delta = delta.data(), hd.deltaStride = 1;
-      hd.a = -std::exp(aLog[h]), hd.d = dSkip[h];
-      hd.y = yh, hd.yStride = HP;
+      SSDHead<T> hd =
+          scanHead(s, proj, xbc, dtBias, aLog, dSkip, headMask, b, h, on, delta.data(), y);
       // The active channels' rows of the head's [P, N] state: a prefix of it.
       hd.state = state + (b * H + h) * P * N;
       ssdSequential(hd);
