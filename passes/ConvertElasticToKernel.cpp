@@ -80,9 +80,10 @@ struct Builder {
       return {};
     return {converted, cast<el::MaskType>(original.getType()).getGroups()};
   }
-  Value gemm(Type type, Value a, Value w, bool ta, bool tb, Extent m, Extent n, Extent k) const {
-    return kn::GemmOp::create(b, loc, type, a, w, Value(), Value(), m.mask, n.mask, k.mask, ta, tb,
-                              1, m.groups, n.groups, k.groups)
+  Value gemm(Type type, Value a, Value w, bool ta, bool tb, Extent m, Extent n, Extent k,
+             Value nSelect = {}, Value kSelect = {}) const {
+    return kn::GemmOp::create(b, loc, type, a, w, Value(), Value(), m.mask, n.mask, k.mask, nSelect,
+                              kSelect, ta, tb, 1, m.groups, n.groups, k.groups)
         .getResult();
   }
 
@@ -99,6 +100,11 @@ struct Builder {
   /// y = x W^T (x [.., in], W [out, in]); `in` and `out` are the extents of the two axes.
   Value linear(Value x, Value w, Extent in = {}, Extent out = {}) const {
     return gemm(like(x, dim(w, 0)), x, w, false, true, {}, out, in);
+  }
+  /// y = x W^T restricted to the selected input (`inSelect`) or output (`outSelect`) entries.
+  Value linearSelected(Value x, Value w, Extent in, Value inSelect, Extent out,
+                       Value outSelect) const {
+    return gemm(like(x, dim(w, 0)), x, w, false, true, {}, out, in, outSelect, inSelect);
   }
   /// dx = dy W (dy [.., out], W [out, in]).
   Value linearInputGrad(Value dy, Value w, Extent in = {}, Extent out = {}) const {
@@ -124,6 +130,7 @@ struct Builder {
 /// Forward intermediates of a Mamba2 mixer, shared by the forward and backward patterns.
 struct MambaForward {
   Value proj, mzx, xbc, y, normed, out;
+  Value outSelect; // out_proj's selected input channels (a decode step's, else null)
 };
 
 /// The caller-owned state a decode step continues from (both null: a whole sequence).
@@ -137,12 +144,25 @@ MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense, Mamb
   MambaForward f;
   Value x = a.getInput();
   Extent hidden = h.extent(op.getHiddenMask(), a.getHiddenMask());
-  f.proj = h.linear(x, a.getInProj(), hidden);
   Type elem = cast<RankedTensorType>(x.getType()).getElementType();
   if (a.getHeadsMask() || a.getChannelsMask()) {
     auto m = kn::MambaMaskOp::create(h.b, h.loc, RankedTensorType::get({H * P}, elem),
                                      a.getHeadsMask(), a.getChannelsMask(), H, P, G, N, dense);
     f.mzx = m.getResult();
+  }
+  // A decode step at a budget reads only the in_proj rows and out_proj columns of the active
+  // heads and channels: at one row per step the projections are weight streaming, and the
+  // inactive heads of a prefix-dense budget are no prefix of the rows. (The whole-sequence
+  // forward computes every row: its backward reads the projection at full width.)
+  if (state.conv && dense && f.mzx) {
+    Value rows = kn::MambaProjSelectOp::create(
+                     h.b, h.loc, RankedTensorType::get({2 * H * P + 2 * G * N + H}, elem),
+                     a.getHeadsMask(), a.getChannelsMask(), H, P, G, N, dense)
+                     .getResult();
+    f.proj = h.linearSelected(x, a.getInProj(), hidden, {}, {}, rows);
+    f.outSelect = f.mzx;
+  } else {
+    f.proj = h.linear(x, a.getInProj(), hidden);
   }
   int64_t conv = H * P + 2 * G * N;
   if (state.conv) {
@@ -166,7 +186,7 @@ MambaForward mambaForward(const Builder &h, OpT op, AdaptorT a, bool dense, Mamb
                                        f.mzx, a.getHeadsMask(), a.getChannelsMask(),
                                        op.getEpsilon(), H, P, G, N, dense);
   f.normed = n.getResult();
-  f.out = h.linear(f.normed, a.getOutProj(), {}, hidden);
+  f.out = h.linearSelected(f.normed, a.getOutProj(), {}, f.outSelect, hidden, {});
   return f;
 }
 

@@ -64,6 +64,31 @@ LogicalResult GemmOp::verify() {
       failed(checkExtent(getNExtent(), n, getNGroups(), "n")) ||
       failed(checkExtent(getKExtent(), ka, getKGroups(), "k")))
     return failure();
+  auto checkSelect = [&](Value select, Value extent, int64_t dim, StringRef name) -> LogicalResult {
+    if (!select)
+      return success();
+    if (extent)
+      return emitOpError() << name << " has both an extent and a selection";
+    Type selectElem = cast<RankedTensorType>(select.getType()).getElementType();
+    if (selectElem != elem)
+      return emitOpError() << name << "_select must have the operands' element type";
+    if (mismatch(cast<RankedTensorType>(select.getType()).getDimSize(0), dim))
+      return emitOpError() << name << "_select must have one entry per " << name << " index ("
+                           << dim << ")";
+    return success();
+  };
+  if (failed(checkSelect(getNSelect(), getNExtent(), n, "n")) ||
+      failed(checkSelect(getKSelect(), getKExtent(), ka, "k")))
+    return failure();
+  return success();
+}
+
+LogicalResult MambaProjSelectOp::verify() {
+  int64_t h = static_cast<int64_t>(getNumHeads()), p = static_cast<int64_t>(getHeadDim());
+  int64_t gn = static_cast<int64_t>(getNGroups() * getStateSize());
+  int64_t rows = 2 * h * p + 2 * gn + h;
+  if (getResult().getType().getDimSize(0) != rows)
+    return emitOpError("selects in_proj's ") << rows << " rows (2HP + 2GN + H)";
   return success();
 }
 

@@ -30,6 +30,11 @@ def Kernel_GemmOp : Kernel_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
     consecutive rows or columns). Only the active runs are computed: the product is restricted
     to active K, and result entries outside active M x N are 0 (acc's value with `acc`).
 
+    Selections: `n_select` / `k_select` are 0/1 vectors over N / K (from hard masks, e.g.
+    kernel.mamba_proj_select) for an axis whose active entries are no prefix: only the runs of
+    nonzero entries are computed, with the same rule for the rest as an extent. An axis has
+    an extent or a selection, not both.
+
     ```mlir
     %y = kernel.gemm %x, %w {transpose_b} : (tensor<2x5x64xf32>, tensor<128x64xf32>) -> tensor<2x5x128xf32>
     ```
@@ -38,6 +43,7 @@ def Kernel_GemmOp : Kernel_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
                        Optional<Kernel_FloatTensor>:$acc, Kernel_OptionalMask:$mask,
                        Kernel_OptionalMask:$m_extent, Kernel_OptionalMask:$n_extent,
                        Kernel_OptionalMask:$k_extent,
+                       Optional<Kernel_Vector>:$n_select, Optional<Kernel_Vector>:$k_select,
                        UnitAttr:$transpose_a, UnitAttr:$transpose_b,
                        DefaultValuedAttr<I64Attr, "1">:$mask_block,
                        DefaultValuedAttr<I64Attr, "1">:$m_groups,
@@ -49,6 +55,8 @@ def Kernel_GemmOp : Kernel_Op<"gemm", [Pure, AttrSizedOperandSegments]> {
     (`m_extent` `(` $m_extent^ `:` type($m_extent) `)`)?
     (`n_extent` `(` $n_extent^ `:` type($n_extent) `)`)?
     (`k_extent` `(` $k_extent^ `:` type($k_extent) `)`)?
+    (`n_select` `(` $n_select^ `:` type($n_select) `)`)?
+    (`k_select` `(` $k_select^ `:` type($k_select) `)`)?
     attr-dict `:` `(` type($a) `,` type($b) `)` `->` type($result)
   }];
   let hasVerifier = 1;
@@ -249,6 +257,23 @@ def Kernel_MambaMaskOp : Kernel_MambaOp<"mamba_mask", [AttrSizedOperandSegments]
     (`heads` `(` $heads^ `:` type($heads) `)`)? (`channels` `(` $channels^ `:` type($channels) `)`)?
     attr-dict `:` type($result)
   }];
+}
+
+def Kernel_MambaProjSelectOp : Kernel_MambaOp<"mamba_proj_select", [AttrSizedOperandSegments]> {
+  let summary = "which in_proj rows a budget reads: [mzx | mzx | 1 (2GN) | heads.m]";
+  let description = [{
+    The 0/1 selection of in_proj's 2HP + 2GN + H output rows (z, x, B, C, dt) that hard head
+    and channel masks keep, the `n_select` of the in_proj GEMM of a decode step: z and x rows
+    are mzx (kernel.mamba_mask), B and C are always read, dt row h is heads.m[h].
+  }];
+  let arguments = !con((ins Kernel_OptionalMask:$heads, Kernel_OptionalMask:$channels),
+                       mambaAttrs);
+  let results = (outs Kernel_Vector:$result);
+  let assemblyFormat = [{
+    (`heads` `(` $heads^ `:` type($heads) `)`)? (`channels` `(` $channels^ `:` type($channels) `)`)?
+    attr-dict `:` type($result)
+  }];
+  let hasVerifier = 1;
 }
 
 def Kernel_MambaConvOp : Kernel_MambaOp<"mamba_conv"> {

@@ -40,7 +40,21 @@ template <typename T> int64_t activeOf(const T *mask, int64_t entries, int64_t g
 }
 
 /// Contiguous [start, length) runs of a GEMM dimension.
-using Runs = std::vector<std::pair<int64_t, int64_t>>;
+using Runs = cpu::IndexRuns;
+
+/// The maximal runs of nonzero entries of a selection vector of `n` entries.
+template <typename T> Runs selectedRuns(const T *select, int64_t n) {
+  Runs out;
+  for (int64_t i = 0; i < n; ++i) {
+    if (select[i] == T(0))
+      continue;
+    if (!out.empty() && out.back().first + out.back().second == i)
+      ++out.back().second;
+    else
+      out.push_back({i, 1});
+  }
+  return out;
+}
 
 /// A step being bound: typed access to its operands, results and attributes, with errors that
 /// name the step.
@@ -200,19 +214,40 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     Extent<T> em{mext, entriesOf(mext), b.sizeAttr("m_groups"), m};
     Extent<T> en{next, entriesOf(next), b.sizeAttr("n_groups"), n};
     Extent<T> ek{kext, entriesOf(kext), b.sizeAttr("k_groups"), k};
+    auto nsel = opt("n_select"), ksel = opt("k_select");
     if (b.numel(c.index) != m * n)
       b.fail("the result does not hold the [M, N] product");
+    if ((nsel.present() && b.numel(nsel.index) != n) ||
+        (ksel.present() && b.numel(ksel.index) != k))
+      b.fail("a selection does not have one entry per index of its dimension");
     double *flops = &gemmFlops;
     return wrap([=]() {
       T *o = c.get();
       const T *pa = a.get(), *pb = bm.get();
-      Runs rm = em.runs(), rn = en.runs(), rk = ek.runs();
+      Runs rm = em.runs();
+      Runs rn = nsel.present() ? selectedRuns(nsel.get(), n) : en.runs();
+      Runs rk = ksel.present() ? selectedRuns(ksel.get(), k) : ek.runs();
       bool restricted = rm.size() != 1 || rn.size() != 1 || rm[0].second != m || rn[0].second != n;
       if (acc.present()) {
         if (acc.get() != o)
           std::memcpy(o, acc.get(), sizeof(T) * m * n);
       } else if (restricted) {
         std::memset(o, 0, sizeof(T) * m * n);
+      }
+      // One row through the rows of a transposed B with runs on either axis (a decode step's
+      // projection at a budget whose heads are no prefix): the row kernel reads each weight
+      // row once across its runs, where a BLAS call per run would sweep the rows once per run.
+      if (m == 1 && tb && !ta && (rn.size() > 1 || rk.size() > 1)) {
+        cpu::gemvRuns<T>(pb, bc, rn, rk, pa, acc.present(), o);
+        int64_t nl = 0, kl = 0;
+        for (auto r : rn)
+          nl += r.second;
+        for (auto r : rk)
+          kl += r.second;
+        *flops += 2.0 * nl * kl;
+        if (mask.present())
+          cpu::maskForward<T>(o, m, n, block, mask.get(), 1, n / block, o);
+        return;
       }
       // One BLAS call per block of active rows x active columns, summed over active K runs.
       for (auto [m0, ml] : rm)
@@ -478,7 +513,7 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     s.hActive = ha;
     return s;
   };
-  if (kind == "kernel.mamba_mask") {
+  if (kind == "kernel.mamba_mask" || kind == "kernel.mamba_proj_select") {
     cpu::MambaShape s0;
     s0.heads = b.sizeAttr("num_heads");
     s0.headDim = b.sizeAttr("head_dim");
@@ -487,10 +522,16 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     s0.hActive = s0.heads / s0.groups;
     s0.pActive = s0.headDim;
     auto heads = opt("heads"), chans = opt("channels"), y = out("result");
-    bool dense = b.flag("prefix_dense");
+    bool dense = b.flag("prefix_dense"), select = kind == "kernel.mamba_proj_select";
+    if (b.numel(y.index) != (select ? s0.projWidth() : s0.hp()))
+      b.fail("the result does not have one entry per " +
+             std::string(select ? "in_proj row" : "z/x channel"));
     return wrap([=]() {
       cpu::MambaShape s = mambaExtents(s0, dense, heads.get(), chans.get());
-      cpu::mambaMaskExpand<T>(s, heads.get(), chans.get(), y.get());
+      if (select)
+        cpu::mambaProjSelect<T>(s, heads.get(), chans.get(), y.get());
+      else
+        cpu::mambaMaskExpand<T>(s, heads.get(), chans.get(), y.get());
     });
   }
   if (kind == "kernel.mamba_conv") {

@@ -158,6 +158,7 @@ std::optional<Named> namedValues(Operation *op) {
   if (auto g = dyn_cast<kn::GemmOp>(op)) {
     in("a", g.getA()), in("b", g.getB()), in("acc", g.getAcc()), in("mask", g.getMask());
     in("m_extent", g.getMExtent()), in("n_extent", g.getNExtent()), in("k_extent", g.getKExtent());
+    in("n_select", g.getNSelect()), in("k_select", g.getKSelect());
     out("result", g.getResult());
   } else if (auto e = dyn_cast<kn::EmbedOp>(op)) {
     in("tokens", e.getTokens()), in("table", e.getTable()), in("mask", e.getMask());
@@ -219,6 +220,9 @@ std::optional<Named> namedValues(Operation *op) {
     in("param", a.getParam()), in("grad", a.getGrad()), in("exp_avg", a.getExpAvg());
     in("exp_avg_sq", a.getExpAvgSq()), in("hyper", a.getHyper());
   } else if (auto m = dyn_cast<kn::MambaMaskOp>(op)) {
+    in("heads", m.getHeads()), in("channels", m.getChannels());
+    out("result", m.getResult());
+  } else if (auto m = dyn_cast<kn::MambaProjSelectOp>(op)) {
     in("heads", m.getHeads()), in("channels", m.getChannels());
     out("result", m.getResult());
   } else if (auto m = dyn_cast<kn::MambaConvOp>(op)) {

@@ -600,4 +600,30 @@ TEST(MambaThreads, FloatBitIdentical) { expectThreadIndependent<float>(4, 16); }
 TEST(MambaThreads, DoubleBitIdentical) { expectThreadIndependent<double>(4, 16); }
 TEST(MambaThreads, PrefixDenseFloatBitIdentical) { expectThreadIndependent<float>(3, 11); }
 
+TEST(CpuMambaTest, ProjSelectKeepsTheActiveHeadsChannelsAndAllOfBAndC) {
+  // 6 heads in 2 groups of 3, 2 kept per group; 3 of 5 channels kept; hard masks (+ phi, sigma).
+  Config c{1, 1, 6, 2, 5, 3, 4, 8};
+  MambaShape s = shapeOf(c, 2, 3);
+  Vec head(c.heads + 2, 0.0), channel(c.headDim + 2, 0.0);
+  for (int64_t h = 0; h < c.heads; ++h)
+    head[h] = h % 3 < 2 ? 1.0 : 0.0;
+  for (int64_t p = 0; p < 3; ++p)
+    channel[p] = 1.0;
+  int64_t hp = c.heads * c.headDim, gn = c.groups * c.stateSize;
+  Vec select(s.projWidth(), kNaN);
+  mambaProjSelect(s, head.data(), channel.data(), select.data());
+  for (int64_t i = 0; i < s.projWidth(); ++i) {
+    double want;
+    if (i < 2 * hp) {
+      int64_t h = (i % hp) / c.headDim, p = i % c.headDim;
+      want = h % 3 < 2 && p < 3 ? 1.0 : 0.0;
+    } else if (i < 2 * hp + 2 * gn) {
+      want = 1.0;
+    } else {
+      want = (i - 2 * hp - 2 * gn) % 3 < 2 ? 1.0 : 0.0;
+    }
+    EXPECT_EQ(select[i], want) << "in_proj row " << i;
+  }
+}
+
 } // namespace

@@ -14,6 +14,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
+#include "ProgramDecoding.h"
 
 #include "engine/decode/ProgramDecoder.h"
 #include "nestor/Build.h"
@@ -130,21 +131,6 @@ llvm::Expected<double> decodeRate(DecoderT &decoder, int tokens, int64_t vocab) 
     best = std::max(best, tokens / seconds);
   }
   return best;
-}
-
-/// A ProgramDecoder of the decode step `fn` reading `weights` at `choices`.
-llvm::Expected<std::unique_ptr<engine::ProgramDecoder>>
-programDecoder(const program::Function &fn, const train::TensorMap &weights,
-               const std::map<std::string, std::vector<int64_t>> &choices) {
-  auto weight = [&weights](const std::string &name, int64_t numel) -> const float * {
-    auto it = weights.find(name);
-    return it != weights.end() && int64_t(it->second.data.size()) == numel ? it->second.data.data()
-                                                                           : nullptr;
-  };
-  auto dec = engine::ProgramDecoder::create(fn, weight, choices);
-  if (!dec.ok())
-    return toError(dec.status());
-  return std::move(*dec);
 }
 
 /// Typed argument buffers of a compiled step.

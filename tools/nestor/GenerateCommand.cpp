@@ -1,17 +1,20 @@
 //===- GenerateCommand.cpp - `nestor generate` -----------------------------===//
 //
 // Many-in-one serving (METHOD.md §8): the weights of a run are loaded once and every budget is
-// decoded from them prefix-dense (nestor/Decode.h), so serving more budgets costs no memory
-// and a smaller budget decodes faster. A dense folder (`nestor slice`, `nestor import-hf`, a
-// dense run) is served whole. Text goes through the byte tokenizer: kBos, the prompt's bytes,
-// then greedy decoding until kEos or --max-tokens.
+// decoded from them prefix-dense by one compiled `@decode_step` program of the parent (the
+// routers' choices are its inputs, engine::ProgramDecoder runs it), so serving more budgets
+// costs no memory and a smaller budget decodes faster. A dense folder (`nestor slice`, `nestor
+// import-hf`, a dense run) is served whole. Text goes through the byte tokenizer: kBos, the
+// prompt's bytes, then greedy decoding until kEos or --max-tokens.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
+#include "ProgramDecoding.h"
 
 #include "nestor/Checkpoint.h"
+#include "nestor/Compile.h"
 #include "nestor/Data.h"
-#include "nestor/Decode.h"
+#include "nestor/EmitProgram.h"
 #include "nestor/Report.h"
 #include "nestor/Trainer.h"
 #ifdef NESTOR_HAVE_CUDA
@@ -43,6 +46,7 @@ struct GenerateOptions {
 struct Target {
   std::string name;
   spec::ModelSizes<double> sizes;
+  std::map<std::string, std::vector<int64_t>> choices; // the decode program's choice inputs
 };
 
 double secondsSince(std::chrono::steady_clock::time_point t0) {
@@ -124,8 +128,8 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
       bytes += 4.0 * double(t.data.size());
 
     std::vector<Target> targets;
+    std::vector<int64_t> depthOrder;
     if (spec->has_elastic()) {
-      std::vector<int64_t> depthOrder;
       if (spec->elastic().max_dropped_layers() > 0 ||
           llvm::sys::fs::exists(dir + "/importance.json")) {
         auto importance = train::readImportance(dir + "/importance.json");
@@ -133,11 +137,12 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
           return reportError(importance.takeError());
         depthOrder = importance->depthOrder;
       }
-      for (size_t i = 0; i < requested.size(); ++i)
-        targets.push_back(
-            {requested[i], train::routerChoice(*spec, *weights, budgets[i], depthOrder).sizes});
+      for (size_t i = 0; i < requested.size(); ++i) {
+        train::RouterChoice choice = train::routerChoice(*spec, *weights, budgets[i], depthOrder);
+        targets.push_back({requested[i], choice.sizes, choice.indices});
+      }
     } else {
-      targets.push_back({spec->name(), spec::parentSizes(*spec)});
+      targets.push_back({spec->name(), spec::parentSizes(*spec), {}});
     }
 
     spec::FixedSizes fixed = spec::fixedSizes(*spec);
@@ -182,10 +187,23 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
           "this nestor was built without the CUDA toolkit (NVRTC): --device cuda is unavailable"));
 #endif
     }
+    // One decode step program, compiled once, serves every target: its KV caches hold the
+    // longest prompt and its continuation.
+    size_t longestPrompt = 0;
+    for (const std::string &p : opts->prompts)
+      longestPrompt = std::max(longestPrompt, data::encodeBytes(p).size() + 1);
+    mlir::MLIRContext context;
+    auto tc = std::chrono::steady_clock::now();
+    auto program = compileDecodeStep(
+        context, *spec, static_cast<int64_t>(longestPrompt) + opts->maxTokens, depthOrder);
+    if (!program)
+      return reportError(program.takeError(), 1);
+    std::cout << fmt::format("compiled the decode step ({} kernel launches) in {:.2f} s\n",
+                             program->steps_size(), secondsSince(tc));
     for (size_t i = 0; i < targets.size(); ++i) {
       const Target &target = targets[i];
       const std::string &prompt = opts->prompts[opts->prompts.size() == 1 ? 0 : i];
-      auto decoder = decode::Decoder::create(*spec, *weights, target.sizes);
+      auto decoder = cli::programDecoder(*program, *weights, target.choices);
       if (!decoder)
         return reportError(decoder.takeError(), 1);
       std::vector<int32_t> tokens = data::encodeBytes(prompt);
@@ -196,8 +214,8 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
       const float *logits = nullptr;
       for (int32_t t : tokens) {
         auto l = (*decoder)->step(t);
-        if (!l)
-          return reportError(l.takeError(), 1);
+        if (!l.ok())
+          return reportError(toError(l.status()), 1);
         logits = *l;
       }
       double prefillSeconds = secondsSince(tp);
@@ -210,8 +228,8 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
         if (next == data::kEos || static_cast<int64_t>(out.size()) == opts->maxTokens)
           break;
         auto l = (*decoder)->step(next);
-        if (!l)
-          return reportError(l.takeError(), 1);
+        if (!l.ok())
+          return reportError(toError(l.status()), 1);
         logits = *l;
       }
       double decodeSeconds = secondsSince(td);

@@ -4,12 +4,14 @@
 // straightforward blocked GEMM, so kernel.gemm goes through it (BUILD-NOTES.md has its numbers
 // and the OPENBLAS_CORETYPE caveat, documented in README.md). A product with one row (a
 // decode step's projections) is a matrix-vector product: ?gemv, which streams the weights once
-// without GEMM's packing.
+// without GEMM's packing; one restricted to runs of rows and columns is gemvRuns' row kernel.
 //
 //===----------------------------------------------------------------------===//
 #include "lib/codegen/cpu/Kernels.h"
 
 #include <cblas.h>
+
+#include <algorithm>
 
 namespace nestor::cpu {
 
@@ -44,5 +46,68 @@ void gemm<double>(bool transA, bool transB, int64_t m, int64_t n, int64_t k, dou
   cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
+
+namespace {
+
+/// y[r] (+)= sum over the column runs of w[r * ld + c] x[c] for kRows consecutive rows. Each x
+/// load serves kRows rows, so kRows streams of weights are in flight; the partial sums stay in
+/// vector lanes across the runs (a head's channels are short), one horizontal sum per row.
+template <int64_t kRows, typename T>
+inline void rowBlock(const T *w, int64_t ld, const IndexRuns &cols, const T *x, bool accumulate,
+                     T *y) {
+  constexpr int64_t kLanes = 64 / sizeof(T);
+  T lanes[kRows][kLanes] = {};
+  T tail[kRows] = {};
+  for (auto [start, len] : cols) {
+    const T *wr = w + start, *xr = x + start;
+    int64_t j = 0;
+    for (; j + kLanes <= len; j += kLanes)
+      for (int64_t r = 0; r < kRows; ++r)
+        for (int64_t l = 0; l < kLanes; ++l)
+          lanes[r][l] += wr[r * ld + j + l] * xr[j + l];
+    for (; j < len; ++j)
+      for (int64_t r = 0; r < kRows; ++r)
+        tail[r] += wr[r * ld + j] * xr[j];
+  }
+  for (int64_t r = 0; r < kRows; ++r) {
+    T acc = tail[r];
+    for (int64_t l = 0; l < kLanes; ++l)
+      acc += lanes[r][l];
+    y[r] = accumulate ? y[r] + acc : acc;
+  }
+}
+
+} // namespace
+
+template <typename T>
+void gemvRuns(const T *w, int64_t ld, const IndexRuns &rows, const IndexRuns &cols, const T *x,
+              bool accumulate, T *y) {
+  constexpr int64_t kChunk = 32;
+  std::vector<std::pair<int64_t, int64_t>> chunks; // {first row, rows}
+  int64_t width = 0, total = 0;
+  for (auto [start, len] : cols)
+    width += len;
+  for (auto [start, len] : rows)
+    for (int64_t first = 0; first < len; first += kChunk) {
+      chunks.push_back({start + first, std::min(kChunk, len - first)});
+      total += chunks.back().second;
+    }
+  int64_t n = static_cast<int64_t>(chunks.size());
+  // Threads only pay off once a product is well past the cost of waking them.
+#pragma omp parallel for schedule(static) if (total * width > (1 << 18))
+  for (int64_t c = 0; c < n; ++c) {
+    auto [row, count] = chunks[c];
+    int64_t i = 0;
+    for (; i + 4 <= count; i += 4)
+      rowBlock<4>(w + (row + i) * ld, ld, cols, x, accumulate, y + row + i);
+    for (; i < count; ++i)
+      rowBlock<1>(w + (row + i) * ld, ld, cols, x, accumulate, y + row + i);
+  }
+}
+
+template void gemvRuns<float>(const float *, int64_t, const IndexRuns &, const IndexRuns &,
+                              const float *, bool, float *);
+template void gemvRuns<double>(const double *, int64_t, const IndexRuns &, const IndexRuns &,
+                               const double *, bool, double *);
 
 } // namespace nestor::cpu

@@ -26,6 +26,7 @@
 #define NESTOR_CODEGEN_CPU_KERNELS_H
 
 #include <cstdint>
+#include <vector>
 
 namespace nestor::cpu {
 
@@ -38,6 +39,19 @@ namespace nestor::cpu {
 template <typename T>
 void gemm(bool transA, bool transB, int64_t m, int64_t n, int64_t k, T alpha, const T *a,
           int64_t lda, const T *b, int64_t ldb, T beta, T *c, int64_t ldc);
+
+/// Runs of consecutive indices: {first, length}.
+using IndexRuns = std::vector<std::pair<int64_t, int64_t>>;
+
+/// y[i] = sum over the column runs of W[i, c] x[c] (+ y[i] when `accumulate`), for every row i
+/// in the row runs of a row-major W with leading dimension ld; x is indexed by W's columns, y
+/// by its rows, and y outside the row runs is left as it is. A matrix-vector product restricted
+/// to a budget's rows and columns that are no prefix (kept heads within groups, a channel
+/// prefix of each head): each row is read once front to back across its runs, rows several at
+/// a time, where one BLAS call per run would sweep the rows once per column run.
+template <typename T>
+void gemvRuns(const T *w, int64_t ld, const IndexRuns &rows, const IndexRuns &cols, const T *x,
+              bool accumulate, T *y);
 
 //===----------------------------------------------------------------------===//
 // Row kernels (Rows.cpp).
@@ -131,6 +145,10 @@ struct MambaShape {
 /// mzx[h*P + p] = heads[h] * channels[p] (either mask may be null = all ones).
 template <typename T>
 void mambaMaskExpand(const MambaShape &s, const T *headMask, const T *channelMask, T *mzx);
+/// The in_proj rows a budget reads (2HP + 2GN + H entries, 0 or 1 under hard masks): z and x
+/// rows are mzx, the B and C rows 1, dt row h heads[h] (0 outside the active heads).
+template <typename T>
+void mambaProjSelect(const MambaShape &s, const T *headMask, const T *channelMask, T *select);
 /// The cotangents of the two masks from dMzx (HP) and the gated norm's (dphi, dsigma):
 /// dHead[h] = sum_p dMzx[hP+p] ch[p], dHead[H] = dphi * ch.phi, dHead[H+1] = dsigma * ch.sigma;
 /// dChannel[p] = sum_h dMzx[hP+p] head[h], then dphi * head.phi, dsigma * head.sigma.

@@ -140,6 +140,17 @@ void mambaMaskExpand(const MambaShape &s, const T *headMask, const T *channelMas
 }
 
 template <typename T>
+void mambaProjSelect(const MambaShape &s, const T *headMask, const T *channelMask, T *select) {
+  int64_t hp = s.hp(), gn = s.gn();
+  mambaMaskExpand<T>(s, headMask, channelMask, select);
+  std::copy(select, select + hp, select + hp);
+  std::fill(select + 2 * hp, select + 2 * hp + 2 * gn, T(1));
+  Active act(s);
+  for (int64_t h = 0; h < s.heads; ++h)
+    select[2 * hp + 2 * gn + h] = act.head(h) ? maskAt(headMask, h) : T(0);
+}
+
+template <typename T>
 void mambaMaskBackward(const MambaShape &s, const T *headMask, const T *channelMask, const T *dMzx,
                        T dPhi, T dSigma, T *dHead, T *dChannel) {
   Active act(s);
@@ -566,6 +577,7 @@ void mambaGateNormBackward(const MambaShape &s, const T *y, const T *proj, const
 
 #define NESTOR_INSTANTIATE(T)                                                                      \
   template void mambaMaskExpand<T>(const MambaShape &, const T *, const T *, T *);                 \
+  template void mambaProjSelect<T>(const MambaShape &, const T *, const T *, T *);                 \
   template void mambaMaskBackward<T>(const MambaShape &, const T *, const T *, const T *, T, T,    \
                                      T *, T *);                                                    \
   template void mambaConvForward<T>(const MambaShape &, const T *, const T *, const T *,           \

@@ -251,6 +251,9 @@ struct GemmEmitter
     : public kernel::CudaEmitOpInterface::ExternalModel<GemmEmitter, kernel::GemmOp> {
   LogicalResult emitCuda(Operation *op, KernelSource &out) const {
     auto g = cast<kernel::GemmOp>(op);
+    if (g.getNSelect() || g.getKSelect())
+      return op->emitOpError(
+          "the CUDA emitter has no n_select / k_select (a CPU decode step's) yet");
     for (Value v : op->getOperands())
       if (!cast<RankedTensorType>(v.getType()).hasStaticShape())
         return op->emitOpError("the CUDA emitter needs static shapes");
