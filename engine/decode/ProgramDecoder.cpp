@@ -118,6 +118,35 @@ ProgramDecoder::create(const pg::Function &fn, const WeightFn &weight,
   return std::unique_ptr<ProgramDecoder>(new ProgramDecoder(std::move(impl)));
 }
 
+Result<std::unique_ptr<ProgramDecoder>>
+ProgramDecoder::create(const pg::Function &fn, const train::TensorMap &weights,
+                       const std::map<std::string, std::vector<int64_t>> &choices) {
+  auto shapeText = [](const std::vector<int64_t> &shape) {
+    std::string s = "[";
+    for (size_t i = 0; i < shape.size(); ++i)
+      s += (i ? ", " : "") + std::to_string(shape[i]);
+    return s + "]";
+  };
+  for (const pg::Argument &a : fn.arguments()) {
+    if (a.role() != pg::PARAM)
+      continue;
+    const pg::TensorType &type = fn.values(a.value()).type();
+    std::vector<int64_t> expected(type.shape().begin(), type.shape().end());
+    auto it = weights.find(a.name());
+    if (it != weights.end() && it->second.shape != expected)
+      return Status::error("decode program @" + fn.name() + ": weight '" + a.name() +
+                           "' has shape " + shapeText(it->second.shape) + ", the program reads " +
+                           shapeText(expected));
+  }
+  auto weight = [&weights](const std::string &name, int64_t numel) -> const float * {
+    auto it = weights.find(name);
+    return it != weights.end() && static_cast<int64_t>(it->second.data.size()) == numel
+               ? it->second.data.data()
+               : nullptr;
+  };
+  return create(fn, WeightFn(weight), choices);
+}
+
 void ProgramDecoder::reset() {
   for (auto &[data, bytes] : impl->states)
     std::memset(data, 0, bytes);

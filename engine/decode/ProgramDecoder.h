@@ -12,6 +12,7 @@
 #define NESTOR_ENGINE_PROGRAMDECODER_H
 
 #include "engine/cpu/CpuExecutor.h"
+#include "nestor/Tensor.h"
 
 #include <cstdint>
 #include <functional>
@@ -34,6 +35,11 @@ public:
   /// axes it does not name take choice 0 (the parent's size).
   static Result<std::unique_ptr<ProgramDecoder>>
   create(const program::Function &function, const WeightFn &weight,
+         const std::map<std::string, std::vector<int64_t>> &choices = {});
+  /// The same over `weights` (which must outlive the decoder): each parameter is the tensor of
+  /// its name, which must have the parameter's shape exactly.
+  static Result<std::unique_ptr<ProgramDecoder>>
+  create(const program::Function &function, const train::TensorMap &weights,
          const std::map<std::string, std::vector<int64_t>> &choices = {});
   ~ProgramDecoder();
 

@@ -1,6 +1,8 @@
 //===- Program.cpp - The program artifact: read, write, validate -----------===//
 #include "engine/program/Program.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <zlib.h>
 
 #include <cerrno>
@@ -103,7 +105,14 @@ const pg::Function *nestor::engine::findFunction(const pg::Program &program,
 
 std::string nestor::engine::encodeProgram(const pg::Program &program) {
   std::string payload;
-  program.SerializeToString(&payload);
+  // Deterministic: maps in key order, so one program is always the same bytes (reproducible
+  // builds, comparable files).
+  {
+    google::protobuf::io::StringOutputStream stream(&payload);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    program.SerializeToCodedStream(&coded);
+  }
   std::string out(kMagic, sizeof(kMagic));
   putLE(out, kFormatVersion, 4);
   putLE(out, crcOf(payload.data(), payload.size()), 4);
@@ -186,6 +195,47 @@ Result<pg::Program> nestor::engine::readProgramFile(const std::string &path) {
   if (in.bad())
     return Status::error(path + ": read failed");
   return decodeProgram(buffer.str(), path);
+}
+
+namespace {
+constexpr char kAttachMagic[8] = {'N', 'E', 'S', 'T', 'O', 'R', 'A', 'T'};
+constexpr size_t kTrailerBytes = 16;
+} // namespace
+
+std::string nestor::engine::attachmentTrailer(uint64_t programFileBytes) {
+  std::string out;
+  putLE(out, programFileBytes, 8);
+  out.append(kAttachMagic, sizeof(kAttachMagic));
+  return out;
+}
+
+Result<std::optional<pg::Program>> nestor::engine::readAttachedProgram(const std::string &path) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in)
+    return Status::error(path + ": cannot open: " + std::strerror(errno));
+  std::streamoff size = in.tellg();
+  if (size < static_cast<std::streamoff>(kTrailerBytes))
+    return std::optional<pg::Program>();
+  std::string trailer(kTrailerBytes, '\0');
+  in.seekg(size - static_cast<std::streamoff>(kTrailerBytes));
+  if (!in.read(trailer.data(), kTrailerBytes))
+    return Status::error(path + ": read failed");
+  if (std::memcmp(trailer.data() + 8, kAttachMagic, sizeof(kAttachMagic)) != 0)
+    return std::optional<pg::Program>();
+  uint64_t bytes = getLE(trailer, 0, 8);
+  uint64_t room = static_cast<uint64_t>(size) - kTrailerBytes;
+  if (bytes > room)
+    return Status::error(path + ": the attached program claims " + std::to_string(bytes) +
+                         " bytes but only " + std::to_string(room) +
+                         " precede the trailer (a truncated or altered file)");
+  std::string image(bytes, '\0');
+  in.seekg(static_cast<std::streamoff>(room - bytes));
+  if (bytes > 0 && !in.read(image.data(), static_cast<std::streamsize>(bytes)))
+    return Status::error(path + ": read failed");
+  auto program = decodeProgram(image, path + " (its attached program)");
+  if (!program.ok())
+    return program.status();
+  return std::optional<pg::Program>(std::move(*program));
 }
 
 namespace {

@@ -19,6 +19,7 @@
 #ifndef NESTOR_ENGINE_PROGRAM_H
 #define NESTOR_ENGINE_PROGRAM_H
 
+#include "engine/Status.h"
 #include "engine/program/nestor_program.pb.h"
 
 #include <cstdint>
@@ -33,35 +34,6 @@ namespace nestor::engine {
 /// run a program whose meaning it does not know.
 inline constexpr uint32_t kFormatVersion = 2;
 
-/// Success, or an error message (errors are values up to the tool boundary).
-class Status {
-public:
-  Status() = default;
-  static Status error(std::string message) { return Status(std::move(message)); }
-  bool ok() const { return !message_.has_value(); }
-  explicit operator bool() const { return !ok(); } // true when failed, like llvm::Error
-  const std::string &message() const { return *message_; }
-
-private:
-  explicit Status(std::string message) : message_(std::move(message)) {}
-  std::optional<std::string> message_;
-};
-
-/// A value or the Status of why there is none.
-template <typename T> class Result {
-public:
-  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit like llvm::Expected
-  Result(Status status) : status_(std::move(status)) {} // NOLINT
-  bool ok() const { return value_.has_value(); }
-  const Status &status() const { return status_; }
-  T &operator*() { return *value_; }
-  T *operator->() { return &*value_; }
-
-private:
-  std::optional<T> value_;
-  Status status_;
-};
-
 /// The bytes of a program file (header + payload).
 std::string encodeProgram(const program::Program &program);
 
@@ -74,6 +46,18 @@ Status writeProgramFile(const program::Program &program, const std::string &path
 
 /// Reads, checks and validates the program file at `path`.
 Result<program::Program> readProgramFile(const std::string &path);
+
+/// An executable with its program attached (what `nestor build` writes): the runtime
+/// executable's bytes, then the program file's bytes (header and payload as above), then a
+/// 16-byte trailer: the program file's size (little-endian uint64) and the magic "NESTORAT".
+/// The ELF loader ignores bytes past the sections, so the file still runs; `strip` would drop
+/// the program, and the executable then says it has none.
+std::string attachmentTrailer(uint64_t programFileBytes);
+
+/// The program attached to the file at `path`, or nullopt when it ends in no trailer. A
+/// trailer whose size does not fit the file, and an attached program that does not decode, are
+/// errors naming `path`.
+Result<std::optional<program::Program>> readAttachedProgram(const std::string &path);
 
 /// Checks that every id, offset and name in `program` is consistent, so the executors can
 /// trust it: value ids in range, arena buffers inside the arena, constants of the right size,

@@ -1,25 +1,22 @@
-//===- Build.h - Standalone inference executables ----------------*- C++ -*-===//
+//===- Build.h - Inference executables: runtime + program + weights -*- C++ -*-===//
 //
 // `nestor build RUN/ --budget B -o BIN`: one dense model (a budget `nestor slice` cut, or any
-// dense spec) becomes a C++ program whose layer kernels have the model's sizes as compile-time
-// constants, compiled by the system C++ compiler. The program needs no Nestor file at run
-// time: its weights ship beside it as BIN.safetensors, and
-//   BIN --prompt TEXT [--max-tokens N] [--weights PATH] [--print-tokens]
-// writes the same text `nestor generate` writes for that model (greedy, byte tokenizer).
-//
-// The generated translation unit is the fixed runtime (runtime/build/standalone/
-// nestor_standalone.h, embedded in this library at build time) followed by the model: its
-// sizes as constexpr, one layer type per layer of the pattern instantiated with that layer's
-// sizes (a heterogeneous dense model's layer_overrides give different instantiations), and a
-// model struct that runs them in order. Then the same model on a GPU: each CPU layer type's
-// GPU twin (gpu::Layer<...>), whose kernels (runtime/build/standalone/
-// nestor_standalone_device.cuh, one NESTOR_SD_* line per distinct layer type) are compiled to
-// PTX here with NVRTC and embedded; `BIN --device auto|cpu|cuda` picks where it runs.
+// dense spec) is compiled by the kernel pipeline into its `@decode_step` program (KV caches of
+// `context` positions, Mamba conv and SSM states as state buffers), and written as
+//   BIN              the runtime executable nestor-run with the program attached (one file:
+//                    nestor-run's bytes, the program file, a trailer; engine/program/Program.h)
+//   BIN.safetensors  the float32 weights the program reads, and no more
+// BIN needs no Nestor file, no MLIR and no LLVM at run time (the system's OpenBLAS, OpenMP,
+// zlib and C++ runtime only):
+//   BIN --prompt TEXT [--max-tokens N] [--weights PATH] [--print-tokens] [--stats] [--bench N]
+// writes the same text `nestor generate` writes for that model (greedy, byte tokenizer),
+// because both run the same compiled decode step through the same runtime.
 //
 //===----------------------------------------------------------------------===//
 #ifndef NESTOR_BUILD_H
 #define NESTOR_BUILD_H
 
+#include "engine/program/nestor_program.pb.h"
 #include "nestor/Spec.h"
 #include "nestor/Tensor.h"
 
@@ -27,51 +24,40 @@
 
 #include <cstdint>
 #include <string>
-#include <vector>
+
+namespace mlir {
+class MLIRContext;
+} // namespace mlir
 
 namespace nestor::build {
 
 struct BuildOptions {
-  /// The C++ compiler; empty: $CXX (split at spaces, so "ccache g++" works), else `c++`.
-  std::string compiler;
-  /// Flags after -std=c++17 (the runtime adds its own AVX2/AVX-512 clones on x86, so no
-  /// -march is needed). Avoid -ffast-math: it changes the tokens.
-  std::vector<std::string> flags = {"-O2"};
-  /// Also write the generated source as `outPath + ".cpp"`.
-  bool keepSource = false;
-  /// Also give the program its GPU kernels, as PTX compiled here with NVRTC, so that it runs
-  /// on a CUDA GPU where the driver finds one (`BIN --device auto|cpu|cuda`). Without the
-  /// CUDA toolkit in this Nestor (cudaAvailable()) the program is CPU-only whatever this says.
-  bool cuda = true;
-  /// The PTX's architecture: it loads on GPUs of this architecture and every later one.
-  std::string cudaArch = "sm_80";
+  /// The runtime executable the program is attached to; empty: defaultRuntime().
+  std::string runtime;
+  /// The decode step's context: the KV caches' positions, so the longest prompt (with its BOS)
+  /// plus generated tokens the executable serves. Only memory grows with it (attention reads
+  /// the positions filled so far); a model without attention has no limit.
+  int64_t context = 4096;
 };
 
-/// Whether this Nestor can compile GPU kernels into the programs it builds (it was built with
-/// the CUDA toolkit's NVRTC).
-bool cudaAvailable();
+/// `nestor-run` beside the running executable (bin/ of a build or an install), or "" when the
+/// running executable cannot be found.
+std::string defaultRuntime();
 
-/// One tensor the generated program reads: its name and shape.
-struct TensorShape {
-  std::string name;
-  std::vector<int64_t> shape;
-};
+/// The program an executable of `dense` carries: its `@decode_step` for `options.context`
+/// positions, target "cpu", with a description for --help. Fails, saying why, for a spec with
+/// an elastic section (slice it first), one that does not validate, or a tokenizer other than
+/// the byte tokenizer.
+llvm::Expected<program::Program> compileExecutableProgram(mlir::MLIRContext &context,
+                                                          const spec::ModelSpec &dense,
+                                                          const BuildOptions &options = {});
 
-/// The tensors the program built for `dense` reads, in the order it reads them. Fails like
-/// emitStandaloneSource.
-llvm::Expected<std::vector<TensorShape>> standaloneTensors(const spec::ModelSpec &dense);
-
-/// The generated translation unit for `dense`. Fails, saying why, for a spec with an elastic
-/// section (slice it first) or one that does not validate.
-llvm::Expected<std::string> emitStandaloneSource(const spec::ModelSpec &dense,
-                                                 const BuildOptions &options = {});
-
-/// Generates, compiles and writes `outPath` (the executable) and `outPath + ".safetensors"`
-/// (the tensors of standaloneTensors taken from `weights`, which must hold each with its
-/// shape). Both are written atomically: nothing at `outPath` unless the build succeeded. A
-/// failing compiler's exit status and output are in the error.
-llvm::Error buildBinary(const spec::ModelSpec &dense, const train::TensorMap &weights,
-                        const std::string &outPath, const BuildOptions &options = {});
+/// Compiles the program of `dense` and writes `outPath` (the runtime with the program
+/// attached, executable) and `outPath + ".safetensors"` (the program's parameters taken from
+/// `weights`, each of which must be there with its shape). Nothing is written unless all of it
+/// succeeds, and `outPath` appears only complete (written beside it, then renamed).
+llvm::Error buildExecutable(const spec::ModelSpec &dense, const train::TensorMap &weights,
+                            const std::string &outPath, const BuildOptions &options = {});
 
 } // namespace nestor::build
 

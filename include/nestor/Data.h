@@ -14,6 +14,7 @@
 #define NESTOR_DATA_H
 
 #include "nestor/Batch.h"
+#include "nestor/ByteTokenizer.h"
 #include "nestor/Spec.h"
 
 #include "llvm/ADT/StringRef.h"
@@ -25,12 +26,7 @@
 
 namespace nestor::data {
 
-/// Byte tokenizer. kPad fills the end of evaluation rows (never a target).
-constexpr int32_t kPad = 0, kBos = 1, kEos = 2;
-constexpr int32_t kByteVocabSize = 256;
-std::vector<int32_t> encodeBytes(llvm::StringRef text);
-/// Bytes back to text; kBos/kEos/kPad are dropped.
-std::string decodeBytes(const std::vector<int32_t> &tokens);
+// The byte tokenizer (kPad, kBos, kEos, encodeBytes, decodeBytes) is nestor/ByteTokenizer.h.
 
 /// One reasoning problem: the prompt the model is given and the completion it must write
 /// (the working, then the final answer). `answer` is the final answer alone, as it appears at

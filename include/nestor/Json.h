@@ -2,17 +2,18 @@
 //
 // nlohmann::json keeps the last of repeated keys without a word; in a checkpoint header or a
 // model config a repeated key is ambiguous (which did the writer mean?), so the readers parse
-// through here and refuse it, each with its own message.
+// through here and refuse it, each with its own message. Standard library and nlohmann only:
+// the runtime's weights reader (engine/weights) uses it too.
 //
 //===----------------------------------------------------------------------===//
 #ifndef NESTOR_JSON_H
 #define NESTOR_JSON_H
 
 #include "nlohmann/json.hpp"
-#include "llvm/ADT/StringRef.h"
 
 #include <optional>
 #include <string>
+#include <string_view>
 
 namespace nestor::json {
 
@@ -24,7 +25,7 @@ struct StrictParse {
   std::optional<std::string> repeatedKey;
 };
 
-StrictParse parseStrict(llvm::StringRef text);
+StrictParse parseStrict(std::string_view text);
 
 } // namespace nestor::json
 

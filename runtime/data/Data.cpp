@@ -24,23 +24,6 @@ using namespace nestor::data;
 using train::BatchRequest;
 using train::Difficulty;
 
-std::vector<int32_t> nestor::data::encodeBytes(llvm::StringRef text) {
-  std::vector<int32_t> tokens;
-  tokens.reserve(text.size());
-  for (unsigned char c : text)
-    tokens.push_back(c);
-  return tokens;
-}
-
-std::string nestor::data::decodeBytes(const std::vector<int32_t> &tokens) {
-  std::string text;
-  text.reserve(tokens.size());
-  for (int32_t t : tokens)
-    if (t != kPad && t != kBos && t != kEos && t >= 0 && t < kByteVocabSize)
-      text.push_back(static_cast<char>(t));
-  return text;
-}
-
 namespace {
 
 //===----------------------------------------------------------------------===//

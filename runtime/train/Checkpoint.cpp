@@ -1,13 +1,12 @@
 //===- Checkpoint.cpp - safetensors files and atomic writes ---------------===//
 //
-// The decoder treats its input as untrusted: a checkpoint may be truncated by a full disk,
-// hand-edited, or come from another tool, so every length, offset and shape is checked before
-// it is used and each error names the file and the tensor it is about.
+// The decoder is the runtime's (engine/weights/Safetensors.h), which links no LLVM; this layer
+// adds the writers (atomic, durable) and llvm::Error.
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Checkpoint.h"
 
-#include "nestor/Json.h"
+#include "engine/weights/Safetensors.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLExtras.h"
@@ -41,9 +40,6 @@ using nestor::train::TensorMap;
 namespace {
 
 constexpr llvm::StringLiteral kMetadataKey = "__metadata__";
-/// Real headers are kilobytes; the cap keeps a corrupt length field from making us parse (and
-/// allocate for) an arbitrarily large "header".
-constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
 
 llvm::Error errorAt(llvm::StringRef name, const llvm::Twine &message) {
   return llvm::createStringError(std::make_error_code(std::errc::invalid_argument),
@@ -86,191 +82,17 @@ std::error_code syncDirectory(llvm::StringRef dir) {
   return ec;
 }
 
-/// The element count of `shape`, or nullopt if it is negative or overflows.
-std::optional<uint64_t> elementCount(llvm::ArrayRef<int64_t> shape) {
-  // A zero anywhere makes the tensor empty whatever the other extents are, so overflow among
-  // them is not an error.
-  if (llvm::is_contained(shape, 0))
-    return 0;
-  uint64_t count = 1;
-  for (int64_t d : shape) {
-    if (d < 0 || count > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d))
-      return std::nullopt;
-    count *= static_cast<uint64_t>(d);
-  }
-  return count;
-}
-
 /// Why `tensor` cannot be encoded, or an empty string.
 std::string encodeProblem(const std::string &name, const Tensor &tensor) {
   if (name == kMetadataKey)
     return "tensor name '" + name + "' is reserved for the metadata";
-  std::optional<uint64_t> count = elementCount(tensor.shape);
+  std::optional<uint64_t> count = engine::elementCount(tensor.shape);
   if (!count)
     return "tensor '" + name + "': invalid shape " + shapeString(tensor.shape);
   if (*count != tensor.data.size())
     return "tensor '" + name + "': shape " + shapeString(tensor.shape) + " needs " +
            std::to_string(*count) + " floats but it holds " + std::to_string(tensor.data.size());
   return {};
-}
-
-//===----------------------------------------------------------------------===//
-// Element decoding
-//===----------------------------------------------------------------------===//
-
-float floatFromBits(uint32_t bits) {
-  float f;
-  std::memcpy(&f, &bits, sizeof(f));
-  return f;
-}
-
-/// IEEE binary16 to binary32. Every half is exactly representable as a float, so this is a
-/// re-encoding of the exponent and mantissa, not a rounding.
-float halfToFloat(uint16_t h) {
-  uint32_t sign = static_cast<uint32_t>(h >> 15) << 31;
-  uint32_t exponent = (h >> 10) & 0x1f;
-  uint32_t mantissa = h & 0x3ff;
-  if (exponent == 0) {
-    // Zero or subnormal: mantissa * 2^-24.
-    float magnitude = std::ldexp(static_cast<float>(mantissa), -24);
-    return sign ? -magnitude : magnitude;
-  }
-  if (exponent == 0x1f) // Infinity or NaN; keep the NaN payload.
-    return floatFromBits(sign | 0x7f800000u | (mantissa << 13));
-  return floatFromBits(sign | ((exponent - 15 + 127) << 23) | (mantissa << 13));
-}
-
-/// bfloat16 is the top half of a binary32.
-float bfloat16ToFloat(uint16_t b) { return floatFromBits(static_cast<uint32_t>(b) << 16); }
-
-struct DType {
-  llvm::StringLiteral name;
-  unsigned bytes;
-  /// How the mismatch message counts elements of this type.
-  llvm::StringLiteral noun;
-  float (*load)(const char *);
-};
-
-const DType kDTypes[] = {
-    {"F32", 4, "floats",
-     [](const char *p) { return floatFromBits(llvm::support::endian::read32le(p)); }},
-    {"F64", 8, "doubles",
-     [](const char *p) {
-       uint64_t bits = llvm::support::endian::read64le(p);
-       double d;
-       std::memcpy(&d, &bits, sizeof(d));
-       return static_cast<float>(d);
-     }},
-    {"F16", 2, "F16 values",
-     [](const char *p) { return halfToFloat(llvm::support::endian::read16le(p)); }},
-    {"BF16", 2, "BF16 values",
-     [](const char *p) { return bfloat16ToFloat(llvm::support::endian::read16le(p)); }},
-};
-
-const DType *lookupDType(llvm::StringRef name) {
-  for (const DType &t : kDTypes)
-    if (t.name == name)
-      return &t;
-  return nullptr;
-}
-
-/// An integer that fits in int64/uint64 without a sign, from a JSON number.
-std::optional<uint64_t> nonNegativeInteger(const nlohmann::json &value) {
-  if (value.is_number_unsigned())
-    return value.get<uint64_t>();
-  if (value.is_number_integer() && value.get<int64_t>() >= 0)
-    return static_cast<uint64_t>(value.get<int64_t>());
-  return std::nullopt;
-}
-
-struct Entry {
-  std::string name;
-  const DType *dtype;
-  std::vector<int64_t> shape;
-  uint64_t begin, end;
-};
-
-llvm::Expected<Entry> parseEntry(llvm::StringRef file, const std::string &name,
-                                 const nlohmann::json &info, uint64_t dataBytes) {
-  std::string where = "tensor '" + name + "': ";
-  if (!info.is_object())
-    return errorAt(file, where + "entry is " + info.type_name() + ", not an object");
-
-  auto dtypeIt = info.find("dtype");
-  if (dtypeIt == info.end())
-    return errorAt(file, where + "missing 'dtype'");
-  if (!dtypeIt->is_string())
-    return errorAt(file, where + "'dtype' is " + dtypeIt->type_name() + ", not a string");
-  std::string dtypeName = dtypeIt->get<std::string>();
-  const DType *dtype = lookupDType(dtypeName);
-  if (!dtype)
-    return errorAt(file, where + "unsupported dtype '" + dtypeName +
-                             "' (Nestor reads F32, F64, F16 and BF16)");
-
-  auto shapeIt = info.find("shape");
-  if (shapeIt == info.end())
-    return errorAt(file, where + "missing 'shape'");
-  if (!shapeIt->is_array())
-    return errorAt(file, where + "'shape' is " + shapeIt->type_name() + ", not an array");
-  std::vector<int64_t> shape;
-  for (const nlohmann::json &d : *shapeIt) {
-    std::optional<uint64_t> extent = nonNegativeInteger(d);
-    if (!extent || *extent > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
-      return errorAt(file, where + "'shape' " + shapeIt->dump() +
-                               " has an entry that is not a non-negative integer");
-    shape.push_back(static_cast<int64_t>(*extent));
-  }
-
-  auto offsetsIt = info.find("data_offsets");
-  if (offsetsIt == info.end())
-    return errorAt(file, where + "missing 'data_offsets'");
-  std::optional<uint64_t> begin, end;
-  if (offsetsIt->is_array() && offsetsIt->size() == 2) {
-    begin = nonNegativeInteger((*offsetsIt)[0]);
-    end = nonNegativeInteger((*offsetsIt)[1]);
-  }
-  if (!begin || !end)
-    return errorAt(file, where + "'data_offsets' " + offsetsIt->dump() +
-                             " is not a pair of non-negative integers");
-  std::string range = "[" + std::to_string(*begin) + ", " + std::to_string(*end) + "]";
-  if (*begin > *end)
-    return errorAt(file, where + "data_offsets " + range + " end before they begin");
-  if (*end > dataBytes)
-    return errorAt(file, where + "data_offsets " + range + " run past the " +
-                             std::to_string(dataBytes) + "-byte data section");
-
-  uint64_t held = *end - *begin;
-  std::optional<uint64_t> needed = elementCount(shape);
-  if (!needed || *needed > std::numeric_limits<uint64_t>::max() / dtype->bytes)
-    return errorAt(file, where + "shape " + shapeString(shape) + " is too large");
-  if (held != *needed * dtype->bytes) {
-    std::string noun = dtype->noun.str();
-    if (held % dtype->bytes == 0)
-      return errorAt(file, where + "data_offsets " + range + " hold " +
-                               std::to_string(held / dtype->bytes) + " " + noun + " but shape " +
-                               shapeString(shape) + " needs " + std::to_string(*needed));
-    return errorAt(file, where + "data_offsets " + range + " hold " + std::to_string(held) +
-                             " bytes but shape " + shapeString(shape) + " needs " +
-                             std::to_string(*needed) + " " + noun + " (" +
-                             std::to_string(*needed * dtype->bytes) + " bytes)");
-  }
-  return Entry{name, dtype, std::move(shape), *begin, *end};
-}
-
-llvm::Error parseMetadata(llvm::StringRef file, const nlohmann::json &value, Metadata *metadata) {
-  if (!value.is_object())
-    return errorAt(file, llvm::Twine("'") + kMetadataKey + "' is " + value.type_name() +
-                             ", not an object");
-  Metadata parsed;
-  for (auto it = value.begin(); it != value.end(); ++it) {
-    if (!it->is_string())
-      return errorAt(file, llvm::Twine("'") + kMetadataKey + "' value for key '" + it.key() +
-                               "' is " + it->type_name() + ", not a string");
-    parsed[it.key()] = it->get<std::string>();
-  }
-  if (metadata)
-    *metadata = std::move(parsed);
-  return llvm::Error::success();
 }
 
 } // namespace
@@ -396,76 +218,10 @@ std::string nestor::ckpt::encodeSafetensors(const TensorMap &tensors, const Meta
 
 llvm::Expected<TensorMap>
 nestor::ckpt::decodeSafetensors(llvm::StringRef bytes, llvm::StringRef name, Metadata *metadata) {
-  if (metadata)
-    metadata->clear();
-  if (bytes.size() < 8)
-    return errorAt(name, "file is " + llvm::Twine(bytes.size()) +
-                             " bytes, too short for the 8-byte header length");
-  uint64_t headerBytes = llvm::support::endian::read64le(bytes.data());
-  if (headerBytes > bytes.size() - 8)
-    return errorAt(name, "header length " + llvm::Twine(headerBytes) +
-                             " runs past the end of the file (" + llvm::Twine(bytes.size()) +
-                             " bytes)");
-  if (headerBytes > kMaxHeaderBytes)
-    return errorAt(name, "header length " + llvm::Twine(headerBytes) + " exceeds the limit of " +
-                             llvm::Twine(kMaxHeaderBytes) + " bytes");
-
-  llvm::StringRef headerText = bytes.substr(8, headerBytes);
-  llvm::StringRef data = bytes.substr(8 + headerBytes);
-  json::StrictParse parsed = json::parseStrict(headerText);
-  if (parsed.syntaxError)
-    return errorAt(name, llvm::Twine("header is not valid JSON: ") + *parsed.syntaxError);
-  const nlohmann::json &header = parsed.value;
-  if (parsed.repeatedKey)
-    return errorAt(name, "header repeats the key '" + *parsed.repeatedKey + "'");
-  if (!header.is_object())
-    return errorAt(name, llvm::Twine("header is a JSON ") + header.type_name() + ", not an object");
-
-  std::vector<Entry> entries;
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == kMetadataKey) {
-      if (llvm::Error err = parseMetadata(name, it.value(), metadata))
-        return err;
-      continue;
-    }
-    llvm::Expected<Entry> entry = parseEntry(name, it.key(), it.value(), data.size());
-    if (!entry)
-      return entry.takeError();
-    entries.push_back(std::move(*entry));
-  }
-
-  // Empty ranges hold no bytes, so they cannot overlap anything, wherever they point.
-  std::vector<const Entry *> byOffset;
-  for (const Entry &e : entries)
-    if (e.begin != e.end)
-      byOffset.push_back(&e);
-  std::sort(byOffset.begin(), byOffset.end(),
-            [](const Entry *a, const Entry *b) { return a->begin < b->begin; });
-  for (size_t i = 1; i < byOffset.size(); ++i) {
-    const Entry &prev = *byOffset[i - 1], &cur = *byOffset[i];
-    if (cur.begin < prev.end)
-      return errorAt(name, "tensor '" + cur.name + "': data_offsets [" + llvm::Twine(cur.begin) +
-                               ", " + llvm::Twine(cur.end) + "] overlap tensor '" + prev.name +
-                               "' [" + llvm::Twine(prev.begin) + ", " + llvm::Twine(prev.end) +
-                               "]");
-  }
-
   TensorMap tensors;
-  for (Entry &e : entries) {
-    Tensor &t = tensors[e.name];
-    t.shape = std::move(e.shape);
-    uint64_t count = (e.end - e.begin) / e.dtype->bytes;
-    t.data.resize(count);
-    const char *src = data.data() + e.begin;
-    // F32 on a little-endian host is already in memory order: one copy, not a loop of loads.
-    if (llvm::endianness::native == llvm::endianness::little && e.dtype->name == "F32" &&
-        count > 0) {
-      std::memcpy(t.data.data(), src, count * sizeof(float));
-      continue;
-    }
-    for (uint64_t i = 0; i < count; ++i)
-      t.data[i] = e.dtype->load(src + i * e.dtype->bytes);
-  }
+  if (engine::Status s = engine::decodeSafetensors(std::string_view(bytes.data(), bytes.size()),
+                                                   name.str(), tensors, metadata))
+    return llvm::createStringError(std::make_error_code(std::errc::invalid_argument), s.message());
   return tensors;
 }
 
@@ -488,10 +244,7 @@ llvm::Expected<TensorMap> nestor::ckpt::readSafetensors(llvm::StringRef path, Me
 }
 
 std::string nestor::ckpt::shapeString(llvm::ArrayRef<int64_t> shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i)
-    s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
+  return engine::shapeString(shape.vec());
 }
 
 llvm::Expected<std::string> nestor::ckpt::readFileBytes(llvm::StringRef path) {

@@ -1,21 +1,23 @@
-//===- BuildTest.cpp - Standalone executables against the library decoder ---===//
+//===- BuildTest.cpp - Built executables against the library runtime ------===//
 //
-// A program `nestor build` generates is compiled for two small random dense models (a
-// heterogeneous one with odd sizes, untied, and a tied one with another conv width and one
-// Mamba group) and run: its tokens must be those of decode::Decoder::greedy on the same
-// weights and prompt, and its text mode must write what `nestor generate` writes. The same
-// binaries are then given broken weights files, which must make them fail cleanly, naming
-// the tensor or the file. Compiles are the cost here, so each model is compiled once and
-// every check on its binary sits in one test.
+// `nestor build` attaches the compiled decode step of a dense model to the runtime executable
+// (nestor-run). Two small random dense models (a heterogeneous one with odd sizes, untied,
+// vocabulary 259, and a tied one with another conv width and one Mamba group) are built and
+// run: the executable's tokens must be those of engine::ProgramDecoder::greedy on the same
+// program in this process (and so `nestor generate`'s; DecodeTest holds the decode step to the
+// compiled forward), its text mode must write what `nestor generate` writes, and the program
+// it carries must round-trip. Then broken weights, a broken executable and bad command lines,
+// each of which must fail cleanly, naming the tensor, the file or the argument.
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Build.h"
 
+#include "engine/decode/ProgramDecoder.h"
+#include "engine/program/Program.h"
 #include "nestor/Checkpoint.h"
 #include "nestor/Data.h"
-#include "nestor/Decode.h"
-#include "nestor/ParamCount.h"
 
+#include "mlir/IR/MLIRContext.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/SmallString.h"
 #include "llvm/ADT/StringRef.h"
@@ -84,24 +86,36 @@ spec::ModelSpec tiedSpec() {
   return spec;
 }
 
-/// N(0, std) for every tensor, norm weights around 1.
+/// The program an executable of `spec` carries (context 128).
+program::Program compiled(const spec::ModelSpec &spec) {
+  mlir::MLIRContext context;
+  build::BuildOptions options;
+  options.context = 128;
+  auto p = build::compileExecutableProgram(context, spec, options);
+  EXPECT_TRUE(static_cast<bool>(p)) << llvm::toString(p.takeError());
+  return p ? std::move(*p) : program::Program();
+}
+
+/// N(0, std) for every parameter the program reads, norm weights around 1.
 train::TensorMap randomWeights(const spec::ModelSpec &spec, uint64_t seed, float std = 0.2f) {
-  auto shapes = build::standaloneTensors(spec);
-  EXPECT_TRUE(static_cast<bool>(shapes)) << llvm::toString(shapes.takeError());
+  program::Program p = compiled(spec);
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, std);
   train::TensorMap weights;
-  for (const build::TensorShape &s : *shapes) {
+  if (p.functions_size() != 1)
+    return weights;
+  const program::Function &fn = p.functions(0);
+  for (const program::Argument &a : fn.arguments()) {
+    if (a.role() != program::PARAM)
+      continue;
+    const program::TensorType &type = fn.values(a.value()).type();
     train::Tensor t;
-    t.shape = s.shape;
-    int64_t n = 1;
-    for (int64_t d : s.shape)
-      n *= d;
-    bool norm = llvm::StringRef(s.name).ends_with("norm.weight") ||
-                llvm::StringRef(s.name).ends_with("norm_f.weight");
-    for (int64_t i = 0; i < n; ++i)
+    t.shape.assign(type.shape().begin(), type.shape().end());
+    bool norm = llvm::StringRef(a.name()).ends_with("norm.weight") ||
+                llvm::StringRef(a.name()).ends_with("norm_f.weight");
+    for (int64_t i = 0; i < engine::numElements(type); ++i)
       t.data.push_back((norm ? 1.0f : 0.0f) + normal(rng));
-    weights[s.name] = std::move(t);
+    weights[a.name()] = std::move(t);
   }
   return weights;
 }
@@ -164,90 +178,89 @@ struct TempDir {
   std::string file(llvm::StringRef name) const { return (path + "/" + name).str(); }
 };
 
-/// The library decoder's greedy continuation of kBos + `prompt` (the `nestor generate` rule).
-std::vector<int32_t> decoderTokens(const spec::ModelSpec &spec, const train::TensorMap &weights,
+/// The in-process runtime's greedy continuation of kBos + `prompt` (the `nestor generate`
+/// rule) by the program an executable of `spec` carries.
+std::vector<int32_t> libraryTokens(const spec::ModelSpec &spec, const train::TensorMap &weights,
                                    const std::string &prompt, int64_t maxTokens) {
-  auto decoder = decode::Decoder::create(spec, weights, spec::parentSizes(spec));
-  EXPECT_TRUE(static_cast<bool>(decoder)) << llvm::toString(decoder.takeError());
+  program::Program p = compiled(spec);
+  if (p.functions_size() != 1)
+    return {};
+  auto decoder = engine::ProgramDecoder::create(p.functions(0), weights);
+  EXPECT_TRUE(decoder.ok()) << decoder.status().message();
+  if (!decoder.ok())
+    return {};
   std::vector<int32_t> tokens = data::encodeBytes(prompt);
   tokens.insert(tokens.begin(), data::kBos);
   auto out = (*decoder)->greedy(tokens, maxTokens, data::kEos);
-  EXPECT_TRUE(static_cast<bool>(out)) << llvm::toString(out.takeError());
-  return *out;
+  EXPECT_TRUE(out.ok()) << out.status().message();
+  return out.ok() ? *out : std::vector<int32_t>();
 }
 
-/// Builds `spec` with `weights` and checks the program against the decoder on two prompts.
-void checkAgainstDecoder(const spec::ModelSpec &spec, const train::TensorMap &weights,
-                         const TempDir &dir, const std::string &binary) {
+build::BuildOptions runtimeOptions() {
   build::BuildOptions options;
-  options.keepSource = true;
-  // The generated code is warning-free.
-  options.flags = {"-O2", "-Wall", "-Wextra", "-Werror"};
-  llvm::Error err = build::buildBinary(spec, weights, binary, options);
+  options.runtime = NESTOR_RUN_PATH;
+  options.context = 128;
+  return options;
+}
+
+/// Builds `spec` with `weights` and checks the executable against the library on three prompts.
+void checkAgainstLibrary(const spec::ModelSpec &spec, const train::TensorMap &weights,
+                         const TempDir &dir, const std::string &binary) {
+  llvm::Error err = build::buildExecutable(spec, weights, binary, runtimeOptions());
   ASSERT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
   ASSERT_TRUE(llvm::sys::fs::exists(binary + ".safetensors"));
-  ASSERT_TRUE(llvm::sys::fs::exists(binary + ".cpp"));
+  ASSERT_TRUE(llvm::sys::fs::can_execute(binary));
 
   for (auto [prompt, maxTokens] : {std::pair<std::string, int64_t>{"Hello, Nestor! 12+34=", 40},
                                    {"", 7},
                                    {"\xff\x01 bytes", 1}}) {
     SCOPED_TRACE("prompt '" + prompt + "', " + std::to_string(maxTokens) + " tokens");
-    std::vector<int32_t> expected = decoderTokens(spec, weights, prompt, maxTokens);
+    std::vector<int32_t> expected = libraryTokens(spec, weights, prompt, maxTokens);
     ASSERT_FALSE(expected.empty());
     RunResult tokens = runProgram(
         binary, {"--prompt", prompt, "--max-tokens", std::to_string(maxTokens), "--print-tokens"},
         dir.path.str().str());
     ASSERT_EQ(tokens.status, 0) << tokens.err;
     EXPECT_EQ(parseTokens(tokens.out), expected);
-    // Text mode, with the weights found beside the program by default.
+    // Text mode, with the weights found beside the executable by default.
     RunResult text =
         runProgram(binary, {"--prompt=" + prompt, "--max-tokens", std::to_string(maxTokens)},
                    dir.path.str().str());
     ASSERT_EQ(text.status, 0) << text.err;
     EXPECT_EQ(text.out, prompt + data::decodeBytes(expected) + "\n");
   }
-  // The program was built with its GPU kernels where this Nestor has NVRTC. --device cuda
-  // runs them on a GPU where there is one (then the tokens are the decoder's too), and
-  // otherwise fails saying so; auto falls back to the CPU and says why with --stats.
   std::string prompt = "Hello, Nestor! 12+34=";
-  std::vector<int32_t> expected = decoderTokens(spec, weights, prompt, 40);
-  RunResult onGpu = runProgram(
-      binary, {"--prompt", prompt, "--max-tokens", "40", "--print-tokens", "--device", "cuda"},
-      dir.path.str().str());
-  if (onGpu.status == 0) {
-    EXPECT_EQ(parseTokens(onGpu.out), expected) << "on the GPU";
-  } else {
-    EXPECT_EQ(onGpu.status, 1) << onGpu.err;
-    EXPECT_EQ(onGpu.out, "");
-    llvm::StringRef why = build::cudaAvailable() ? "no CUDA device" : "no CUDA kernels";
-    EXPECT_NE(onGpu.err.find(why.str()), std::string::npos) << onGpu.err;
-  }
+  std::vector<int32_t> expected = libraryTokens(spec, weights, prompt, 40);
+  // auto runs on the CPU and says so with --stats; cuda fails, saying why.
   RunResult automatic =
       runProgram(binary, {"--prompt", prompt, "--max-tokens", "40", "--print-tokens", "--stats"},
                  dir.path.str().str());
   ASSERT_EQ(automatic.status, 0) << automatic.err;
   EXPECT_EQ(parseTokens(automatic.out), expected);
-  EXPECT_NE(automatic.err.find(onGpu.status == 0 ? "device: " : "device: the CPU ("),
-            std::string::npos)
-      << automatic.err;
+  EXPECT_NE(automatic.err.find("device: cpu"), std::string::npos) << automatic.err;
+  EXPECT_NE(automatic.err.find("decode "), std::string::npos) << automatic.err;
+  RunResult onGpu = runProgram(
+      binary, {"--prompt", prompt, "--max-tokens", "4", "--device", "cuda"}, dir.path.str().str());
+  EXPECT_EQ(onGpu.status, 1) << onGpu.err;
+  EXPECT_NE(onGpu.err.find("no CUDA driver"), std::string::npos) << onGpu.err;
+  EXPECT_EQ(onGpu.out, "");
 
   // Random weights still have to make the model do something position-dependent, or the
   // comparison above would be weak.
-  std::vector<int32_t> continuation = decoderTokens(spec, weights, "Hello, Nestor! 12+34=", 40);
-  EXPECT_GT(std::set<int32_t>(continuation.begin(), continuation.end()).size(), 2u);
+  EXPECT_GT(std::set<int32_t>(expected.begin(), expected.end()).size(), 2u);
 }
 
-TEST(BuildTest, HeterogeneousProgramMatchesDecoderAndFailsCleanly) {
+TEST(BuildTest, HeterogeneousExecutableMatchesTheLibraryAndFailsCleanly) {
   TempDir dir;
   spec::ModelSpec spec = heterogeneousSpec();
   train::TensorMap weights = randomWeights(spec, 7);
   std::string binary = dir.file("hetero");
-  checkAgainstDecoder(spec, weights, dir, binary);
+  checkAgainstLibrary(spec, weights, dir, binary);
   if (HasFatalFailure())
     return;
   std::string run = dir.path.str().str();
 
-  // A weights file in which one tensor has another shape: the program names it.
+  // A weights file in which one tensor has another shape: the executable names it.
   train::TensorMap wrong = weights;
   train::Tensor &conv = wrong["backbone.layers.3.mixer.conv1d.weight"];
   std::swap(conv.shape[0], conv.shape[1]);
@@ -277,7 +290,7 @@ TEST(BuildTest, HeterogeneousProgramMatchesDecoderAndFailsCleanly) {
                                                        llvm::StringRef(bytes).drop_back(100))));
   r = runProgram(binary, {"--prompt", "x", "--weights", dir.file("truncated.safetensors")}, run);
   EXPECT_EQ(r.status, 1) << r.err;
-  EXPECT_NE(r.err.find("lm_head.weight"), std::string::npos) << r.err; // the last tensor
+  EXPECT_NE(r.err.find("run past the"), std::string::npos) << r.err;
   std::string junk(8, '\0');
   junk[0] = 17;
   junk += "{not json at all}";
@@ -285,6 +298,12 @@ TEST(BuildTest, HeterogeneousProgramMatchesDecoderAndFailsCleanly) {
   r = runProgram(binary, {"--prompt", "x", "--weights", dir.file("junk.safetensors")}, run);
   EXPECT_EQ(r.status, 1) << r.err;
   EXPECT_NE(r.err.find("junk.safetensors"), std::string::npos) << r.err;
+
+  // More tokens than the context the executable was built for: refused before decoding.
+  r = runProgram(binary, {"--prompt", "x", "--max-tokens", "200"}, run);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("KV caches hold 128"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
 
   // Bad command lines: a usage error each, naming the argument.
   for (auto [args, needle] : {std::pair<std::vector<std::string>, std::string>{{}, "--prompt"},
@@ -301,17 +320,21 @@ TEST(BuildTest, HeterogeneousProgramMatchesDecoderAndFailsCleanly) {
   EXPECT_EQ(r.status, 0) << r.err;
   EXPECT_NE(r.out.find("--max-tokens"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pattern M*-M*"), std::string::npos) << r.out;
+  // The bench mode decodes and reports a rate.
+  r = runProgram(binary, {"--bench", "5"}, run);
+  EXPECT_EQ(r.status, 0) << r.err;
+  EXPECT_NE(r.out.find("tokens/s"), std::string::npos) << r.out;
 }
 
-TEST(BuildTest, TiedProgramMatchesDecoder) {
+TEST(BuildTest, TiedExecutableMatchesTheLibrary) {
   TempDir dir;
   spec::ModelSpec spec = tiedSpec();
   // Tied, the head favours the token just read; larger weights let the layers outweigh it.
   train::TensorMap weights = randomWeights(spec, 11, 0.5f);
   size_t read = weights.size();
-  // A stray LM head (some exporters write one for tied models) that neither reads.
+  // A stray LM head (some exporters write one for tied models) that the program does not read.
   weights["lm_head.weight"] = {{256, 16}, std::vector<float>(256 * 16, 1.0f)};
-  checkAgainstDecoder(spec, weights, dir, dir.file("tied"));
+  checkAgainstLibrary(spec, weights, dir, dir.file("tied"));
   // The shipped weights hold what the program reads and no more.
   auto shipped = ckpt::readSafetensors(dir.file("tied.safetensors"));
   ASSERT_TRUE(static_cast<bool>(shipped)) << llvm::toString(shipped.takeError());
@@ -319,218 +342,140 @@ TEST(BuildTest, TiedProgramMatchesDecoder) {
   EXPECT_EQ(shipped->size(), read);
 }
 
-/// Builds `spec` with the CUDA host emulation compiled in (the kernels become host code that
-/// the program's emulated GPU runs) and checks `--device cuda`, the program's whole GPU path
-/// from weight upload to the argmax, against the library decoder.
-void checkEmulatedGpu(const spec::ModelSpec &spec, const train::TensorMap &weights) {
+/// The executable is the runtime, the program file and a trailer: the attached program reads
+/// back as the program compiled in memory, the same program as a file (--program) gives the
+/// same tokens, and an executable whose program is cut short or altered is refused, naming it.
+TEST(BuildTest, TheAttachedProgramRoundTripsAndABrokenOneIsRefused) {
   TempDir dir;
-  std::string binary = dir.file("emulated");
-  build::BuildOptions options;
-  options.cuda = false; // the PTX plays no part under emulation
-  options.flags = {
-      "-O1", "-Wall", "-Wextra", "-Werror", "-pthread", "-include", NESTOR_HOST_EMULATION_HEADER};
-  llvm::Error err = build::buildBinary(spec, weights, binary, options);
-  ASSERT_FALSE(static_cast<bool>(err)) << llvm::toString(std::move(err));
-  for (auto [prompt, maxTokens] : {std::pair<std::string, int64_t>{"Hi, GPU: 7*6=", 24}, {"", 3}}) {
-    SCOPED_TRACE("prompt '" + prompt + "', " + std::to_string(maxTokens) + " tokens");
-    std::vector<int32_t> expected = decoderTokens(spec, weights, prompt, maxTokens);
-    RunResult r = runProgram(binary,
-                             {"--prompt", prompt, "--max-tokens", std::to_string(maxTokens),
-                              "--print-tokens", "--device", "cuda", "--stats"},
-                             dir.path.str().str());
-    ASSERT_EQ(r.status, 0) << r.err;
-    EXPECT_EQ(parseTokens(r.out), expected);
-    EXPECT_NE(r.err.find("device: the CUDA host emulation"), std::string::npos) << r.err;
-  }
-  // The bench mode runs on the emulated GPU too.
-  RunResult bench = runProgram(binary, {"--bench", "3", "--device", "cuda"}, dir.path.str().str());
-  ASSERT_EQ(bench.status, 0) << bench.err;
-  EXPECT_NE(bench.out.find("tokens/s"), std::string::npos) << bench.out;
-}
+  spec::ModelSpec spec = tiedSpec();
+  train::TensorMap weights = randomWeights(spec, 5, 0.5f);
+  std::string binary = dir.file("model"), run = dir.path.str().str();
+  ASSERT_FALSE(static_cast<bool>(build::buildExecutable(spec, weights, binary, runtimeOptions())));
 
-TEST(BuildTest, EmulatedGpuProgramMatchesDecoder) {
-  // Odd sizes: the scalar matrix-vector path (19 columns) next to the float4 one (20),
-  // MLP, grouped-query attention with two layer types, two Mamba layer types.
-  spec::ModelSpec hetero = heterogeneousSpec();
-  checkEmulatedGpu(hetero, randomWeights(hetero, 7));
-}
+  auto attached = engine::readAttachedProgram(binary);
+  ASSERT_TRUE(attached.ok()) << attached.status().message();
+  ASSERT_TRUE(attached->has_value());
+  program::Program inMemory = compiled(spec);
+  // Program files are deterministic: the same program is the same bytes.
+  EXPECT_EQ(engine::encodeProgram(**attached), engine::encodeProgram(inMemory));
+  // The bare runtime carries none.
+  auto bare = engine::readAttachedProgram(NESTOR_RUN_PATH);
+  ASSERT_TRUE(bare.ok()) << bare.status().message();
+  EXPECT_FALSE(bare->has_value());
 
-TEST(BuildTest, EmulatedGpuTiedProgramMatchesDecoder) {
-  // Tied (the head reads the embedding's device buffer), one Mamba group, a 2-tap conv.
-  spec::ModelSpec tied = tiedSpec();
-  checkEmulatedGpu(tied, randomWeights(tied, 11, 0.5f));
-}
+  // The same program as a file, run by the bare runtime.
+  std::string programFile = dir.file("model.nestorprog");
+  ASSERT_FALSE(static_cast<bool>(engine::writeProgramFile(inMemory, programFile)));
+  ASSERT_FALSE(static_cast<bool>(ckpt::writeFileAtomic(dir.file("model.nestorprog.safetensors"),
+                                                       readFile(binary + ".safetensors"))));
+  RunResult a =
+      runProgram(binary, {"--prompt", "abc", "--max-tokens", "12", "--print-tokens"}, run);
+  RunResult b = runProgram(
+      NESTOR_RUN_PATH,
+      {"--program", programFile, "--prompt", "abc", "--max-tokens", "12", "--print-tokens"}, run);
+  ASSERT_EQ(a.status, 0) << a.err;
+  ASSERT_EQ(b.status, 0) << b.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_EQ(parseTokens(a.out), libraryTokens(spec, weights, "abc", 12));
 
-TEST(BuildTest, DriverPathRunsOnAFakeDriver) {
-#ifndef NESTOR_FAKE_LIBCUDA_DIR
-  GTEST_SKIP() << "this Nestor was built without the CUDA toolkit (no cuda.h for the fake "
-                  "driver, no NVRTC for the PTX)";
-#else
-  // The program as deployed (PTX inside, the driver opened with dlopen) runs against the fake
-  // libcuda.so.1, whose launches run the program's own kernels built as a shared library under
-  // the host emulation: the driver calls, their arguments, the PTX's entry names and every
-  // copy's bounds are checked as a GPU would, and the tokens must be the decoder's.
-  TempDir dir;
-  spec::ModelSpec spec = heterogeneousSpec();
-  train::TensorMap weights = randomWeights(spec, 7);
-  std::string binary = dir.file("deployed");
-  build::BuildOptions options;
-  options.keepSource = true;
-  ASSERT_FALSE(static_cast<bool>(build::buildBinary(spec, weights, binary, options)));
-  std::string kernels = dir.file("kernels.so");
-  auto cxx = llvm::sys::findProgramByName("c++");
-  ASSERT_TRUE(static_cast<bool>(cxx));
-  RunResult compiled =
-      runProgram(*cxx,
-                 {"-std=c++17", "-O1", "-shared", "-fPIC", "-pthread", "-include",
-                  NESTOR_HOST_EMULATION_HEADER, "-o", kernels, binary + ".cpp", "-ldl"},
-                 dir.path.str().str());
-  ASSERT_EQ(compiled.status, 0) << compiled.err;
-
-  std::string libraryPath = std::string("LD_LIBRARY_PATH=") + NESTOR_FAKE_LIBCUDA_DIR;
-  std::string prompt = "Hello, Nestor! 12+34=";
-  std::vector<int32_t> expected = decoderTokens(spec, weights, prompt, 30);
-  RunResult r = runProgram(
-      binary,
-      {"--prompt", prompt, "--max-tokens", "30", "--print-tokens", "--device", "cuda", "--stats"},
-      dir.path.str().str(), {libraryPath, "NESTOR_FAKE_CUDA_KERNELS=" + kernels});
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(parseTokens(r.out), expected);
-  EXPECT_NE(r.err.find("device: Nestor fake GPU (sm_90)"), std::string::npos) << r.err;
-
-  // A driver that cannot load the PTX: --device cuda fails with the JIT's log, auto falls
-  // back to the CPU and says why.
-  r = runProgram(binary, {"--prompt", prompt, "--max-tokens", "30", "--device", "cuda"},
-                 dir.path.str().str(), {libraryPath});
+  std::string bytes = readFile(binary);
+  std::string runtime = readFile(NESTOR_RUN_PATH);
+  ASSERT_GT(bytes.size(), runtime.size() + 16);
+  auto broken = [&](const std::string &name, const std::string &image) {
+    std::string path = dir.file(name);
+    EXPECT_FALSE(static_cast<bool>(ckpt::writeFileAtomic(path, image)));
+    EXPECT_FALSE(static_cast<bool>(llvm::sys::fs::setPermissions(path, llvm::sys::fs::all_all)));
+    EXPECT_FALSE(static_cast<bool>(
+        ckpt::writeFileAtomic(path + ".safetensors", readFile(binary + ".safetensors"))));
+    return runProgram(path, {"--prompt", "abc", "--max-tokens", "3"}, run);
+  };
+  // Cut short: the trailer is gone, so there is no program.
+  RunResult r = broken("cut", bytes.substr(0, bytes.size() - 40));
   EXPECT_EQ(r.status, 1) << r.err;
-  EXPECT_NE(r.err.find("cuModuleLoadDataEx (loading the program's PTX) failed: "
-                       "CUDA_ERROR_INVALID_PTX"),
-            std::string::npos)
-      << r.err;
-  EXPECT_NE(r.err.find("fake JIT: no kernels for this PTX"), std::string::npos) << r.err;
-  r = runProgram(binary, {"--prompt", prompt, "--max-tokens", "30", "--print-tokens", "--stats"},
-                 dir.path.str().str(), {libraryPath});
-  ASSERT_EQ(r.status, 0) << r.err;
-  EXPECT_EQ(parseTokens(r.out), expected);
-  EXPECT_NE(r.err.find("device: the CPU (cuModuleLoadDataEx"), std::string::npos) << r.err;
-#endif
-}
+  EXPECT_NE(r.err.find("carries no program"), std::string::npos) << r.err;
+  // One byte of the program's payload altered: its checksum fails.
+  std::string altered = bytes;
+  altered[runtime.size() + 40] ^= 0x5a;
+  r = broken("altered", altered);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("checksum"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("altered"), std::string::npos) << r.err;
+  // A trailer that claims more bytes than the file has.
+  std::string claims = bytes;
+  claims[claims.size() - 16 + 5] = 0x7f;
+  r = broken("claims", claims);
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("truncated or altered"), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
 
-TEST(BuildTest, GpuKernelsAreCompiledToPtx) {
-  if (!build::cudaAvailable())
-    GTEST_SKIP() << "this Nestor was built without the CUDA toolkit (no NVRTC)";
-  for (const char *arch : {"sm_80", "sm_90"}) {
-    SCOPED_TRACE(arch);
-    build::BuildOptions options;
-    options.cudaArch = arch;
-    auto source = build::emitStandaloneSource(heterogeneousSpec(), options);
-    ASSERT_TRUE(static_cast<bool>(source)) << llvm::toString(source.takeError());
-    llvm::StringRef s(*source);
-    std::string target = std::string(".target ") + arch;
-    EXPECT_TRUE(s.contains(target)) << target;
-    // One set of kernels per distinct layer type: the two Mamba and two attention layers
-    // differ, so each has its own.
-    for (const char *entry :
-         {"nestor_embed", "nestor_rmsnorm", "nestor_head", "nestor_argmax", "mamba_4_5_in",
-          "mamba_4_5_conv", "mamba_4_5_ssm", "mamba_4_5_norm", "mamba_4_5_out", "mamba_2_3_ssm",
-          "attention_4_q", "attention_4_kv", "attention_4_attend", "attention_4_o",
-          "attention_2_attend", "mlp_17_up", "mlp_17_down"})
-      EXPECT_TRUE(s.contains(std::string(".entry ") + entry + "(")) << entry;
-    EXPECT_TRUE(s.contains("layer3.load(context, file, 3, \"mamba_2_3\");"));
-  }
-  // Without CUDA the program has no PTX and says so.
-  build::BuildOptions cpuOnly;
-  cpuOnly.cuda = false;
-  auto source = build::emitStandaloneSource(heterogeneousSpec(), cpuOnly);
-  ASSERT_TRUE(static_cast<bool>(source)) << llvm::toString(source.takeError());
-  EXPECT_TRUE(llvm::StringRef(*source).contains("constexpr const char *kCudaModule = nullptr;"));
-  EXPECT_FALSE(llvm::StringRef(*source).contains(".entry"));
-}
-
-TEST(BuildTest, SourceInstantiatesEachLayerWithItsSizes) {
-  auto source = build::emitStandaloneSource(heterogeneousSpec());
-  ASSERT_TRUE(static_cast<bool>(source)) << llvm::toString(source.takeError());
-  llvm::StringRef s(*source);
-  EXPECT_TRUE(s.contains("constexpr std::size_t kHidden = 19;"));
-  EXPECT_TRUE(s.contains("constexpr std::size_t kVocab = 259;"));
-  EXPECT_TRUE(s.contains("constexpr bool kTiedEmbeddings = false;"));
-  EXPECT_TRUE(s.contains("using Layer0 = rt::MambaLayer<kHidden, /*H=*/4, /*P=*/5, "));
-  EXPECT_TRUE(s.contains("using Layer1 = rt::AttentionLayer<kHidden, /*NH=*/4, "));
-  EXPECT_TRUE(s.contains("using Layer2 = rt::MlpLayer<kHidden, /*F=*/17>;"));
-  EXPECT_TRUE(s.contains("using Layer3 = rt::MambaLayer<kHidden, /*H=*/2, /*P=*/3, "));
-  EXPECT_TRUE(s.contains("using Layer4 = rt::AttentionLayer<kHidden, /*NH=*/2, "));
-  EXPECT_TRUE(s.contains("struct MambaLayer")); // the runtime is inlined
-  // The spec's name reaches the program as an escaped literal.
-  EXPECT_TRUE(s.contains("hetero \\\"odd\\\"")) << s.str();
-  // Control bytes become three-digit octal escapes (a tab is \011, not \9).
-  spec::ModelSpec named = heterogeneousSpec();
-  named.set_name("tab\there\nnew");
-  build::BuildOptions cpuOnly;
-  cpuOnly.cuda = false;
-  auto escaped = build::emitStandaloneSource(named, cpuOnly);
-  ASSERT_TRUE(static_cast<bool>(escaped)) << llvm::toString(escaped.takeError());
-  EXPECT_TRUE(llvm::StringRef(*escaped).contains("tab\\011here\\012new"));
+  // An executable is not a runtime to build on.
+  build::BuildOptions options = runtimeOptions();
+  options.runtime = binary;
+  llvm::Error err = build::buildExecutable(spec, weights, dir.file("twice"), options);
+  ASSERT_TRUE(static_cast<bool>(err));
+  EXPECT_NE(llvm::toString(std::move(err)).find("carries a program already"), std::string::npos);
+  EXPECT_FALSE(llvm::sys::fs::exists(dir.file("twice")));
 }
 
 TEST(BuildTest, RefusesElasticAndInvalidSpecs) {
+  mlir::MLIRContext context;
   spec::ModelSpec elastic = tiedSpec();
   elastic.mutable_elastic()->add_budgets()->set_name("full");
-  auto source = build::emitStandaloneSource(elastic);
-  ASSERT_FALSE(static_cast<bool>(source));
-  std::string message = llvm::toString(source.takeError());
+  auto program = build::compileExecutableProgram(context, elastic);
+  ASSERT_FALSE(static_cast<bool>(program));
+  std::string message = llvm::toString(program.takeError());
   EXPECT_NE(message.find("elastic"), std::string::npos) << message;
   EXPECT_NE(message.find("nestor slice"), std::string::npos) << message;
 
   spec::ModelSpec invalid = heterogeneousSpec();
   invalid.mutable_architecture()->mutable_layer_overrides(3)->set_mamba_num_heads(3);
-  source = build::emitStandaloneSource(invalid);
-  ASSERT_FALSE(static_cast<bool>(source));
-  message = llvm::toString(source.takeError());
+  program = build::compileExecutableProgram(context, invalid);
+  ASSERT_FALSE(static_cast<bool>(program));
+  message = llvm::toString(program.takeError());
   EXPECT_NE(message.find("layer_overrides[3].mamba_num_heads"), std::string::npos) << message;
 
   spec::ModelSpec small = tiedSpec();
   small.mutable_architecture()->set_vocab_size(200);
-  source = build::emitStandaloneSource(small);
-  ASSERT_FALSE(static_cast<bool>(source));
-  message = llvm::toString(source.takeError());
+  program = build::compileExecutableProgram(context, small);
+  ASSERT_FALSE(static_cast<bool>(program));
+  message = llvm::toString(program.takeError());
   EXPECT_NE(message.find("vocab_size"), std::string::npos) << message;
+
+  build::BuildOptions none;
+  none.context = 0;
+  program = build::compileExecutableProgram(context, tiedSpec(), none);
+  ASSERT_FALSE(static_cast<bool>(program));
+  message = llvm::toString(program.takeError());
+  EXPECT_NE(message.find("context"), std::string::npos) << message;
 }
 
-TEST(BuildTest, BadWeightsOrCompilerLeaveNoBinary) {
+TEST(BuildTest, BadWeightsOrRuntimeLeaveNoExecutable) {
   TempDir dir;
   spec::ModelSpec spec = tiedSpec();
   std::string binary = dir.file("model");
 
   train::TensorMap weights = randomWeights(spec, 3);
   weights["backbone.layers.1.mixer.A_log"].shape = {1, 3};
-  llvm::Error err = build::buildBinary(spec, weights, binary);
+  llvm::Error err = build::buildExecutable(spec, weights, binary, runtimeOptions());
   ASSERT_TRUE(static_cast<bool>(err));
   std::string message = llvm::toString(std::move(err));
   EXPECT_NE(message.find("backbone.layers.1.mixer.A_log"), std::string::npos) << message;
 
   weights = randomWeights(spec, 3);
   weights.erase("backbone.norm_f.weight");
-  err = build::buildBinary(spec, weights, binary);
+  err = build::buildExecutable(spec, weights, binary, runtimeOptions());
   ASSERT_TRUE(static_cast<bool>(err));
   message = llvm::toString(std::move(err));
   EXPECT_NE(message.find("backbone.norm_f.weight"), std::string::npos) << message;
 
-  // The compiler rejects an option before reading the source: its own message is reported.
-  build::BuildOptions options;
-  options.flags = {"-fno-such-option-nestor"};
-  err = build::buildBinary(spec, randomWeights(spec, 3), binary, options);
+  build::BuildOptions options = runtimeOptions();
+  options.runtime = dir.file("no-such-runtime");
+  err = build::buildExecutable(spec, randomWeights(spec, 3), binary, options);
   ASSERT_TRUE(static_cast<bool>(err));
   message = llvm::toString(std::move(err));
-  EXPECT_NE(message.find("exit status"), std::string::npos) << message;
-  EXPECT_NE(message.find("-fno-such-option-nestor"), std::string::npos) << message;
+  EXPECT_NE(message.find("no-such-runtime"), std::string::npos) << message;
 
-  options.compiler = "nestor-no-such-compiler";
-  err = build::buildBinary(spec, randomWeights(spec, 3), binary, options);
-  ASSERT_TRUE(static_cast<bool>(err));
-  message = llvm::toString(std::move(err));
-  EXPECT_NE(message.find("nestor-no-such-compiler"), std::string::npos) << message;
-
-  // Nothing was left behind: no program, no weights, no temporary.
+  // Nothing was left behind: no executable, no weights, no temporary.
   std::error_code ec;
   int entries = 0;
   for (llvm::sys::fs::directory_iterator it(dir.path, ec), end; it != end && !ec; it.increment(ec))

@@ -7,7 +7,7 @@
 // Weights are random at a realistic scale; timing does not depend on their values.
 // With --decode N it also times incremental decoding of N tokens per budget, served
 // prefix-dense from the one parent copy (nestor generate) and from a copy sliced to the budget
-// (nestor slice), from a standalone executable built for the budget (nestor build), and the
+// (nestor slice), from the executable built for the budget (nestor build), and the
 // slicing itself, all as ratios to the full budget in the same run; and the same two ways by
 // the compiled decode step (one `@decode_step` program of the parent for every budget, and
 // one of each sliced model), beside the hand-written decoder.
@@ -56,20 +56,19 @@ struct BenchOptions {
   std::string device = "cpu";
 };
 
-/// Decode tokens/s of a standalone executable built for `spec` (`BIN --bench N --device D`),
-/// or an error. On the CPU the program is built without its GPU kernels (no NVRTC compile).
+/// Decode tokens/s of the executable `nestor build` writes for `spec` (`BIN --bench N`, on the
+/// CPU: the runtime has no CUDA driver yet), or an error.
 llvm::Expected<double> binaryDecodeRate(const spec::ModelSpec &spec,
                                         const train::TensorMap &weights, int tokens,
-                                        const std::string &dir, const std::string &name,
-                                        const std::string &device) {
+                                        const std::string &dir, const std::string &name) {
   std::string bin = dir + "/" + name;
   build::BuildOptions options;
-  options.cuda = device == "cuda";
-  if (llvm::Error err = build::buildBinary(spec, weights, bin, options))
+  options.context = 16 + tokens; // the bench sequence: a 16-token prompt, then `tokens` steps
+  if (llvm::Error err = build::buildExecutable(spec, weights, bin, options))
     return err;
   std::string out = bin + ".bench";
   std::string count = std::to_string(tokens);
-  llvm::SmallVector<llvm::StringRef> argv{bin, "--bench", count, "--device", device};
+  llvm::SmallVector<llvm::StringRef> argv{bin, "--bench", count, "--device", "cpu"};
   std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(out), std::nullopt};
   std::string message;
   if (int rc = llvm::sys::ExecuteAndWait(bin, argv, std::nullopt, redirects, 0, 0, &message))
@@ -159,14 +158,14 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
   app.add_flag("--json", opts->json, "Print JSON");
   app.add_option("--decode", opts->decode,
                  "Also time decoding this many tokens per budget: prefix-dense from the parent "
-                 "from a sliced copy, and from a standalone executable (float32)");
+                 "from a sliced copy, and from the executable nestor build writes (float32)");
   app.add_option("--device", opts->device,
                  "Where the train step runs: cpu, or cuda (the generated CUDA kernels on GPU 0; "
                  "weights stay on the device)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   app.add_flag("--no-binaries", opts->noBinaries,
-               "With --decode: skip building the standalone executables (a compile per budget)");
+               "With --decode: skip building the executables (a compile per budget)");
 
   return [opts]() -> int {
     auto spec = spec::loadSpecFile(opts->specPath);
@@ -446,7 +445,7 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         row.compiledSlicedRate = *rate;
         if (!binDir.empty()) {
           rate = binaryDecodeRate(sliced->spec, *denseWeights, opts->decode, binDir.str().str(),
-                                  "budget-" + std::to_string(b), opts->device);
+                                  "budget-" + std::to_string(b));
           if (!rate)
             return reportError(rate.takeError(), 1);
           row.binaryRate = *rate;
@@ -510,10 +509,8 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
                                  r.seconds * 1e3, tokens / r.seconds, r.seconds / rows[0].seconds,
                                  r.flops / r.seconds / 1e9);
       if (!decodeRows.empty()) {
-        std::cout << fmt::format(
-            "\ndecoding {} tokens after a 16-token prompt (batch 1, {}):\n", opts->decode,
-            opts->device == "cpu" ? "on the CPU"
-                                  : "the library decoders on the CPU, the executables on the GPU");
+        std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1, {}):\n",
+                                 opts->decode, "on the CPU");
         std::cout << fmt::format("{:<10} {:>18} {:>8} {:>18} {:>8} {:>18} {:>8} {:>9}\n", "budget",
                                  "from parent tok/s", "vs full", "sliced copy tok/s", "vs full",
                                  "executable tok/s", "vs full", "slice ms");

@@ -1,8 +1,8 @@
 //===- BuildCommand.cpp - `nestor build` -----------------------------------===//
 //
-// A standalone inference executable for one budget of a finished run: the run is sliced at the
-// budget (as `nestor slice` does), and the dense model is generated as C++ with its sizes as
-// compile-time constants and compiled; the weights go beside the executable.
+// An inference executable for one budget of a finished run: the run is sliced at the budget
+// (as `nestor slice` does), the dense model's decode step is compiled and attached to the
+// runtime executable (nestor-run), and the weights go beside it (nestor/Build.h).
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -24,8 +24,8 @@ using namespace nestor;
 namespace {
 
 struct BuildCommandOptions {
-  std::string runDir, budget, output, compiler, cudaArch = build::BuildOptions().cudaArch;
-  bool keepSource = false, noCuda = false;
+  std::string runDir, budget, output, runtime;
+  int64_t context = build::BuildOptions().context;
 };
 
 } // namespace
@@ -38,22 +38,14 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
   app.add_option("-o,--output", opts->output,
                  "The executable to write (its weights go to OUTPUT.safetensors)")
       ->required();
-  app.add_option("--cxx", opts->compiler, "C++ compiler (default: $CXX, else c++)");
-  app.add_flag("--keep-source", opts->keepSource, "Also write the generated OUTPUT.cpp");
-  app.add_flag("--no-cuda", opts->noCuda,
-               "CPU only: leave out the GPU kernels (PTX, compiled here with NVRTC)");
-  app.add_option("--cuda-arch", opts->cudaArch,
-                 "The GPU kernels' architecture: the program runs on GPUs of this one and every "
-                 "later one")
-      ->check([](const std::string &arch) {
-        llvm::StringRef a(arch);
-        unsigned n = 0;
-        return (a.consume_front("sm_") || a.consume_front("compute_")) && !a.empty() &&
-                       !a.consumeInteger(10, n) && (a.empty() || a == "a" || a == "f")
-                   ? std::string()
-                   : "expected sm_XY (sm_80, sm_90, ...), got '" + arch + "'";
-      })
+  app.add_option("--context", opts->context,
+                 "Tokens the executable serves: its KV caches' length (prompt with BOS plus "
+                 "generated tokens); only memory grows with it")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--runtime", opts->runtime,
+                 "The runtime executable to attach the program to (default: nestor-run beside "
+                 "nestor)");
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     int exitCode = kBadInput;
@@ -66,12 +58,10 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
         return reportError(
             llvm::createStringError("%s: %s", parent.str().c_str(), ec.message().c_str()));
     build::BuildOptions options;
-    options.compiler = opts->compiler;
-    options.keepSource = opts->keepSource;
-    options.cuda = !opts->noCuda;
-    options.cudaArch = opts->cudaArch;
+    options.runtime = opts->runtime;
+    options.context = opts->context;
     if (llvm::Error err =
-            build::buildBinary(sliced->sliced.spec, sliced->weights, opts->output, options))
+            build::buildExecutable(sliced->sliced.spec, sliced->weights, opts->output, options))
       return reportError(std::move(err), 1);
     double params = spec::countParams(spec::fixedSizes(sliced->sliced.spec),
                                       spec::parentSizes(sliced->sliced.spec))
@@ -83,14 +73,9 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
     std::cout << fmt::format("  wrote {} and {}.safetensors in {:.1f} s; run: {} --prompt TEXT "
                              "[--max-tokens N]\n",
                              opts->output, opts->output, seconds, opts->output);
-    if (opts->noCuda)
-      std::cout << "  CPU only (--no-cuda)\n";
-    else if (!build::cudaAvailable())
-      std::cout << "  CPU only: this nestor was built without the CUDA toolkit (NVRTC)\n";
-    else
-      std::cout << fmt::format("  runs on a CUDA GPU ({} or later) where the driver finds one, "
-                               "else on the CPU (--device)\n",
-                               opts->cudaArch);
+    std::cout << fmt::format("  the runtime with the compiled decode step attached (context {} "
+                             "tokens); runs on the CPU\n",
+                             opts->context);
     return 0;
   };
 }

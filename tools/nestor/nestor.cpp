@@ -84,7 +84,8 @@ int main(int argc, char **argv) {
       "generate", "Decode text from a run's budgets (one loaded checkpoint) or a dense folder");
   actions[generate] = addGenerateCommand(*generate);
   CLI::App *buildCmd = app.add_subcommand(
-      "build", "A standalone inference executable for one budget of a run (sizes as constants)");
+      "build", "An inference executable for one budget of a run (the runtime with its compiled "
+               "decode step attached)");
   actions[buildCmd] = addBuildCommand(*buildCmd);
   CLI::App *devices = app.add_subcommand(
       "devices", "The CUDA devices --device cuda can use (exit 1, saying why, without one)");

@@ -4,7 +4,7 @@
 #include <set>
 #include <vector>
 
-nestor::json::StrictParse nestor::json::parseStrict(llvm::StringRef text) {
+nestor::json::StrictParse nestor::json::parseStrict(std::string_view text) {
   StrictParse out;
   std::vector<std::set<std::string>> openObjects;
   auto checkKeys = [&](int, nlohmann::json::parse_event_t event, nlohmann::json &parsed) {
@@ -21,11 +21,11 @@ nestor::json::StrictParse nestor::json::parseStrict(llvm::StringRef text) {
   try {
     out.value = nlohmann::json::parse(text.begin(), text.end(), checkKeys);
   } catch (const nlohmann::json::parse_error &e) {
-    llvm::StringRef what = e.what();
+    std::string_view what = e.what();
     size_t close = what.find("] ");
-    if (what.starts_with("[") && close != llvm::StringRef::npos)
-      what = what.drop_front(close + 2);
-    out.syntaxError = what.str();
+    if (what.substr(0, 1) == "[" && close != std::string_view::npos)
+      what = what.substr(close + 2);
+    out.syntaxError = std::string(what);
   }
   return out;
 }
