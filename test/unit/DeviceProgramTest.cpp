@@ -10,8 +10,8 @@
 #include "nestor/DeviceProgram.h"
 #include "test/unit/cuda/HostDevice.h"
 
+#include "engine/decode/ProgramDecoder.h"
 #include "nestor/Compile.h"
-#include "nestor/Decode.h"
 #include "nestor/ParamCount.h"
 #include "nestor/Spec.h"
 #include "nestor/Train.h"
@@ -293,7 +293,8 @@ TEST(DeviceProgramTest, TrainingSessionOnTheHostEmulationMatchesTheCpu) {
   EXPECT_LE(worst, 1e-4) << "the weights after two steps";
 }
 
-/// Greedy decoding of a dense (sliced) model on the device writes the CPU decoder's tokens.
+/// Greedy decoding of a dense (sliced) model on the device writes the tokens of the compiled
+/// decode step on the CPU.
 void expectGreedyMatchesTheCpuDecoder(runtime::KernelDevice &device) {
   spec::ModelSpec dense = smallSpec();
   dense.clear_elastic();
@@ -312,10 +313,12 @@ void expectGreedyMatchesTheCpuDecoder(runtime::KernelDevice &device) {
     for (float &x : t.data)
       x *= 4.0f; // a sharper distribution: no near-ties between the top logits
   std::vector<int32_t> prompt = {1, 5, 9, 30, 2, 17};
-  auto decoder = decode::Decoder::create(dense, weights, spec::parentSizes(dense));
-  ASSERT_TRUE(static_cast<bool>(decoder)) << llvm::toString(decoder.takeError());
+  auto fn = compileDecodeStep(context, dense, static_cast<int64_t>(prompt.size()) + 5);
+  ASSERT_TRUE(static_cast<bool>(fn)) << llvm::toString(fn.takeError());
+  auto decoder = engine::ProgramDecoder::create(*fn, weights);
+  ASSERT_TRUE(decoder.ok()) << decoder.status().message();
   auto want = (*decoder)->greedy(prompt, 5, /*stopToken=*/-1);
-  ASSERT_TRUE(static_cast<bool>(want)) << llvm::toString(want.takeError());
+  ASSERT_TRUE(want.ok()) << want.status().message();
   MLIRContext deviceContext;
   auto got = runtime::greedyOnDevice(deviceContext, dense, weights, prompt, 5, -1, device);
   ASSERT_TRUE(static_cast<bool>(got)) << llvm::toString(got.takeError());

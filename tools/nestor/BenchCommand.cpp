@@ -5,12 +5,12 @@
 // The routers are set so that budget i picks choice i on every axis (its i-th largest width and
 // i dropped layers), with hard masks unless --soft: that is the sub-network the budget trains.
 // Weights are random at a realistic scale; timing does not depend on their values.
-// With --decode N it also times incremental decoding of N tokens per budget, served
-// prefix-dense from the one parent copy (nestor generate) and from a copy sliced to the budget
-// (nestor slice), from the executable built for the budget (nestor build), and the
-// slicing itself, all as ratios to the full budget in the same run; and the same two ways by
-// the compiled decode step (one `@decode_step` program of the parent for every budget, and
-// one of each sliced model), beside the hand-written decoder.
+// With --decode N it also times incremental decoding of N tokens per budget by the compiled
+// decode step: served prefix-dense from the one parent copy (one `@decode_step` program of the
+// parent for every budget, the choices its inputs: nestor generate), from a copy sliced to the
+// budget (its own dense program: nestor slice), from the executable built for the budget
+// (nestor build, in its own process), and the slicing itself, all as ratios to the full budget
+// in the same run.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -23,7 +23,6 @@
 #include "lib/codegen/cuda/KernelCache.h"
 #include "nestor/DeviceProgram.h"
 #endif
-#include "nestor/Decode.h"
 #include "nestor/Slice.h"
 #include "nestor/Spec.h"
 
@@ -80,11 +79,7 @@ llvm::Expected<double> binaryDecodeRate(const spec::ModelSpec &spec,
   return rate;
 }
 
-/// One decode step of either decoder, as an llvm::Error.
-llvm::Error stepOnce(decode::Decoder &decoder, int32_t token) {
-  auto r = decoder.step(token);
-  return r ? llvm::Error::success() : r.takeError();
-}
+/// One decode step, as an llvm::Error.
 llvm::Error stepOnce(engine::ProgramDecoder &decoder, int32_t token) {
   auto r = decoder.step(token);
   return r.ok() ? llvm::Error::success() : toError(r.status());
@@ -113,8 +108,7 @@ constexpr int kBenchPrompt = 16;
 
 /// Decode tokens/s of `decoder` over `tokens` steps after a 16-token prompt: the best of
 /// three passes (decode steps are short, so one pass is at the mercy of the machine's noise).
-template <typename DecoderT>
-llvm::Expected<double> decodeRate(DecoderT &decoder, int tokens, int64_t vocab) {
+llvm::Expected<double> decodeRate(engine::ProgramDecoder &decoder, int tokens, int64_t vocab) {
   double best = 0;
   for (int pass = 0; pass < 3; ++pass) {
     decoder.reset();
@@ -342,7 +336,6 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     // (choice i on every axis, the last i layers dropped: the importer's default depth order).
     struct DecodeRow {
       double parentRate = 0, slicedRate = 0, sliceSeconds = 0, binaryRate = 0;
-      double compiledParentRate = 0, compiledSlicedRate = 0;
     };
     std::vector<DecodeRow> decodeRows;
     std::vector<std::pair<std::string, double>> decodeProfile;
@@ -403,19 +396,12 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         if (!compiledParent)
           return reportError(compiledParent.takeError(), 1);
         (*compiledParent)->executor().setProfiling(opts->profile);
-        auto compiledRate = decodeRate(**compiledParent, opts->decode, vocab);
-        if (!compiledRate)
-          return reportError(compiledRate.takeError(), 1);
-        row.compiledParentRate = *compiledRate;
-        if (opts->profile)
-          llvm::append_range(decodeProfile, (*compiledParent)->executor().profile());
-        auto parent = decode::Decoder::create(*spec, weights, sizes);
-        if (!parent)
-          return reportError(parent.takeError(), 1);
-        auto rate = decodeRate(**parent, opts->decode, vocab);
+        auto rate = decodeRate(**compiledParent, opts->decode, vocab);
         if (!rate)
           return reportError(rate.takeError(), 1);
         row.parentRate = *rate;
+        if (opts->profile)
+          llvm::append_range(decodeProfile, (*compiledParent)->executor().profile());
         auto t0 = std::chrono::steady_clock::now();
         auto sliced = slice::sliceModel(*spec, sizes);
         if (!sliced)
@@ -425,14 +411,6 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
           return reportError(denseWeights.takeError(), 1);
         row.sliceSeconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        auto dense =
-            decode::Decoder::create(sliced->spec, *denseWeights, spec::parentSizes(sliced->spec));
-        if (!dense)
-          return reportError(dense.takeError(), 1);
-        rate = decodeRate(**dense, opts->decode, vocab);
-        if (!rate)
-          return reportError(rate.takeError(), 1);
-        row.slicedRate = *rate;
         auto slicedProgram = compileDecodeStep(context, sliced->spec, decodeContext);
         if (!slicedProgram)
           return reportError(slicedProgram.takeError(), 1);
@@ -442,7 +420,7 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         rate = decodeRate(**compiledSliced, opts->decode, vocab);
         if (!rate)
           return reportError(rate.takeError(), 1);
-        row.compiledSlicedRate = *rate;
+        row.slicedRate = *rate;
         if (!binDir.empty()) {
           rate = binaryDecodeRate(sliced->spec, *denseWeights, opts->decode, binDir.str().str(),
                                   "budget-" + std::to_string(b));
@@ -477,13 +455,6 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
       row["decode_ratio_to_full"] = d.parentRate / decodeRows[0].parentRate;
       row["sliced_decode_tokens_per_s"] = d.slicedRate;
       row["sliced_decode_ratio_to_full"] = d.slicedRate / decodeRows[0].slicedRate;
-      row["compiled_decode_tokens_per_s"] = d.compiledParentRate;
-      row["compiled_decode_ratio_to_full"] =
-          d.compiledParentRate / decodeRows[0].compiledParentRate;
-      row["compiled_decode_vs_hand_written"] = d.compiledParentRate / d.parentRate;
-      row["compiled_sliced_decode_tokens_per_s"] = d.compiledSlicedRate;
-      row["compiled_sliced_decode_ratio_to_full"] =
-          d.compiledSlicedRate / decodeRows[0].compiledSlicedRate;
       row["slice_ms"] = d.sliceSeconds * 1e3;
       if (d.binaryRate > 0) {
         row["binary_decode_tokens_per_s"] = d.binaryRate;
@@ -509,8 +480,9 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
                                  r.seconds * 1e3, tokens / r.seconds, r.seconds / rows[0].seconds,
                                  r.flops / r.seconds / 1e9);
       if (!decodeRows.empty()) {
-        std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1, {}):\n",
-                                 opts->decode, "on the CPU");
+        std::cout << fmt::format("\ndecoding {} tokens after a 16-token prompt (batch 1, on the "
+                                 "CPU; the compiled @decode_step through the runtime):\n",
+                                 opts->decode);
         std::cout << fmt::format("{:<10} {:>18} {:>8} {:>18} {:>8} {:>18} {:>8} {:>9}\n", "budget",
                                  "from parent tok/s", "vs full", "sliced copy tok/s", "vs full",
                                  "executable tok/s", "vs full", "slice ms");
@@ -524,18 +496,6 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
               d.parentRate, d.parentRate / decodeRows[0].parentRate, d.slicedRate,
               d.slicedRate / decodeRows[0].slicedRate, binary, d.sliceSeconds * 1e3);
         }
-        std::cout << fmt::format("compiled decode step (the @decode_step program, CPU runtime):\n");
-        std::cout << fmt::format("{:<10} {:>18} {:>8} {:>12} {:>18} {:>8} {:>12}\n", "budget",
-                                 "from parent tok/s", "vs full", "vs hand", "sliced copy tok/s",
-                                 "vs full", "vs hand");
-        for (auto [b, d] : llvm::enumerate(decodeRows))
-          std::cout << fmt::format("{:<10} {:>18.0f} {:>7.2f}x {:>11.2f}x {:>18.0f} {:>7.2f}x "
-                                   "{:>11.2f}x\n",
-                                   rows[b].name, d.compiledParentRate,
-                                   d.compiledParentRate / decodeRows[0].compiledParentRate,
-                                   d.compiledParentRate / d.parentRate, d.compiledSlicedRate,
-                                   d.compiledSlicedRate / decodeRows[0].compiledSlicedRate,
-                                   d.compiledSlicedRate / d.slicedRate);
       }
     }
     if (opts->profile) {
