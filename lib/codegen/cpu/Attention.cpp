@@ -23,6 +23,7 @@
 //
 //===----------------------------------------------------------------------===//
 #include "lib/codegen/cpu/Kernels.h"
+#include "lib/codegen/cpu/Vector.h"
 
 #include <algorithm>
 #include <cmath>
@@ -510,10 +511,7 @@ void attentionStep(const AttentionShape &s, int64_t context, int64_t position, c
       int64_t n = position + i + 1;
       T mx = -std::numeric_limits<T>::infinity();
       for (int64_t j = 0; j < n; ++j) {
-        T dot = 0;
-        for (int64_t c = 0; c < hd; ++c)
-          dot += qi[c] * kc[j * kvStride + c];
-        p[j] = dot * scale;
+        p[j] = dot(qi, kc + j * kvStride, hd) * scale;
         mx = std::max(mx, p[j]);
       }
       T sum = 0;

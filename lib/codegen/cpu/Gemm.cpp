@@ -8,12 +8,42 @@
 //
 //===----------------------------------------------------------------------===//
 #include "lib/codegen/cpu/Kernels.h"
+#include "lib/codegen/cpu/Vector.h"
 
 #include <cblas.h>
 
 #include <algorithm>
 
+// OpenBLAS's thread count, where the BLAS is OpenBLAS (weak: another BLAS simply lacks them).
+extern "C" void openblas_set_num_threads(int) __attribute__((weak));
+extern "C" int openblas_get_num_threads(void) __attribute__((weak));
+
 namespace nestor::cpu {
+
+namespace {
+
+/// Products of one row by at most this many weights run on one OpenBLAS thread. A decode
+/// step's projections are this size: waking OpenBLAS's own threads (a pool apart from the
+/// OpenMP threads of the kernels around them, which they then contend with) costs more than
+/// the second core saves on a product that is a few microseconds long. Measured on the tiny
+/// hybrid's decode step (2-core EPYC, OpenBLAS 0.3.21 pthreads): 1.2-1.6x the tokens/s.
+/// Larger ones are bandwidth-bound and gain from both cores' memory bandwidth.
+constexpr int64_t kSingleThreadGemv = int64_t(1) << 20;
+
+/// Runs `f` with OpenBLAS on one thread when the product is small enough (see above). The
+/// thread count is OpenBLAS's global setting: the executors call their GEMMs from one thread.
+template <typename F> void smallProduct(int64_t weights, F f) {
+  int threads = openblas_get_num_threads && openblas_set_num_threads && weights <= kSingleThreadGemv
+                    ? openblas_get_num_threads()
+                    : 1;
+  if (threads > 1)
+    openblas_set_num_threads(1);
+  f();
+  if (threads > 1)
+    openblas_set_num_threads(threads);
+}
+
+} // namespace
 
 template <>
 void gemm<float>(bool transA, bool transB, int64_t m, int64_t n, int64_t k, float alpha,
@@ -23,8 +53,10 @@ void gemm<float>(bool transA, bool transB, int64_t m, int64_t n, int64_t k, floa
     return;
   if (m == 1) {
     // c[0, :] = alpha op(B)^T-applied a + beta c: B [n, k] (transB) or [k, n].
-    cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, transB ? n : k, transB ? k : n,
-                alpha, b, ldb, a, transA ? lda : 1, beta, c, 1);
+    smallProduct(n * k, [&] {
+      cblas_sgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, transB ? n : k, transB ? k : n,
+                  alpha, b, ldb, a, transA ? lda : 1, beta, c, 1);
+    });
     return;
   }
   cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
@@ -39,8 +71,10 @@ void gemm<double>(bool transA, bool transB, int64_t m, int64_t n, int64_t k, dou
     return;
   if (m == 1) {
     // c[0, :] = alpha op(B)^T-applied a + beta c: B [n, k] (transB) or [k, n].
-    cblas_dgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, transB ? n : k, transB ? k : n,
-                alpha, b, ldb, a, transA ? lda : 1, beta, c, 1);
+    smallProduct(n * k, [&] {
+      cblas_dgemv(CblasRowMajor, transB ? CblasNoTrans : CblasTrans, transB ? n : k, transB ? k : n,
+                  alpha, b, ldb, a, transA ? lda : 1, beta, c, 1);
+    });
     return;
   }
   cblas_dgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
@@ -51,28 +85,42 @@ namespace {
 
 /// y[r] (+)= sum over the column runs of w[r * ld + c] x[c] for kRows consecutive rows. Each x
 /// load serves kRows rows, so kRows streams of weights are in flight; the partial sums stay in
-/// vector lanes across the runs (a head's channels are short), one horizontal sum per row.
+/// two vector registers per row across the runs (a head's channels are short), one horizontal
+/// sum per row at the end.
 template <int64_t kRows, typename T>
 inline void rowBlock(const T *w, int64_t ld, const IndexRuns &cols, const T *x, bool accumulate,
                      T *y) {
-  constexpr int64_t kLanes = 64 / sizeof(T);
-  T lanes[kRows][kLanes] = {};
-  T tail[kRows] = {};
+  using V = Vec<T>;
+  using v = typename V::type;
+  constexpr int64_t kL = V::kLanes;
+  v lo[kRows], hi[kRows];
+  T tail[kRows];
+  for (int64_t r = 0; r < kRows; ++r) {
+    lo[r] = v{};
+    hi[r] = v{};
+    tail[r] = T(0);
+  }
   for (auto [start, len] : cols) {
     const T *wr = w + start, *xr = x + start;
     int64_t j = 0;
-    for (; j + kLanes <= len; j += kLanes)
+    for (; j + 2 * kL <= len; j += 2 * kL) {
+      v x0 = V::load(xr + j), x1 = V::load(xr + j + kL);
+      for (int64_t r = 0; r < kRows; ++r) {
+        lo[r] += V::load(wr + r * ld + j) * x0;
+        hi[r] += V::load(wr + r * ld + j + kL) * x1;
+      }
+    }
+    for (; j + kL <= len; j += kL) {
+      v x0 = V::load(xr + j);
       for (int64_t r = 0; r < kRows; ++r)
-        for (int64_t l = 0; l < kLanes; ++l)
-          lanes[r][l] += wr[r * ld + j + l] * xr[j + l];
+        lo[r] += V::load(wr + r * ld + j) * x0;
+    }
     for (; j < len; ++j)
       for (int64_t r = 0; r < kRows; ++r)
         tail[r] += wr[r * ld + j] * xr[j];
   }
   for (int64_t r = 0; r < kRows; ++r) {
-    T acc = tail[r];
-    for (int64_t l = 0; l < kLanes; ++l)
-      acc += lanes[r][l];
+    T acc = tail[r] + V::sum(lo[r] + hi[r]);
     y[r] = accumulate ? y[r] + acc : acc;
   }
 }
@@ -93,8 +141,8 @@ void gemvRuns(const T *w, int64_t ld, const IndexRuns &rows, const IndexRuns &co
       total += chunks.back().second;
     }
   int64_t n = static_cast<int64_t>(chunks.size());
-  // Threads only pay off once a product is well past the cost of waking them.
-#pragma omp parallel for schedule(static) if (total * width > (1 << 18))
+  // Threads only pay off once a product is well past the cost of waking them (as for BLAS).
+#pragma omp parallel for schedule(static) if (total * width > kSingleThreadGemv)
   for (int64_t c = 0; c < n; ++c) {
     auto [row, count] = chunks[c];
     int64_t i = 0;
