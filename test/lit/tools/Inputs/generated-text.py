@@ -1,5 +1,5 @@
 """Prints the generated text of each model in `nestor generate` output (stdin), one block per
-model, so it can be compared byte for byte with a standalone binary's output."""
+model, so it can be compared byte for byte with a built executable's output."""
 import sys
 
 lines = sys.stdin.read().split("\n")
