@@ -1,5 +1,6 @@
 //===- ProgramDecoder.cpp - Incremental decoding by a compiled program -----===//
 #include "engine/decode/ProgramDecoder.h"
+#include "engine/weights/Safetensors.h"
 
 #include <algorithm>
 #include <cstring>
@@ -121,12 +122,6 @@ ProgramDecoder::create(const pg::Function &fn, const WeightFn &weight,
 Result<std::unique_ptr<ProgramDecoder>>
 ProgramDecoder::create(const pg::Function &fn, const train::TensorMap &weights,
                        const std::map<std::string, std::vector<int64_t>> &choices) {
-  auto shapeText = [](const std::vector<int64_t> &shape) {
-    std::string s = "[";
-    for (size_t i = 0; i < shape.size(); ++i)
-      s += (i ? ", " : "") + std::to_string(shape[i]);
-    return s + "]";
-  };
   for (const pg::Argument &a : fn.arguments()) {
     if (a.role() != pg::PARAM)
       continue;
@@ -135,8 +130,8 @@ ProgramDecoder::create(const pg::Function &fn, const train::TensorMap &weights,
     auto it = weights.find(a.name());
     if (it != weights.end() && it->second.shape != expected)
       return Status::error("decode program @" + fn.name() + ": weight '" + a.name() +
-                           "' has shape " + shapeText(it->second.shape) + ", the program reads " +
-                           shapeText(expected));
+                           "' has shape " + shapeString(it->second.shape) + ", the program reads " +
+                           shapeString(expected));
   }
   auto weight = [&weights](const std::string &name, int64_t numel) -> const float * {
     auto it = weights.find(name);
