@@ -5,7 +5,8 @@
 // the planned kernel program of the train step for one batch shape (`--emit kernels`), and that
 // program's kernels as CUDA C++ (`--emit cuda`) or as the PTX NVRTC compiles them to
 // (`--emit ptx`, for `--arch`), and the program artifact the runtime executes (`--emit program`:
-// the train step, forward and optimizer functions; a listing on stdout, the file with -o).
+// the train step, forward and optimizer functions, and with --decode-context N the incremental
+// decode step nestor-run serves; a listing on stdout, the file with -o).
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -44,6 +45,7 @@ struct CompileOptions {
   bool generic = false;
   int64_t batch = 0, seqLen = 0;
   bool noPrefixDense = false;
+  int64_t decodeContext = 0;
   std::string arch = "sm_90";
 };
 
@@ -143,6 +145,10 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   app.add_flag("--no-prefix-dense", opts->noPrefixDense,
                "Kernels: run hard masks at full width (no extents, no skipped layers)");
+  app.add_option("--decode-context", opts->decodeContext,
+                 "Program: also the @decode_step entry point with KV caches of N positions (what "
+                 "nestor-run --program serves)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
 
   return [opts, targetOption]() -> int {
     auto print = [&](mlir::ModuleOp module) -> int {
@@ -162,6 +168,9 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
     if (!spec)
       return reportError(spec.takeError());
 
+    if (opts->decodeContext > 0 && opts->emit != "program")
+      return reportError(llvm::createStringError("--decode-context adds an entry point to "
+                                                 "programs: it needs --emit program"));
     bool cudaStage = opts->emit == "cuda" || opts->emit == "ptx";
     if (cudaStage && opts->target != "cuda" && targetOption->count() > 0)
       return reportError(
@@ -218,6 +227,12 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
           return reportError(more.takeError(), 1);
         for (program::Function &f : *more->mutable_functions())
           *program->add_functions() = std::move(f);
+        if (opts->decodeContext > 0) {
+          auto decode = compileDecodeStep(context, *spec, opts->decodeContext, opts->depthOrder);
+          if (!decode)
+            return reportError(decode.takeError(), 1);
+          *program->add_functions() = std::move(*decode);
+        }
         if (opts->output == "-") {
           llvm::outs() << engine::describeProgram(*program);
           return 0;
