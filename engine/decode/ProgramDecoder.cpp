@@ -3,6 +3,7 @@
 #include "engine/weights/Safetensors.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 using namespace nestor;
@@ -122,16 +123,12 @@ ProgramDecoder::create(const pg::Function &fn, const WeightFn &weight,
 Result<std::unique_ptr<ProgramDecoder>>
 ProgramDecoder::create(const pg::Function &fn, const train::TensorMap &weights,
                        const std::map<std::string, std::vector<int64_t>> &choices) {
-  for (const pg::Argument &a : fn.arguments()) {
-    if (a.role() != pg::PARAM)
-      continue;
-    const pg::TensorType &type = fn.values(a.value()).type();
-    std::vector<int64_t> expected(type.shape().begin(), type.shape().end());
-    auto it = weights.find(a.name());
-    if (it != weights.end() && it->second.shape != expected)
-      return Status::error("decode program @" + fn.name() + ": weight '" + a.name() +
-                           "' has shape " + shapeString(it->second.shape) + ", the program reads " +
-                           shapeString(expected));
+  for (const Parameter &p : parameters(fn)) {
+    auto it = weights.find(p.name);
+    if (it != weights.end() && it->second.shape != p.shape)
+      return Status::error("decode program @" + fn.name() + ": weight '" + p.name + "' has shape " +
+                           shapeString(it->second.shape) + ", the program reads " +
+                           shapeString(p.shape));
   }
   auto weight = [&weights](const std::string &name, int64_t numel) -> const float * {
     auto it = weights.find(name);
@@ -165,11 +162,13 @@ Result<const float *> ProgramDecoder::step(int32_t token) {
 }
 
 Result<std::vector<int32_t>> ProgramDecoder::greedy(const std::vector<int32_t> &prompt,
-                                                    int64_t maxTokens, int32_t stopToken) {
+                                                    int64_t maxTokens, int32_t stopToken,
+                                                    GreedyTimes *times) {
   reset();
   std::vector<int32_t> out;
   if (prompt.empty() || maxTokens <= 0)
     return out;
+  auto t0 = std::chrono::steady_clock::now();
   const float *logits = nullptr;
   for (int32_t t : prompt) {
     auto r = step(t);
@@ -177,6 +176,7 @@ Result<std::vector<int32_t>> ProgramDecoder::greedy(const std::vector<int32_t> &
       return r.status();
     logits = *r;
   }
+  auto t1 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < maxTokens; ++i) {
     int32_t next = static_cast<int32_t>(std::max_element(logits, logits + impl->vocab) - logits);
     out.push_back(next);
@@ -187,5 +187,22 @@ Result<std::vector<int32_t>> ProgramDecoder::greedy(const std::vector<int32_t> &
       return r.status();
     logits = *r;
   }
+  if (times) {
+    times->prefill = std::chrono::duration<double>(t1 - t0).count();
+    times->decode = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  }
   return out;
+}
+
+Result<double> ProgramDecoder::benchPass(int64_t steps) {
+  reset();
+  for (int64_t i = 0; i < kBenchPrompt; ++i)
+    if (auto r = step(static_cast<int32_t>((i * 7 + 3) % impl->vocab)); !r.ok())
+      return r.status();
+  auto start = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i)
+    if (auto r = step(static_cast<int32_t>((i * 13 + 5) % impl->vocab)); !r.ok())
+      return r.status();
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return static_cast<double>(steps) / seconds;
 }

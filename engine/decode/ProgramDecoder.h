@@ -52,11 +52,24 @@ public:
   int64_t vocabSize() const;
   /// The longest context (KV cache rows); unlimited (-1) for a model without attention.
   int64_t context() const;
+  /// Wall-clock seconds of the two phases of greedy().
+  struct GreedyTimes {
+    double prefill = 0; // feeding the prompt
+    double decode = 0;  // choosing and feeding back the continuation
+  };
   /// Feeds `prompt`, then writes the argmax token up to `maxTokens` times, stopping after
-  /// `stopToken` (included). Starts from a reset decoder.
+  /// `stopToken` (included); the last token is chosen, not fed back. Starts from a reset
+  /// decoder. `times`, when given, receives how long each phase took.
   Result<std::vector<int32_t>> greedy(const std::vector<int32_t> &prompt, int64_t maxTokens,
-                                      int32_t stopToken);
+                                      int32_t stopToken, GreedyTimes *times = nullptr);
   CpuExecutor &executor();
+
+  /// The prompt `benchPass` feeds before it starts the clock.
+  static constexpr int kBenchPrompt = 16;
+  /// Tokens/s of one timed pass: from a reset decoder, a fixed `kBenchPrompt`-token prompt, then
+  /// `steps` timed steps of a fixed token sequence. `nestor bench --decode` and the executables'
+  /// `--bench` run this one sequence, so their rates compare.
+  Result<double> benchPass(int64_t steps);
 
   struct Impl;
 

@@ -103,6 +103,16 @@ const pg::Function *nestor::engine::findFunction(const pg::Program &program,
   return nullptr;
 }
 
+std::vector<Parameter> nestor::engine::parameters(const pg::Function &fn) {
+  std::vector<Parameter> out;
+  for (const pg::Argument &a : fn.arguments())
+    if (a.role() == pg::PARAM) {
+      const pg::TensorType &type = fn.values(a.value()).type();
+      out.push_back({a.name(), std::vector<int64_t>(type.shape().begin(), type.shape().end())});
+    }
+  return out;
+}
+
 std::string nestor::engine::encodeProgram(const pg::Program &program) {
   std::string payload;
   // Deterministic: maps in key order, so one program is always the same bytes (reproducible

@@ -26,6 +26,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace nestor::engine {
 
@@ -66,6 +67,14 @@ Status validateProgram(const program::Program &program);
 
 /// The function named `name`, or nullptr.
 const program::Function *findFunction(const program::Program &program, const std::string &name);
+
+/// A weight a function reads: its name and shape.
+struct Parameter {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+/// The PARAM arguments of `fn`, in argument order: the weights a caller must bind.
+std::vector<Parameter> parameters(const program::Function &fn);
 
 /// Bytes of one element of `dtype` (i1: one byte).
 int64_t elementBytes(program::DType dtype);

@@ -27,7 +27,7 @@ using train::TensorMap;
 
 namespace {
 
-constexpr std::string_view kMetadataKey = "__metadata__";
+constexpr std::string_view kMetadataKey = kSafetensorsMetadataKey;
 /// Real headers are kilobytes; the cap keeps a corrupt length field from making us parse (and
 /// allocate for) an arbitrarily large "header".
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;

@@ -23,8 +23,9 @@
 
 namespace nestor::engine {
 
-/// The safetensors `__metadata__` map (string to string).
+/// The safetensors `__metadata__` map (string to string), and its key in the header.
 using WeightsMetadata = std::map<std::string, std::string>;
+inline constexpr std::string_view kSafetensorsMetadataKey = "__metadata__";
 
 /// Decodes a safetensors image into `tensors` (cleared first); `name` (the file) prefixes
 /// every error: "NAME: tensor 'x': ...". `metadata`, when given, receives `__metadata__`.

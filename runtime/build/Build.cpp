@@ -13,6 +13,7 @@
 #include "nestor/Build.h"
 
 #include "engine/program/Program.h"
+#include "engine/weights/Safetensors.h"
 #include "nestor/Checkpoint.h"
 #include "nestor/Compile.h"
 #include "nestor/EmitProgram.h"
@@ -78,22 +79,18 @@ std::string describe(const spec::ModelSpec &dense, int64_t context) {
 llvm::Expected<train::TensorMap> programWeights(const program::Function &fn,
                                                 const train::TensorMap &weights) {
   train::TensorMap shipped;
-  for (const program::Argument &a : fn.arguments()) {
-    if (a.role() != program::PARAM)
-      continue;
-    const program::TensorType &type = fn.values(a.value()).type();
-    std::vector<int64_t> shape(type.shape().begin(), type.shape().end());
-    auto it = weights.find(a.name());
+  for (const engine::Parameter &p : engine::parameters(fn)) {
+    auto it = weights.find(p.name);
     if (it == weights.end())
       return llvm::createStringError("build: the weights have no tensor '%s' (shape %s)",
-                                     a.name().c_str(), ckpt::shapeString(shape).c_str());
+                                     p.name.c_str(), ckpt::shapeString(p.shape).c_str());
     const train::Tensor &t = it->second;
-    if (t.shape != shape || static_cast<int64_t>(t.data.size()) != engine::numElements(type))
+    if (t.shape != p.shape || t.data.size() != engine::elementCount(p.shape))
       return llvm::createStringError(
           "build: the weights' '%s' has shape %s (%zu values), the model expects %s",
-          a.name().c_str(), ckpt::shapeString(t.shape).c_str(), t.data.size(),
-          ckpt::shapeString(shape).c_str());
-    shipped.emplace(a.name(), t);
+          p.name.c_str(), ckpt::shapeString(t.shape).c_str(), t.data.size(),
+          ckpt::shapeString(p.shape).c_str());
+    shipped.emplace(p.name, t);
   }
   return shipped;
 }

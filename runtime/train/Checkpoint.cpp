@@ -39,7 +39,8 @@ using nestor::train::TensorMap;
 
 namespace {
 
-constexpr llvm::StringLiteral kMetadataKey = "__metadata__";
+constexpr llvm::StringRef kMetadataKey(engine::kSafetensorsMetadataKey.data(),
+                                       engine::kSafetensorsMetadataKey.size());
 
 llvm::Error errorAt(llvm::StringRef name, const llvm::Twine &message) {
   return llvm::createStringError(std::make_error_code(std::errc::invalid_argument),

@@ -14,6 +14,7 @@
 
 #include "engine/decode/ProgramDecoder.h"
 #include "engine/program/Program.h"
+#include "engine/weights/Safetensors.h"
 #include "nestor/Checkpoint.h"
 #include "nestor/Data.h"
 
@@ -104,18 +105,14 @@ train::TensorMap randomWeights(const spec::ModelSpec &spec, uint64_t seed, float
   train::TensorMap weights;
   if (p.functions_size() != 1)
     return weights;
-  const program::Function &fn = p.functions(0);
-  for (const program::Argument &a : fn.arguments()) {
-    if (a.role() != program::PARAM)
-      continue;
-    const program::TensorType &type = fn.values(a.value()).type();
+  for (const engine::Parameter &param : engine::parameters(p.functions(0))) {
     train::Tensor t;
-    t.shape.assign(type.shape().begin(), type.shape().end());
-    bool norm = llvm::StringRef(a.name()).ends_with("norm.weight") ||
-                llvm::StringRef(a.name()).ends_with("norm_f.weight");
-    for (int64_t i = 0; i < engine::numElements(type); ++i)
+    t.shape = param.shape;
+    bool norm = llvm::StringRef(param.name).ends_with("norm.weight") ||
+                llvm::StringRef(param.name).ends_with("norm_f.weight");
+    for (uint64_t i = 0; i < engine::elementCount(t.shape).value_or(0); ++i)
       t.data.push_back((norm ? 1.0f : 0.0f) + normal(rng));
-    weights[a.name()] = std::move(t);
+    weights[param.name] = std::move(t);
   }
   return weights;
 }

@@ -20,7 +20,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -152,10 +151,6 @@ void printUsage(const std::string &name, const std::string &description) {
               name.c_str(), description.c_str(), name.c_str());
 }
 
-double secondsSince(std::chrono::steady_clock::time_point t0) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-}
-
 void writeStdout(const std::string &text) {
   if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0)
     throw Failure("cannot write the output: " + std::string(std::strerror(errno)));
@@ -177,21 +172,12 @@ program::Program loadProgram(const Options &opts, const std::string &self) {
   return std::move(*attached);
 }
 
-/// The tokens `nestor bench --decode` feeds its decoders: a 16-token prompt, then `steps`.
-constexpr int kBenchPrompt = 16;
-
+/// Tokens/s of `steps` decode steps after the bench prompt: the best of three passes of the
+/// sequence `nestor bench --decode` feeds (ProgramDecoder::benchPass).
 double benchRate(engine::ProgramDecoder &decoder, int64_t steps) {
-  int64_t vocab = decoder.vocabSize();
   double best = 0;
-  for (int pass = 0; pass < 3; ++pass) {
-    decoder.reset();
-    for (int i = 0; i < kBenchPrompt; ++i)
-      take(decoder.step(static_cast<int32_t>((i * 7 + 3) % vocab)));
-    auto start = std::chrono::steady_clock::now();
-    for (int64_t i = 0; i < steps; ++i)
-      take(decoder.step(static_cast<int32_t>((i * 13 + 5) % vocab)));
-    best = std::max(best, double(steps) / secondsSince(start));
-  }
+  for (int pass = 0; pass < 3; ++pass)
+    best = std::max(best, take(decoder.benchPass(steps)));
   return best;
 }
 
@@ -235,10 +221,12 @@ int run(int argc, char **argv, const std::string &name) {
     std::fprintf(stderr, "device: cpu (%d OpenMP threads)\n", omp_get_max_threads());
 
   if (opts.bench > 0) {
+    constexpr int kBenchPrompt = engine::ProgramDecoder::kBenchPrompt;
     if (decoder.context() >= 0 && kBenchPrompt + opts.bench > decoder.context())
-      throw Failure("--bench " + std::to_string(opts.bench) + ": 16 prompt tokens and " +
-                    std::to_string(opts.bench) + " steps exceed the program's context of " +
-                    std::to_string(decoder.context()) + " tokens");
+      throw Failure("--bench " + std::to_string(opts.bench) + ": " + std::to_string(kBenchPrompt) +
+                    " prompt tokens and " + std::to_string(opts.bench) +
+                    " steps exceed the program's context of " + std::to_string(decoder.context()) +
+                    " tokens");
     writeStdout("decode " + std::to_string(benchRate(decoder, opts.bench)) + " tokens/s\n");
     return 0;
   }
@@ -253,23 +241,8 @@ int run(int argc, char **argv, const std::string &name) {
                   std::to_string(needed) + "; this program's KV caches hold " +
                   std::to_string(decoder.context()) +
                   " (nestor build --context sets it); ask for fewer tokens");
-  auto t0 = std::chrono::steady_clock::now();
-  const float *logits = nullptr;
-  for (int32_t t : prompt)
-    logits = take(decoder.step(t));
-  double prefillSeconds = secondsSince(t0);
-  // Greedy decoding until kEos, which is kept, or maxTokens.
-  auto t1 = std::chrono::steady_clock::now();
-  std::vector<int32_t> out;
-  int64_t vocab = decoder.vocabSize();
-  while (true) {
-    int32_t next = static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
-    out.push_back(next);
-    if (next == data::kEos || static_cast<int64_t>(out.size()) == opts.maxTokens)
-      break;
-    logits = take(decoder.step(next));
-  }
-  double decodeSeconds = secondsSince(t1);
+  engine::ProgramDecoder::GreedyTimes times;
+  std::vector<int32_t> out = take(decoder.greedy(prompt, opts.maxTokens, data::kEos, &times));
 
   if (opts.printTokens) {
     std::string line;
@@ -284,8 +257,8 @@ int run(int argc, char **argv, const std::string &name) {
     size_t steps = out.empty() ? 0 : out.size() - 1;
     std::fprintf(stderr,
                  "prompt %zu tokens in %.1f ms; generated %zu tokens, decode %.1f tokens/s\n",
-                 prompt.size(), 1e3 * prefillSeconds, out.size(),
-                 steps > 0 && decodeSeconds > 0 ? double(steps) / decodeSeconds : 0.0);
+                 prompt.size(), 1e3 * times.prefill, out.size(),
+                 steps > 0 && times.decode > 0 ? double(steps) / times.decode : 0.0);
   }
   return 0;
 }

@@ -56,6 +56,9 @@ struct BenchOptions {
   std::string device = "cpu";
 };
 
+/// The prompt each decode pass feeds before it times `--decode` steps.
+constexpr int kBenchPrompt = engine::ProgramDecoder::kBenchPrompt;
+
 /// Decode tokens/s of the executable `nestor build` writes for `spec` (`BIN --bench N`, on the
 /// CPU: the runtime has no CUDA driver yet), or an error.
 llvm::Expected<double> binaryDecodeRate(const spec::ModelSpec &spec,
@@ -63,7 +66,7 @@ llvm::Expected<double> binaryDecodeRate(const spec::ModelSpec &spec,
                                         const std::string &dir, const std::string &name) {
   std::string bin = dir + "/" + name;
   build::BuildOptions options;
-  options.context = 16 + tokens; // the bench sequence: a 16-token prompt, then `tokens` steps
+  options.context = kBenchPrompt + tokens; // the bench sequence: its prompt, then `tokens` steps
   if (llvm::Error err = build::buildExecutable(spec, weights, bin, options))
     return err;
   std::string out = bin + ".bench";
@@ -78,12 +81,6 @@ llvm::Expected<double> binaryDecodeRate(const spec::ModelSpec &spec,
   if (!text || std::sscanf((*text)->getBufferStart(), "decode %lf tokens/s", &rate) != 1)
     return llvm::createStringError("%s --bench printed no rate", bin.c_str());
   return rate;
-}
-
-/// One decode step, as an llvm::Error.
-llvm::Error stepOnce(engine::ProgramDecoder &decoder, int32_t token) {
-  auto r = decoder.step(token);
-  return r.ok() ? llvm::Error::success() : toError(r.status());
 }
 
 /// Step times summed by kernel kind, largest first, on stderr.
@@ -102,23 +99,6 @@ void printProfile(const std::vector<std::pair<std::string, double>> &profile,
   std::cerr << title.str() << ":\n";
   for (auto &[t, k] : sorted)
     std::cerr << fmt::format("  {:<26} {:6.1f}%  {:8.1f} ms\n", k, 100 * t / total, t * 1e3);
-}
-
-/// The tokens a decode rate is measured over: a 16-token prompt, then `tokens` steps.
-constexpr int kBenchPrompt = 16;
-
-/// Decode tokens/s of one pass of `decoder` over `tokens` steps after a 16-token prompt.
-llvm::Expected<double> decodePass(engine::ProgramDecoder &decoder, int tokens, int64_t vocab) {
-  decoder.reset();
-  for (int i = 0; i < kBenchPrompt; ++i)
-    if (llvm::Error err = stepOnce(decoder, static_cast<int32_t>((i * 7 + 3) % vocab)))
-      return err;
-  auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < tokens; ++i)
-    if (llvm::Error err = stepOnce(decoder, static_cast<int32_t>((i * 13 + 5) % vocab)))
-      return err;
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return tokens / seconds;
 }
 
 /// Decode passes per decoder. The passes go round the budgets in turn (full, 75%, 50%, full,
@@ -425,9 +405,9 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         for (int64_t b = 0; b < budgets; ++b) {
           for (auto [decoders, best] : {std::pair{&parentDecoders, &decodeRows[b].parentRate},
                                         std::pair{&slicedDecoders, &decodeRows[b].slicedRate}}) {
-            auto rate = decodePass(*(*decoders)[b], opts->decode, vocab);
-            if (!rate)
-              return reportError(rate.takeError(), 1);
+            auto rate = (*decoders)[b]->benchPass(opts->decode);
+            if (!rate.ok())
+              return reportError(toError(rate.status()), 1);
             *best = std::max(*best, *rate);
           }
         }

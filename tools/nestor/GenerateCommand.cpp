@@ -210,29 +210,12 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
       tokens.insert(tokens.begin(), data::kBos);
 
       // Prefill and decode are timed apart: tokens/s is the incremental decoding speed.
-      auto tp = std::chrono::steady_clock::now();
-      const float *logits = nullptr;
-      for (int32_t t : tokens) {
-        auto l = (*decoder)->step(t);
-        if (!l.ok())
-          return reportError(toError(l.status()), 1);
-        logits = *l;
-      }
-      double prefillSeconds = secondsSince(tp);
-      auto td = std::chrono::steady_clock::now();
-      std::vector<int32_t> out;
-      int64_t vocab = (*decoder)->vocabSize();
-      while (static_cast<int64_t>(out.size()) < opts->maxTokens) {
-        int32_t next = static_cast<int32_t>(std::max_element(logits, logits + vocab) - logits);
-        out.push_back(next);
-        if (next == data::kEos || static_cast<int64_t>(out.size()) == opts->maxTokens)
-          break;
-        auto l = (*decoder)->step(next);
-        if (!l.ok())
-          return reportError(toError(l.status()), 1);
-        logits = *l;
-      }
-      double decodeSeconds = secondsSince(td);
+      engine::ProgramDecoder::GreedyTimes times;
+      auto generated = (*decoder)->greedy(tokens, opts->maxTokens, data::kEos, &times);
+      if (!generated.ok())
+        return reportError(toError(generated.status()), 1);
+      const std::vector<int32_t> &out = *generated;
+      double prefillSeconds = times.prefill, decodeSeconds = times.decode;
       // The last token is chosen but not fed back; count only the steps that ran.
       int64_t steps = std::max<int64_t>(static_cast<int64_t>(out.size()) - 1, 0);
       double params = spec::countParams(fixed, target.sizes).total();
