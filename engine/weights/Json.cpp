@@ -20,7 +20,8 @@ nestor::json::StrictParse nestor::json::parseStrict(std::string_view text) {
   };
   try {
     out.value = nlohmann::json::parse(text.begin(), text.end(), checkKeys);
-  } catch (const nlohmann::json::parse_error &e) {
+  } catch (const nlohmann::json::exception &e) {
+    // parse_error for bad syntax, out_of_range for a number that overflows (1e400).
     std::string_view what = e.what();
     size_t close = what.find("] ");
     if (what.substr(0, 1) == "[" && close != std::string_view::npos)

@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace mlir {
 class MLIRContext;
@@ -38,6 +39,11 @@ struct BuildOptions {
   /// plus generated tokens the executable serves. Only memory grows with it (attention reads
   /// the positions filled so far); a model without attention has no limit.
   int64_t context = 4096;
+  /// Replace an executable (and its weights) that `nestor build` wrote earlier at the output
+  /// path. Without it an existing output is refused; anything else there is refused always.
+  bool force = false;
+  /// Files the build reads (the run folder): the outputs must not be one of them.
+  std::vector<std::string> inputs;
 };
 
 /// `nestor-run` beside the running executable (bin/ of a build or an install), or "" when the

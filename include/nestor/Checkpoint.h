@@ -17,7 +17,10 @@
 #include "llvm/ADT/StringRef.h"
 #include "llvm/Support/Error.h"
 
+#include "nlohmann/json_fwd.hpp"
+
 #include <map>
+#include <optional>
 #include <string>
 
 namespace nestor::ckpt {
@@ -39,6 +42,14 @@ llvm::Expected<std::string> createTempFileBeside(llvm::StringRef path, int *fd =
 /// the trainer does to metrics.jsonl); errors name the path ("PATH: cannot read: reason").
 llvm::Expected<std::string> readFileBytes(llvm::StringRef path);
 
+/// Parses `text` as one JSON object, strictly (nestor/Json.h: a repeated key is an error); the
+/// errors name `name`: "NAME: not valid JSON: ...", "NAME: the key 'k' appears twice", "NAME: a
+/// JSON array, not an object".
+llvm::Expected<nlohmann::json> parseJsonObject(llvm::StringRef text, llvm::StringRef name);
+
+/// readFileBytes + parseJsonObject.
+llvm::Expected<nlohmann::json> readJsonObject(llvm::StringRef path);
+
 /// A tensor shape as it appears in messages: "[4, 8]".
 std::string shapeString(llvm::ArrayRef<int64_t> shape);
 
@@ -58,6 +69,49 @@ llvm::Error writeSafetensors(llvm::StringRef path, const train::TensorMap &tenso
 /// Reads and decodes `path`; errors name the path.
 llvm::Expected<train::TensorMap> readSafetensors(llvm::StringRef path,
                                                  Metadata *metadata = nullptr);
+
+//===----------------------------------------------------------------------===//
+// Output folders: a command writes only into a folder it made itself
+//===----------------------------------------------------------------------===//
+
+/// The file a command writes first into every output folder it creates: a JSON object with
+/// the kind of folder ("run", "checkpoint", "slice", "hf-export", "hf-import"), the folder's
+/// own name and the command that wrote it. It is how Nestor recognises what it may replace or
+/// remove: by this marker, never by a file's name. A folder copied or renamed by the user
+/// (its name is no longer the recorded one) is no longer Nestor's.
+constexpr llvm::StringLiteral kOutputMarker = ".nestor-output.json";
+
+/// The kind recorded by `dir`'s marker; std::nullopt when the folder has none, or one that
+/// records another folder name.
+std::optional<std::string> outputKind(llvm::StringRef dir);
+
+/// Writes the marker of kind `kind` into `dir` (which exists), atomically; `command` is
+/// recorded as the writer.
+llvm::Error markOutput(llvm::StringRef dir, llvm::StringRef kind, llvm::StringRef command);
+
+/// Checks that `command` (e.g. "nestor slice"), which writes outputs of `kind`, may write
+/// into the folder `dir`; writes nothing. The folder:
+///   - must not be one of `inputs` (folders or files the command reads), nor hold one;
+///   - may be missing, or empty;
+///   - when it already holds an output of the same kind (its marker says so), may be reused
+///     only with `force` (each file the command writes then replaces its old one, atomically);
+///   - is refused in every other case (another kind, or files Nestor did not write), `force`
+///     or not.
+/// `flag` names the option in messages ("--out"); every message says nothing was written.
+llvm::Error checkOutputFolder(llvm::StringRef dir, llvm::StringRef kind,
+                              llvm::ArrayRef<std::string> inputs, bool force,
+                              llvm::StringRef flag = "--out");
+
+/// checkOutputFolder, then creates `dir` when missing and writes its marker. Commands check
+/// before their work (to fail fast) and claim just before they write.
+llvm::Error claimOutputFolder(llvm::StringRef dir, llvm::StringRef kind, llvm::StringRef command,
+                              llvm::ArrayRef<std::string> inputs, bool force,
+                              llvm::StringRef flag = "--out");
+
+/// Refuses an output file that is one of `inputs`, or an existing directory. `flag` names
+/// the option in messages.
+llvm::Error checkOutputFile(llvm::StringRef path, llvm::ArrayRef<std::string> inputs,
+                            llvm::StringRef flag);
 
 } // namespace nestor::ckpt
 

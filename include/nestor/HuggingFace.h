@@ -87,16 +87,19 @@ llvm::Error writeHuggingFaceFolder(const HuggingFaceModel &model, llvm::StringRe
 llvm::Error writeDenseFolder(const DenseModel &model, llvm::StringRef outDir,
                              llvm::StringRef source);
 
-/// Fails (bad input, naming --out) when `outDir` is the folder `inDir`: writing there would
-/// replace the input's weights with the other format's.
-llvm::Error checkOutputFolder(llvm::StringRef inDir, llvm::StringRef outDir);
+/// The kinds of output folder `nestor export --format hf` and `nestor import-hf` write
+/// (ckpt::claimOutputFolder).
+constexpr llvm::StringLiteral kExportKind = "hf-export";
+constexpr llvm::StringLiteral kImportKind = "hf-import";
 
-/// checkOutputFolder + loadDenseAsHuggingFace + writeHuggingFaceFolder (`nestor export DIR --format
-/// hf`).
-llvm::Error exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir);
+/// `nestor export DIR --format hf --out OUT`: checks OUT (ckpt::checkOutputFolder: not the input,
+/// not a foreign folder, an earlier export only with `force`), loadDenseAsHuggingFace, claims
+/// OUT, writeHuggingFaceFolder. Nothing is written when the input is refused.
+llvm::Error exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir, bool force = false);
 
-/// checkOutputFolder + loadHuggingFaceAsDense + writeDenseFolder (`nestor import-hf`).
-llvm::Error importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir);
+/// `nestor import-hf HF_DIR --out OUT`: the same steps with loadHuggingFaceAsDense and
+/// writeDenseFolder.
+llvm::Error importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir, bool force = false);
 
 } // namespace nestor::hf
 

@@ -19,12 +19,14 @@ namespace nestor::json {
 
 struct StrictParse {
   nlohmann::json value;
-  /// The parser's message on invalid JSON, without nlohmann's "[json.exception...] " prefix.
+  /// The parser's message on invalid JSON (bad syntax, or a number that overflows a double),
+  /// without nlohmann's "[json.exception...] " prefix.
   std::optional<std::string> syntaxError;
   /// The first key that appears twice within one object.
   std::optional<std::string> repeatedKey;
 };
 
+/// Parses `text`; never throws.
 StrictParse parseStrict(std::string_view text);
 
 } // namespace nestor::json

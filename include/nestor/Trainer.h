@@ -87,8 +87,12 @@ struct RunResult {
 struct RunOptions {
   /// Checkpoints, metrics and summary go here; empty: nothing is written (and no resume).
   std::string runDir;
-  /// Continue the run in `runDir` from its last checkpoint.
+  /// Continue the run in `runDir` from its last checkpoint. The state file, the checkpoint it
+  /// names and every file the rest of the run reads are checked first; an inconsistent run is
+  /// refused, saying what is wrong, and nothing is removed.
   bool resume = false;
+  /// Files the run reads (the spec, --parent): `runDir` must not be, nor hold, one of them.
+  std::vector<std::string> inputs;
   /// Given parent weights: the parent phase is skipped.
   const TensorMap *initialParent = nullptr;
   /// Held-out problems for exact-match accuracy (training.eval_problems of each difficulty the

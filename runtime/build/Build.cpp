@@ -144,10 +144,41 @@ nestor::build::compileExecutableProgram(mlir::MLIRContext &context, const spec::
   return out;
 }
 
+/// Refuses outputs the build may not replace (BuildOptions::force, ::inputs); writes nothing.
+static llvm::Error checkBuildOutputs(const std::string &outPath, const BuildOptions &options) {
+  auto refuse = [](const llvm::Twine &what) {
+    return llvm::createStringError(std::make_error_code(std::errc::invalid_argument),
+                                   "-o: " + what + " (nothing was written)");
+  };
+  std::vector<std::string> inputs = options.inputs;
+  if (!options.runtime.empty())
+    inputs.push_back(options.runtime);
+  std::string weights = outPath + ".safetensors";
+  for (const std::string &path : {outPath, weights})
+    if (llvm::Error err = ckpt::checkOutputFile(path, inputs, "-o"))
+      return err;
+  if (llvm::sys::fs::exists(outPath)) {
+    auto attached = engine::readAttachedProgram(outPath);
+    if (!attached.ok() || !*attached)
+      return refuse(outPath + " exists and is not an executable `nestor build` wrote");
+    if (!options.force)
+      return refuse(outPath +
+                    " exists (an executable `nestor build` wrote); pass --force to "
+                    "replace it and " +
+                    weights);
+  } else if (llvm::sys::fs::exists(weights)) {
+    return refuse(weights + " exists, without the executable " + outPath +
+                  " it would belong to; remove it or choose another -o");
+  }
+  return llvm::Error::success();
+}
+
 llvm::Error nestor::build::buildExecutable(const spec::ModelSpec &dense,
                                            const train::TensorMap &weights,
                                            const std::string &outPath,
                                            const BuildOptions &options) {
+  if (llvm::Error err = checkBuildOutputs(outPath, options))
+    return err;
   mlir::MLIRContext context;
   auto program = compileExecutableProgram(context, dense, options);
   if (!program)

@@ -93,21 +93,6 @@ const char *kindName(LayerKind kind) {
 
 bool isConvWeight(llvm::StringRef name) { return name.ends_with(".mixer.conv1d.weight"); }
 
-/// Parses JSON text into an object; a config that sets a size twice is ambiguous, so a
-/// repeated key is an error (nestor/Json.h).
-llvm::Expected<nlohmann::json> parseJsonObject(llvm::StringRef text, llvm::StringRef file) {
-  json::StrictParse parsed = json::parseStrict(text);
-  if (parsed.syntaxError)
-    return llvm::createStringError((file + ": not valid JSON: " + *parsed.syntaxError).str());
-  if (parsed.repeatedKey)
-    return llvm::createStringError(
-        (file + ": the key '" + *parsed.repeatedKey + "' appears twice").str());
-  if (!parsed.value.is_object())
-    return llvm::createStringError(
-        (file + ": a JSON " + parsed.value.type_name() + ", not an object").str());
-  return std::move(parsed.value);
-}
-
 /// Reads the fields of a config.json object, each error naming the file and the field.
 class ConfigReader {
 public:
@@ -331,7 +316,7 @@ llvm::Expected<std::string> nestor::hf::nemotronHConfig(const spec::ModelSpec &d
 
 llvm::Expected<spec::ModelSpec> nestor::hf::specFromNemotronHConfig(llvm::StringRef json,
                                                                     llvm::StringRef fileName) {
-  auto parsed = parseJsonObject(json, fileName);
+  auto parsed = ckpt::parseJsonObject(json, fileName);
   if (!parsed)
     return parsed.takeError();
   ConfigReader r(*parsed, fileName);
@@ -550,7 +535,7 @@ llvm::Expected<train::TensorMap> readHuggingFaceWeights(llvm::StringRef hfDir) {
   auto text = ckpt::readFileBytes(indexPath);
   if (!text)
     return text.takeError();
-  auto index = parseJsonObject(*text, indexPath);
+  auto index = ckpt::parseJsonObject(*text, indexPath);
   if (!index)
     return index.takeError();
   auto map = index->find("weight_map");
@@ -721,29 +706,30 @@ llvm::Error nestor::hf::writeDenseFolder(const DenseModel &model, llvm::StringRe
   return ckpt::writeFileAtomic(joinPath(outDir, "spec.pbtxt"), text);
 }
 
-llvm::Error nestor::hf::checkOutputFolder(llvm::StringRef inDir, llvm::StringRef outDir) {
-  bool same = false;
-  if (!llvm::sys::fs::equivalent(inDir, outDir, same) && same)
-    return llvm::createStringError(
-        ("--out: " + outDir + " is the input folder; writing there would replace its weights")
-            .str());
-  return llvm::Error::success();
-}
-
-llvm::Error nestor::hf::exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir) {
-  if (llvm::Error err = checkOutputFolder(denseDir, outDir))
+llvm::Error nestor::hf::exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir,
+                                          bool force) {
+  std::vector<std::string> inputs = {denseDir.str()};
+  if (llvm::Error err = ckpt::checkOutputFolder(outDir, kExportKind, inputs, force))
     return err;
   auto model = loadDenseAsHuggingFace(denseDir);
   if (!model)
     return model.takeError();
+  if (llvm::Error err =
+          ckpt::claimOutputFolder(outDir, kExportKind, "nestor export", inputs, force))
+    return err;
   return writeHuggingFaceFolder(*model, outDir);
 }
 
-llvm::Error nestor::hf::importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir) {
-  if (llvm::Error err = checkOutputFolder(hfDir, outDir))
+llvm::Error nestor::hf::importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir,
+                                          bool force) {
+  std::vector<std::string> inputs = {hfDir.str()};
+  if (llvm::Error err = ckpt::checkOutputFolder(outDir, kImportKind, inputs, force))
     return err;
   auto model = loadHuggingFaceAsDense(hfDir);
   if (!model)
     return model.takeError();
+  if (llvm::Error err =
+          ckpt::claimOutputFolder(outDir, kImportKind, "nestor import-hf", inputs, force))
+    return err;
   return writeDenseFolder(*model, outDir, hfDir);
 }

@@ -7,6 +7,7 @@
 #include "nestor/Checkpoint.h"
 
 #include "engine/weights/Safetensors.h"
+#include "nestor/Json.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLExtras.h"
@@ -244,6 +245,25 @@ llvm::Expected<TensorMap> nestor::ckpt::readSafetensors(llvm::StringRef path, Me
   return decodeSafetensors((*buffer)->getBuffer(), path, metadata);
 }
 
+llvm::Expected<nlohmann::json> nestor::ckpt::parseJsonObject(llvm::StringRef text,
+                                                             llvm::StringRef name) {
+  json::StrictParse parsed = json::parseStrict(std::string_view(text.data(), text.size()));
+  if (parsed.syntaxError)
+    return errorAt(name, "not valid JSON: " + *parsed.syntaxError);
+  if (parsed.repeatedKey)
+    return errorAt(name, "the key '" + *parsed.repeatedKey + "' appears twice");
+  if (!parsed.value.is_object())
+    return errorAt(name, llvm::Twine("a JSON ") + parsed.value.type_name() + ", not an object");
+  return std::move(parsed.value);
+}
+
+llvm::Expected<nlohmann::json> nestor::ckpt::readJsonObject(llvm::StringRef path) {
+  auto text = readFileBytes(path);
+  if (!text)
+    return text.takeError();
+  return parseJsonObject(*text, path);
+}
+
 std::string nestor::ckpt::shapeString(llvm::ArrayRef<int64_t> shape) {
   return engine::shapeString(shape.vec());
 }
@@ -254,4 +274,137 @@ llvm::Expected<std::string> nestor::ckpt::readFileBytes(llvm::StringRef path) {
   if (!buffer)
     return llvm::createStringError((path + ": cannot read: " + buffer.getError().message()).str());
   return (*buffer)->getBuffer().str();
+}
+
+//===----------------------------------------------------------------------===//
+// Output folders
+//===----------------------------------------------------------------------===//
+
+namespace {
+
+/// A refusal: bad input (the driver exits 2 for errors with this code).
+llvm::Error badInput(const llvm::Twine &message) {
+  return llvm::createStringError(std::make_error_code(std::errc::invalid_argument), message);
+}
+
+std::string joinPath(llvm::StringRef dir, llvm::StringRef name) {
+  llvm::SmallString<256> p(dir);
+  llvm::sys::path::append(p, name);
+  return std::string(p);
+}
+
+/// The real path of an existing `path`, std::nullopt when it does not exist.
+std::optional<std::string> realPath(llvm::StringRef path) {
+  llvm::SmallString<256> out;
+  if (llvm::sys::fs::real_path(path, out))
+    return std::nullopt;
+  return std::string(out);
+}
+
+/// True when `inner` is `outer` or lies inside it (both real paths).
+bool within(llvm::StringRef inner, llvm::StringRef outer) {
+  return inner == outer ||
+         (inner.starts_with(outer) && llvm::sys::path::is_separator(inner[outer.size()]));
+}
+
+/// Refuses `path` when it is one of `inputs`, or (`holds`) when an input lies inside it.
+llvm::Error checkNotAnInput(llvm::StringRef path, llvm::ArrayRef<std::string> inputs,
+                            llvm::StringRef flag, bool holds) {
+  std::optional<std::string> out = realPath(path);
+  if (!out)
+    return llvm::Error::success();
+  for (const std::string &input : inputs) {
+    std::optional<std::string> in = realPath(input);
+    if (!in)
+      continue;
+    if (*in == *out)
+      return badInput((flag + ": " + path + " is the input " + input +
+                       "; writing there would replace it (nothing was written)")
+                          .str());
+    if (holds && within(*in, *out))
+      return badInput((flag + ": " + path + " holds the input " + input +
+                       "; choose a folder of its own (nothing was written)")
+                          .str());
+  }
+  return llvm::Error::success();
+}
+
+} // namespace
+
+std::optional<std::string> nestor::ckpt::outputKind(llvm::StringRef dir) {
+  std::string marker = joinPath(dir, kOutputMarker);
+  if (!llvm::sys::fs::is_regular_file(marker))
+    return std::nullopt;
+  auto j = readJsonObject(marker);
+  if (!j) {
+    llvm::consumeError(j.takeError());
+    return std::nullopt;
+  }
+  auto kind = j->find("kind");
+  auto folder = j->find("folder");
+  if (kind == j->end() || !kind->is_string() || folder == j->end() || !folder->is_string() ||
+      folder->get<std::string>() != llvm::sys::path::filename(dir))
+    return std::nullopt;
+  return kind->get<std::string>();
+}
+
+llvm::Error nestor::ckpt::markOutput(llvm::StringRef dir, llvm::StringRef kind,
+                                     llvm::StringRef command) {
+  nlohmann::ordered_json j = {{"kind", kind.str()},
+                              {"folder", llvm::sys::path::filename(dir).str()},
+                              {"written_by", command.str()}};
+  return writeFileAtomic(joinPath(dir, kOutputMarker), j.dump() + "\n");
+}
+
+llvm::Error nestor::ckpt::checkOutputFolder(llvm::StringRef dir, llvm::StringRef kind,
+                                            llvm::ArrayRef<std::string> inputs, bool force,
+                                            llvm::StringRef flag) {
+  if (llvm::Error err = checkNotAnInput(dir, inputs, flag, /*holds=*/true))
+    return err;
+  if (llvm::sys::fs::exists(dir) && !llvm::sys::fs::is_directory(dir))
+    return badInput((flag + ": " + dir + " is a file, not a folder").str());
+  if (llvm::sys::fs::is_directory(dir)) {
+    std::error_code ec;
+    llvm::sys::fs::directory_iterator it(dir, ec);
+    if (ec)
+      return ioError(dir, "cannot list the folder", ec);
+    bool empty = it == llvm::sys::fs::directory_iterator();
+    if (!empty) {
+      std::optional<std::string> found = outputKind(dir);
+      if (!found)
+        return badInput((flag + ": " + dir +
+                         " is not empty and Nestor did not write it; choose "
+                         "another folder (nothing was written)")
+                            .str());
+      if (*found != kind)
+        return badInput((flag + ": " + dir + " holds a '" + *found + "' output, not a '" + kind +
+                         "' one; choose another folder (nothing was written)")
+                            .str());
+      if (!force)
+        return badInput((flag + ": " + dir + " already holds a '" + kind +
+                         "' output; pass --force to replace it (nothing was written)")
+                            .str());
+    }
+  }
+  return llvm::Error::success();
+}
+
+llvm::Error nestor::ckpt::claimOutputFolder(llvm::StringRef dir, llvm::StringRef kind,
+                                            llvm::StringRef command,
+                                            llvm::ArrayRef<std::string> inputs, bool force,
+                                            llvm::StringRef flag) {
+  if (llvm::Error err = checkOutputFolder(dir, kind, inputs, force, flag))
+    return err;
+  if (std::error_code ec = llvm::sys::fs::create_directories(dir))
+    return ioError(dir, "cannot create the folder", ec);
+  return markOutput(dir, kind, command);
+}
+
+llvm::Error nestor::ckpt::checkOutputFile(llvm::StringRef path, llvm::ArrayRef<std::string> inputs,
+                                          llvm::StringRef flag) {
+  if (llvm::Error err = checkNotAnInput(path, inputs, flag, /*holds=*/false))
+    return err;
+  if (llvm::sys::fs::is_directory(path))
+    return badInput((flag + ": " + path + " is a folder, not a file").str());
+  return llvm::Error::success();
 }

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <unistd.h>
 
 using namespace mlir;
@@ -164,6 +165,11 @@ Difficulty stageDifficulty(const spec::Stage &stage, int index) {
   }
 }
 
+/// The kinds of output folder the trainer writes (ckpt::claimOutputFolder): the run folder, and
+/// each checkpoint folder inside it.
+constexpr llvm::StringLiteral kRunKind = "run";
+constexpr llvm::StringLiteral kCheckpointKind = "checkpoint";
+
 /// What state.json holds: where the run stands.
 struct RunState {
   std::string phase = "parent"; // parent, elastic, done
@@ -177,16 +183,6 @@ std::string joinPath(llvm::StringRef dir, llvm::StringRef name) {
   llvm::SmallString<256> p(dir);
   llvm::sys::path::append(p, name);
   return std::string(p);
-}
-
-llvm::Expected<json> readJson(const std::string &path) {
-  auto text = ckpt::readFileBytes(path);
-  if (!text)
-    return text.takeError();
-  json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded() || !j.is_object())
-    return llvm::createStringError("%s: not a JSON object", path.c_str());
-  return j;
 }
 
 /// The run directory: metrics, checkpoints, state. Every method is a no-op without one.
@@ -241,6 +237,9 @@ public:
     std::string folder = path(name);
     if (std::error_code ec = llvm::sys::fs::create_directories(folder))
       return llvm::createStringError("%s: %s", folder.c_str(), ec.message().c_str());
+    // The marker first: a folder left half-written by a kill is recognisably the trainer's.
+    if (llvm::Error err = ckpt::markOutput(folder, kCheckpointKind, "nestor train"))
+      return err;
     ckpt::Metadata meta = {
         {"format", "nestor"}, {"phase", state.phase}, {"step", std::to_string(state.step)}};
     if (llvm::Error err =
@@ -256,13 +255,27 @@ public:
               ckpt::writeSafetensors(joinPath(folder, "optimizer.safetensors"), moments, meta))
         return err;
     }
-    std::string previous = state.checkpoint;
     state.checkpoint = name;
     if (llvm::Error err = writeState(state, info))
       return err;
-    if (!previous.empty() && previous != name)
-      llvm::sys::fs::remove_directories(path(previous));
+    removeOldCheckpoints(state);
     return llvm::Error::success();
+  }
+
+  /// Once a state file naming a complete checkpoint (or none, at a phase boundary) is on
+  /// disk: removes every other checkpoint folder the trainer wrote (its marker says so), the
+  /// previous one and any a kill left half-written. Nothing else in the folder is touched.
+  void removeOldCheckpoints(const RunState &state) {
+    if (!enabled())
+      return;
+    std::error_code ec;
+    std::vector<std::string> old;
+    for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+      if (llvm::sys::path::filename(it->path()) != state.checkpoint &&
+          ckpt::outputKind(it->path()) == std::string(kCheckpointKind))
+        old.push_back(it->path());
+    for (const std::string &folder : old)
+      llvm::sys::fs::remove_directories(folder);
   }
 
   llvm::Error writeState(const RunState &state, const json &info) {
@@ -280,34 +293,47 @@ public:
   }
 
   llvm::Expected<RunState> readState() {
-    auto j = readJson(path("state.json"));
+    std::string file = path("state.json");
+    auto j = ckpt::readJsonObject(file);
     if (!j)
       return j.takeError();
+    auto field = [&](const char *key, bool (nlohmann::json::*is)() const,
+                     const char *what) -> llvm::Expected<const nlohmann::json *> {
+      auto it = j->find(key);
+      if (it == j->end())
+        return llvm::createStringError("%s: '%s' is missing", file.c_str(), key);
+      if (!((*it).*is)())
+        return llvm::createStringError("%s: '%s' must be %s, got %s", file.c_str(), key, what,
+                                       it->dump().c_str());
+      return &*it;
+    };
     RunState s;
-    try {
-      s.phase = j->at("phase").get<std::string>();
-      s.step = j->at("step").get<int64_t>();
-      s.checkpoint = j->at("checkpoint").get<std::string>();
-      s.parentDone = j->at("parent_done").get<bool>();
-      s.metricsBytes = j->at("metrics_bytes").get<uint64_t>();
-    } catch (const json::exception &e) {
-      return llvm::createStringError("%s: %s", path("state.json").c_str(), e.what());
-    }
+    auto phase = field("phase", &nlohmann::json::is_string, "a string");
+    if (!phase)
+      return phase.takeError();
+    s.phase = (*phase)->get<std::string>();
+    auto step = field("step", &nlohmann::json::is_number_unsigned, "a non-negative integer");
+    if (!step)
+      return step.takeError();
+    if ((*step)->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+      return llvm::createStringError("%s: 'step' is out of range", file.c_str());
+    s.step = (*step)->get<int64_t>();
+    auto checkpoint = field("checkpoint", &nlohmann::json::is_string, "a string");
+    if (!checkpoint)
+      return checkpoint.takeError();
+    s.checkpoint = (*checkpoint)->get<std::string>();
+    auto parentDone = field("parent_done", &nlohmann::json::is_boolean, "true or false");
+    if (!parentDone)
+      return parentDone.takeError();
+    s.parentDone = (*parentDone)->get<bool>();
+    auto bytes =
+        field("metrics_bytes", &nlohmann::json::is_number_unsigned, "a non-negative integer");
+    if (!bytes)
+      return bytes.takeError();
+    s.metricsBytes = (*bytes)->get<uint64_t>();
     if (s.phase != "parent" && s.phase != "elastic" && s.phase != "done")
-      return llvm::createStringError("%s: unknown phase '%s'", path("state.json").c_str(),
-                                     s.phase.c_str());
+      return llvm::createStringError("%s: unknown phase '%s'", file.c_str(), s.phase.c_str());
     return s;
-  }
-
-  /// Removes checkpoint folders the state does not name (a kill between writing a folder and
-  /// the state that points at it leaves one behind).
-  void removeStrayCheckpoints(const RunState &state) {
-    std::error_code ec;
-    for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec)) {
-      llvm::StringRef name = llvm::sys::path::filename(it->path());
-      if (name.starts_with("ckpt-") && name != state.checkpoint)
-        llvm::sys::fs::remove_directories(it->path());
-    }
   }
 
   /// Weights (and moments) of the state's checkpoint.
@@ -420,6 +446,9 @@ private:
   }
   Progress progress(const std::string &phase, int64_t inPhase, int64_t phaseSteps, double seconds);
   llvm::Error failure(const std::string &where, llvm::Error err);
+  /// Checks, before a resume touches anything, that the state read from state.json is one
+  /// this spec's run can be in and that every file the rest of the run reads is there.
+  llvm::Error checkResumable();
   llvm::Expected<double> validationLoss(Session &s, Difficulty d, int32_t budget);
   /// The difficulties the run trains on: its stages' (elastic), both (dense: the parent
   /// phase alternates them).
@@ -489,6 +518,64 @@ llvm::Error Pipeline::failure(const std::string &where, llvm::Error err) {
   return llvm::createStringError("%s", m.c_str());
 }
 
+llvm::Error Pipeline::checkResumable() {
+  std::string statePath = run.path("state.json");
+  auto inconsistent = [&](const llvm::Twine &what) {
+    return llvm::createStringError(std::make_error_code(std::errc::invalid_argument),
+                                   statePath + ": " + what +
+                                       "; the run folder is inconsistent, nothing was changed");
+  };
+  if (std::optional<std::string> kind = ckpt::outputKind(options.runDir); kind && *kind != kRunKind)
+    return llvm::createStringError(std::make_error_code(std::errc::invalid_argument),
+                                   "%s: holds a '%s' output, not a training run",
+                                   options.runDir.c_str(), kind->c_str());
+  const spec::Training &tr = spec.training();
+  int64_t elasticSteps = 0;
+  for (const spec::Stage &st : tr.stages())
+    elasticSteps += st.steps();
+  if (state.phase == "parent") {
+    if (state.step > tr.parent().steps())
+      return inconsistent(llvm::formatv("step {0} is past the parent phase's {1} steps", state.step,
+                                        tr.parent().steps()));
+    if (state.step > 0 && state.checkpoint.empty())
+      return inconsistent(
+          llvm::formatv("parent step {0} names no checkpoint to continue from", state.step));
+  } else if (state.phase == "elastic") {
+    if (!spec.has_elastic())
+      return inconsistent("phase 'elastic', but the spec is dense");
+    if (state.step > elasticSteps)
+      return inconsistent(llvm::formatv("step {0} is past the elastic phase's {1} steps",
+                                        state.step, elasticSteps));
+    if (state.step > 0 && state.checkpoint.empty())
+      return inconsistent(
+          llvm::formatv("elastic step {0} names no checkpoint to continue from", state.step));
+    for (const char *file : {"importance.json", "parent.safetensors"})
+      if (!llvm::sys::fs::is_regular_file(run.path(file)))
+        return inconsistent(llvm::Twine("the elastic phase needs ") + run.path(file) +
+                            ", which is missing");
+  }
+  if (!state.checkpoint.empty()) {
+    llvm::StringRef name = state.checkpoint;
+    if (name != llvm::sys::path::filename(name) || name == "." || name == "..")
+      return inconsistent("checkpoint '" + name + "' is not a folder name");
+    std::string folder = run.path(name);
+    if (!llvm::sys::fs::is_directory(folder))
+      return inconsistent("checkpoint " + folder + " is missing");
+    bool moments = state.phase == "elastic" || (state.phase == "parent" && !state.parentDone);
+    std::vector<std::string> files = {"model.safetensors"};
+    if (moments)
+      files.push_back("optimizer.safetensors");
+    for (const std::string &file : files)
+      if (!llvm::sys::fs::is_regular_file(joinPath(folder, file)))
+        return inconsistent("checkpoint " + folder + " has no " + file);
+  }
+  uint64_t size = 0;
+  if (llvm::sys::fs::file_size(run.path("metrics.jsonl"), size) || size < state.metricsBytes)
+    return inconsistent(llvm::formatv("{0} is shorter than the {1} bytes the state records",
+                                      run.path("metrics.jsonl"), state.metricsBytes));
+  return llvm::Error::success();
+}
+
 llvm::Error Pipeline::start() {
   const spec::Training &tr = spec.training();
   if (spec.has_elastic() && tr.stages_size() == 0)
@@ -516,16 +603,21 @@ llvm::Error Pipeline::start() {
     if (!s)
       return s.takeError();
     state = *s;
-    run.removeStrayCheckpoints(state);
+    if (llvm::Error err = checkResumable())
+      return err;
     if (llvm::Error err = run.openMetrics(state.metricsBytes))
       return err;
     message(llvm::formatv("resuming: phase {0}, step {1}", state.phase, state.step).str());
     return llvm::Error::success();
   }
   if (llvm::sys::fs::exists(run.path("state.json")))
-    return llvm::createStringError("%s already holds a run: --resume continues it, or choose "
+    return llvm::createStringError(std::make_error_code(std::errc::invalid_argument),
+                                   "%s already holds a run: --resume continues it, or choose "
                                    "another --out",
                                    options.runDir.c_str());
+  if (llvm::Error err = ckpt::claimOutputFolder(options.runDir, kRunKind, "nestor train",
+                                                options.inputs, /*force=*/false))
+    return err;
   if (llvm::Error err = ckpt::writeFileAtomic(specPath, specText))
     return err;
   return run.openMetrics(0);
@@ -683,12 +775,10 @@ llvm::Error Pipeline::importancePhase() {
     if (llvm::Error err = ckpt::writeSafetensors(run.path("parent.safetensors"), result.parent,
                                                  {{"format", "nestor"}, {"role", "teacher"}}))
       return err;
-    std::string previous = state.checkpoint;
     state = RunState{"elastic", 0, "", true, 0};
     if (llvm::Error err = run.writeState(state, json::object()))
       return err;
-    if (!previous.empty())
-      llvm::sys::fs::remove_directories(run.path(previous));
+    run.removeOldCheckpoints(state);
   } else {
     state = RunState{"elastic", 0, "", true, 0};
   }
@@ -1050,13 +1140,11 @@ llvm::Error Pipeline::writeSummary() {
   auto page = report::writeReport(options.runDir);
   if (!page)
     return page.takeError();
-  std::string previous = state.checkpoint;
   state.phase = "done";
   state.checkpoint.clear();
   if (llvm::Error err = run.writeState(state, json::object()))
     return err;
-  if (!previous.empty())
-    llvm::sys::fs::remove_directories(run.path(previous));
+  run.removeOldCheckpoints(state);
   return llvm::Error::success();
 }
 
@@ -1102,7 +1190,7 @@ llvm::Expected<RunResult> Pipeline::execute() {
 } // namespace
 
 llvm::Expected<Importance> nestor::train::readImportance(llvm::StringRef path) {
-  auto j = readJson(path.str());
+  auto j = ckpt::readJsonObject(path);
   if (!j)
     return j.takeError();
   Importance imp;

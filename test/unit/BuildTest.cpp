@@ -480,4 +480,52 @@ TEST(BuildTest, BadWeightsOrRuntimeLeaveNoExecutable) {
   EXPECT_EQ(entries, 0);
 }
 
+/// An output path is replaced only when it holds an executable `nestor build` wrote and --force
+/// asks for it; a user's file there, a stray weights file, or the runtime itself is refused,
+/// and left as it was.
+TEST(BuildTest, ReplacesOnlyItsOwnExecutableAndOnlyWithForce) {
+  TempDir dir;
+  spec::ModelSpec spec = tiedSpec();
+  train::TensorMap weights = randomWeights(spec, 3);
+  std::string binary = dir.file("model");
+  build::BuildOptions options = runtimeOptions();
+  ASSERT_FALSE(static_cast<bool>(build::buildExecutable(spec, weights, binary, options)));
+  auto before = ckpt::readFileBytes(binary + ".safetensors");
+  ASSERT_TRUE(static_cast<bool>(before));
+
+  llvm::Error err = build::buildExecutable(spec, randomWeights(spec, 4), binary, options);
+  ASSERT_TRUE(static_cast<bool>(err));
+  EXPECT_NE(llvm::toString(std::move(err)).find("pass --force to replace it"), std::string::npos);
+  auto after = ckpt::readFileBytes(binary + ".safetensors");
+  ASSERT_TRUE(static_cast<bool>(after));
+  EXPECT_EQ(*after, *before) << "a refused build changed the weights";
+  options.force = true;
+  ASSERT_FALSE(
+      static_cast<bool>(build::buildExecutable(spec, randomWeights(spec, 4), binary, options)));
+  after = ckpt::readFileBytes(binary + ".safetensors");
+  ASSERT_TRUE(static_cast<bool>(after));
+  EXPECT_NE(*after, *before) << "--force replaces the weights";
+
+  // Not Nestor's: refused, --force or not.
+  std::string notes = dir.file("notes");
+  ASSERT_FALSE(static_cast<bool>(ckpt::writeFileAtomic(notes, "mine")));
+  err = build::buildExecutable(spec, weights, notes, options);
+  ASSERT_TRUE(static_cast<bool>(err));
+  EXPECT_EQ(llvm::toString(std::move(err)),
+            "-o: " + notes +
+                " exists and is not an executable `nestor build` wrote (nothing was "
+                "written)");
+  auto kept = ckpt::readFileBytes(notes);
+  ASSERT_TRUE(static_cast<bool>(kept));
+  EXPECT_EQ(*kept, "mine");
+  ASSERT_FALSE(static_cast<bool>(ckpt::writeFileAtomic(dir.file("lone.safetensors"), "mine")));
+  err = build::buildExecutable(spec, weights, dir.file("lone"), options);
+  ASSERT_TRUE(static_cast<bool>(err));
+  EXPECT_NE(llvm::toString(std::move(err)).find("without the executable"), std::string::npos);
+  EXPECT_FALSE(llvm::sys::fs::exists(dir.file("lone")));
+  err = build::buildExecutable(spec, weights, options.runtime, options);
+  ASSERT_TRUE(static_cast<bool>(err));
+  EXPECT_NE(llvm::toString(std::move(err)).find("is the input"), std::string::npos);
+}
+
 } // namespace

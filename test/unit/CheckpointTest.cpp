@@ -305,6 +305,11 @@ std::vector<Malformed> malformedFiles() {
        "header length 1000 runs past the end of the file (10 bytes)"},
       {"length near 2^64", hugeLength, "runs past the end of the file (10 bytes)"},
       {"bad JSON", buildFile(R"({"w": {"dtype": )", ""), "header is not valid JSON"},
+      // A number past a double's range: nlohmann throws out_of_range, not parse_error.
+      {"overflowing number",
+       buildFile(tensorHeader(R"({"dtype":"F32","shape":[1e400],"data_offsets":[0,8]})"),
+                 eightBytes),
+       "header is not valid JSON: number overflow"},
       {"invalid UTF-8", buildFile("{\"w\xff\":{}}", ""), "header is not valid JSON"},
       {"non-object JSON", buildFile("[1, 2, 3]", ""), "header is a JSON array, not an object"},
       {"repeated tensor", buildFile(R"({"w":{},"w":{}})", ""), "header repeats the key 'w'"},
@@ -480,3 +485,83 @@ TEST_F(CheckpointFiles, AtomicWriteFailureKeepsOldFile) {
 }
 
 } // namespace
+
+//===----------------------------------------------------------------------===//
+// JSON objects and output folders
+//===----------------------------------------------------------------------===//
+
+TEST(JsonObject, ErrorsNameTheFileAndNeverThrow) {
+  EXPECT_EQ(errorOf(parseJsonObject(R"({"step": 1e400})", "run/state.json")),
+            "run/state.json: not valid JSON: number overflow parsing '1e400'");
+  EXPECT_EQ(errorOf(parseJsonObject(R"({"a": 1, "a": 2})", "c.json")),
+            "c.json: the key 'a' appears twice");
+  EXPECT_EQ(errorOf(parseJsonObject("[1]", "c.json")), "c.json: a JSON array, not an object");
+  auto ok = parseJsonObject(R"({"x": -1e308})", "c.json");
+  ASSERT_TRUE(static_cast<bool>(ok)) << llvm::toString(ok.takeError());
+  EXPECT_EQ((*ok)["x"].get<double>(), -1e308);
+}
+
+/// Every case of the policy (nestor/Checkpoint.h): what may be written, what is refused, and
+/// that a refusal writes nothing.
+TEST_F(CheckpointFiles, OutputFoldersAreClaimedOnlyWhenNestorMayWriteThere) {
+  std::string input = pathOf("run"), out = pathOf("out");
+  ASSERT_FALSE(llvm::sys::fs::create_directories(input));
+  ASSERT_FALSE(static_cast<bool>(writeFileAtomic(input + "/model.safetensors", "weights")));
+  std::vector<std::string> inputs = {input};
+
+  // A missing folder is created and marked.
+  ASSERT_EQ(errorOf(claimOutputFolder(out, "slice", "nestor slice", inputs, false)), "<success>");
+  EXPECT_EQ(outputKind(out), std::optional<std::string>("slice"));
+  // The same kind again: only with --force.
+  ASSERT_FALSE(static_cast<bool>(writeFileAtomic(out + "/spec.pbtxt", "old")));
+  EXPECT_EQ(errorOf(checkOutputFolder(out, "slice", inputs, false)),
+            "--out: " + out +
+                " already holds a 'slice' output; pass --force to replace it "
+                "(nothing was written)");
+  EXPECT_EQ(errorOf(claimOutputFolder(out, "slice", "nestor slice", inputs, true)), "<success>");
+  // Another kind: never, not even with --force.
+  EXPECT_EQ(errorOf(claimOutputFolder(out, "hf-export", "nestor export", inputs, true)),
+            "--out: " + out +
+                " holds a 'slice' output, not a 'hf-export' one; choose another "
+                "folder (nothing was written)");
+  EXPECT_EQ(outputKind(out), std::optional<std::string>("slice"));
+
+  // The input itself, a folder that holds it, and a path through a link to it.
+  EXPECT_EQ(errorOf(claimOutputFolder(input, "slice", "nestor slice", inputs, true)),
+            "--out: " + input + " is the input " + input +
+                "; writing there would replace it (nothing was written)");
+  EXPECT_NE(errorOf(claimOutputFolder(std::string(dir), "slice", "nestor slice", inputs, true))
+                .find(" holds the input " + input),
+            std::string::npos);
+  ASSERT_FALSE(llvm::sys::fs::create_link(input, pathOf("link")));
+  EXPECT_NE(errorOf(claimOutputFolder(pathOf("link"), "slice", "nestor slice", inputs, true))
+                .find(" is the input "),
+            std::string::npos);
+  EXPECT_EQ(list(input), std::vector<std::string>{"model.safetensors"});
+  EXPECT_EQ(contentsOf(input + "/model.safetensors"), "weights");
+
+  // A user's folder with files Nestor did not write, and a file where a folder should be.
+  std::string mine = pathOf("mine");
+  ASSERT_FALSE(llvm::sys::fs::create_directories(mine));
+  ASSERT_FALSE(static_cast<bool>(writeFileAtomic(mine + "/notes.txt", "mine")));
+  EXPECT_EQ(errorOf(claimOutputFolder(mine, "slice", "nestor slice", inputs, true)),
+            "--out: " + mine +
+                " is not empty and Nestor did not write it; choose another "
+                "folder (nothing was written)");
+  EXPECT_EQ(list(mine), std::vector<std::string>{"notes.txt"});
+  EXPECT_NE(errorOf(claimOutputFolder(mine + "/notes.txt", "slice", "nestor slice", {}, true))
+                .find("is a file, not a folder"),
+            std::string::npos);
+  // An empty folder is used as it is.
+  ASSERT_FALSE(llvm::sys::fs::create_directories(pathOf("empty")));
+  EXPECT_EQ(errorOf(claimOutputFolder(pathOf("empty"), "run", "nestor train", inputs, false)),
+            "<success>");
+  // Output files: not an input, not a folder.
+  EXPECT_NE(
+      errorOf(checkOutputFile(input + "/model.safetensors", {input + "/model.safetensors"}, "-o"))
+          .find("-o: "),
+      std::string::npos);
+  EXPECT_NE(errorOf(checkOutputFile(input, {}, "-o")).find("is a folder, not a file"),
+            std::string::npos);
+  EXPECT_EQ(errorOf(checkOutputFile(pathOf("new.bin"), inputs, "-o")), "<success>");
+}

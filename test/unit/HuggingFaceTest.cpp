@@ -549,8 +549,17 @@ TEST_F(HuggingFaceFolder, RefusesElasticSpecsAndItsOwnInput) {
 
   writeDense(path("dense"), homogeneousSpec());
   EXPECT_EQ(message(hf::exportHuggingFace(path("dense"), path("dense"))),
-            "--out: " + path("dense") +
-                " is the input folder; writing there would replace its weights");
+            "--out: " + path("dense") + " is the input " + path("dense") +
+                "; writing there would replace it (nothing was written)");
+  // A second export into the same folder replaces the first only when asked to.
+  ASSERT_FALSE(static_cast<bool>(hf::exportHuggingFace(path("dense"), path("hf"))));
+  EXPECT_NE(message(hf::exportHuggingFace(path("dense"), path("hf"))).find("pass --force"),
+            std::string::npos);
+  EXPECT_FALSE(static_cast<bool>(hf::exportHuggingFace(path("dense"), path("hf"), /*force=*/true)));
+  // An import never writes into an export's folder (nor into the model it reads).
+  EXPECT_NE(message(hf::importHuggingFace(path("dense"), path("hf"), true))
+                .find("holds a 'hf-export' output, not a 'hf-import' one"),
+            std::string::npos);
   EXPECT_NE(message(hf::importHuggingFace(path("nothing"), path("back")))
                 .find(path("nothing/config.json") + ": cannot read"),
             std::string::npos);

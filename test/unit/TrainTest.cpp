@@ -20,8 +20,10 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 
 using namespace nestor;
 using namespace nestor::train;
@@ -469,6 +471,127 @@ TEST(RunTest, RefusesToOverwriteOrMixRuns) {
   auto mixed = runPipeline(ctx, other, toyBatch, quiet, o);
   ASSERT_FALSE(static_cast<bool>(mixed));
   EXPECT_NE(llvm::toString(mixed.takeError()).find("different spec"), std::string::npos);
+}
+
+/// The names of the entries of `dir`, sorted.
+std::vector<std::string> entriesOf(const std::string &dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (llvm::sys::fs::directory_iterator it(dir, ec), end; it != end && !ec; it.increment(ec))
+    names.push_back(llvm::sys::path::filename(it->path()).str());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void writeText(const std::string &path, const std::string &text) {
+  ASSERT_FALSE(static_cast<bool>(ckpt::writeFileAtomic(path, text))) << path;
+}
+
+/// A resume checks state.json, the checkpoint it names and the files the rest of the run needs
+/// before it removes anything: each inconsistent state is refused with what is wrong, and the
+/// folder is left as it was. Only checkpoint folders the trainer marked as its own are ever
+/// removed; a user's entries named ckpt-* (a copied checkpoint among them) survive the whole run.
+TEST(RunTest, ResumeRefusesInconsistentStatesAndRemovesOnlyItsOwnCheckpoints) {
+  spec::ModelSpec spec = pipelineSpec();
+  spec.mutable_training()->set_checkpoint_every(7);
+  Listener quiet;
+  TempDir dir;
+  mlir::MLIRContext ctx;
+  RunOptions o;
+  o.runDir = dir.path;
+  o.stopAfterSteps = 40 + 9; // 9 elastic steps: the checkpoint of elastic step 9
+  ASSERT_TRUE(static_cast<bool>(runPipeline(ctx, spec, toyBatch, quiet, o)));
+  auto state = ckpt::readJsonObject(dir / "state.json");
+  ASSERT_TRUE(static_cast<bool>(state)) << llvm::toString(state.takeError());
+  std::string checkpoint = (*state)["checkpoint"];
+  ASSERT_EQ(checkpoint, "ckpt-elastic-000009");
+
+  // The user's entries: a copy of the checkpoint, a folder and a file named ckpt-*.
+  ASSERT_FALSE(llvm::sys::fs::create_directories(dir / "ckpt-notes"));
+  writeText(dir / "ckpt-notes/todo.txt", "mine");
+  writeText(dir / "ckpt-list.txt", "mine");
+  ASSERT_FALSE(llvm::sys::fs::create_directories(dir / (checkpoint + ".bak")));
+  for (const std::string &name : entriesOf(dir / checkpoint)) {
+    auto bytes = ckpt::readFileBytes(dir / (checkpoint + "/" + name));
+    ASSERT_TRUE(static_cast<bool>(bytes));
+    writeText(dir / (checkpoint + ".bak/" + name), *bytes);
+  }
+  // A checkpoint folder a kill left half-written: the trainer's marker, no weights.
+  ASSERT_FALSE(llvm::sys::fs::create_directories(dir / "ckpt-elastic-000012"));
+  ASSERT_FALSE(static_cast<bool>(
+      ckpt::markOutput(dir / "ckpt-elastic-000012", "checkpoint", "nestor train")));
+  std::vector<std::string> before = entriesOf(dir.path);
+
+  o.stopAfterSteps = -1;
+  o.resume = true;
+  auto refused = [&](const std::function<void(nlohmann::json &)> &edit) {
+    nlohmann::json bad = *state;
+    edit(bad);
+    writeText(dir / "state.json", bad.dump(1));
+    auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
+    EXPECT_EQ(entriesOf(dir.path), before) << "a refused resume changed the folder";
+    EXPECT_TRUE(llvm::sys::fs::exists(dir / (checkpoint + "/model.safetensors")));
+    return r ? std::string("<resumed>") : llvm::toString(r.takeError());
+  };
+  std::string statePath = dir / "state.json";
+  std::string tail = "; the run folder is inconsistent, nothing was changed";
+  EXPECT_EQ(refused([](nlohmann::json &j) { j["checkpoint"] = "ckpt-elastic-999999"; }),
+            statePath + ": checkpoint " + (dir / "ckpt-elastic-999999") + " is missing" + tail);
+  EXPECT_EQ(refused([](nlohmann::json &j) { j["checkpoint"] = ""; }),
+            statePath + ": elastic step 9 names no checkpoint to continue from" + tail);
+  EXPECT_EQ(refused([](nlohmann::json &j) { j["step"] = 1000; }),
+            statePath + ": step 1000 is past the elastic phase's 50 steps" + tail);
+  EXPECT_EQ(refused([](nlohmann::json &j) { j["checkpoint"] = "../elsewhere"; }),
+            statePath + ": checkpoint '../elsewhere' is not a folder name" + tail);
+  EXPECT_EQ(refused([](nlohmann::json &j) { j["step"] = -3; }),
+            statePath + ": 'step' must be a non-negative integer, got -3");
+  EXPECT_EQ(refused([](nlohmann::json &j) { j["step"] = 9.5; }),
+            statePath + ": 'step' must be a non-negative integer, got 9.5");
+  EXPECT_EQ(refused([](nlohmann::json &j) { j.erase("parent_done"); }),
+            statePath + ": 'parent_done' is missing");
+  writeText(statePath, R"({"phase": "elastic", "step": 1e400})");
+  auto overflow = runPipeline(ctx, spec, toyBatch, quiet, o);
+  ASSERT_FALSE(static_cast<bool>(overflow));
+  EXPECT_EQ(llvm::toString(overflow.takeError()),
+            statePath + ": not valid JSON: number overflow parsing '1e400'");
+  ASSERT_FALSE(llvm::sys::fs::rename(dir / "parent.safetensors", dir / "parent.moved"));
+  before = entriesOf(dir.path);
+  EXPECT_EQ(refused([](nlohmann::json &) {}), statePath + ": the elastic phase needs " +
+                                                  (dir / "parent.safetensors") +
+                                                  ", which is missing" + tail);
+  ASSERT_FALSE(llvm::sys::fs::rename(dir / "parent.moved", dir / "parent.safetensors"));
+
+  // The state restored, the run resumes and completes. The trainer's checkpoints are gone;
+  // everything of the user's is still there.
+  writeText(statePath, state->dump(1));
+  auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
+  ASSERT_TRUE(static_cast<bool>(r)) << llvm::toString(r.takeError());
+  std::vector<std::string> after = entriesOf(dir.path);
+  for (const char *gone : {"ckpt-elastic-000009", "ckpt-elastic-000012"})
+    EXPECT_EQ(std::count(after.begin(), after.end(), gone), 0) << gone;
+  for (std::string kept :
+       {std::string("ckpt-notes"), std::string("ckpt-list.txt"), checkpoint + ".bak"})
+    EXPECT_EQ(std::count(after.begin(), after.end(), kept), 1) << kept;
+  EXPECT_TRUE(llvm::sys::fs::exists(dir / "ckpt-notes/todo.txt"));
+  EXPECT_TRUE(llvm::sys::fs::exists(dir / (checkpoint + ".bak/model.safetensors")));
+}
+
+/// A new run is refused in a folder that holds someone else's files, and writes nothing there.
+TEST(RunTest, RefusesAForeignRunFolder) {
+  spec::ModelSpec spec = pipelineSpec();
+  Listener quiet;
+  TempDir dir;
+  writeText(dir / "notes.txt", "mine");
+  mlir::MLIRContext ctx;
+  RunOptions o;
+  o.runDir = dir.path;
+  auto r = runPipeline(ctx, spec, toyBatch, quiet, o);
+  ASSERT_FALSE(static_cast<bool>(r));
+  EXPECT_EQ(llvm::toString(r.takeError()),
+            "--out: " + dir.path +
+                " is not empty and Nestor did not write it; choose another folder (nothing was "
+                "written)");
+  EXPECT_EQ(entriesOf(dir.path), std::vector<std::string>{"notes.txt"});
 }
 
 /// A non-finite loss stops the run with the phase, the step and the tensor in the message,

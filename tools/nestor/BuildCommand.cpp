@@ -26,6 +26,7 @@ namespace {
 struct BuildCommandOptions {
   std::string runDir, budget, output, runtime;
   int64_t context = build::BuildOptions().context;
+  bool force = false;
 };
 
 } // namespace
@@ -46,6 +47,8 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
   app.add_option("--runtime", opts->runtime,
                  "The runtime executable to attach the program to (default: nestor-run beside "
                  "nestor)");
+  app.add_flag("--force", opts->force,
+               "Replace an executable (and its weights) that nestor build wrote earlier at -o");
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     int exitCode = kBadInput;
@@ -60,6 +63,8 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
     build::BuildOptions options;
     options.runtime = opts->runtime;
     options.context = opts->context;
+    options.force = opts->force;
+    options.inputs = {opts->runDir};
     if (llvm::Error err =
             build::buildExecutable(sliced->sliced.spec, sliced->weights, opts->output, options))
       return reportError(std::move(err), 1);

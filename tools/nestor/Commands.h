@@ -36,7 +36,8 @@ Action addGenerateCommand(CLI::App &app);
 Action addBuildCommand(CLI::App &app);
 Action addDevicesCommand(CLI::App &app);
 
-/// Prints "nestor: error: <message>" to stderr and returns `exitCode`.
+/// Prints "nestor: error: <message>" to stderr and returns `exitCode`, or kBadInput when the
+/// error's code is std::errc::invalid_argument (the libraries' code for refused input).
 int reportError(llvm::Error error, int exitCode = kBadInput);
 
 } // namespace nestor::cli

@@ -11,6 +11,8 @@
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
+#include "nestor/Checkpoint.h"
+
 #include "nestor/Compile.h"
 #include "nestor/Import.h"
 #include "nestor/Spec.h"
@@ -151,6 +153,10 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
 
   return [opts, targetOption]() -> int {
+    // A compiler's -o replaces an earlier output, but never the spec it reads.
+    if (opts->output != "-")
+      if (llvm::Error err = ckpt::checkOutputFile(opts->output, {opts->specPath}, "-o"))
+        return reportError(std::move(err));
     auto print = [&](mlir::ModuleOp module) -> int {
       std::string error;
       auto out = mlir::openOutputFile(opts->output, &error);

@@ -7,6 +7,7 @@
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
 
+#include "nestor/Checkpoint.h"
 #include "nestor/HuggingFace.h"
 
 #include "CLI/CLI.hpp"
@@ -21,10 +22,12 @@ namespace {
 
 struct ExportOptions {
   std::string denseDir, format, outDir;
+  bool force = false;
 };
 
 struct ImportOptions {
   std::string hfDir, outDir;
+  bool force = false;
 };
 
 int64_t parameterCount(const train::TensorMap &tensors) {
@@ -51,13 +54,19 @@ nestor::cli::Action nestor::cli::addExportCommand(CLI::App &app) {
       ->required()
       ->check(CLI::IsMember({"hf"}));
   app.add_option("--out", opts->outDir, "Folder for the exported model")->required();
+  app.add_flag("--force", opts->force, "Replace an earlier export in --out");
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
-    if (llvm::Error err = hf::checkOutputFolder(opts->denseDir, opts->outDir))
+    std::vector<std::string> inputs = {opts->denseDir};
+    if (llvm::Error err =
+            ckpt::checkOutputFolder(opts->outDir, hf::kExportKind, inputs, opts->force))
       return reportError(std::move(err));
     auto model = hf::loadDenseAsHuggingFace(opts->denseDir);
     if (!model)
       return reportError(model.takeError());
+    if (llvm::Error err = ckpt::claimOutputFolder(opts->outDir, hf::kExportKind, "nestor export",
+                                                  inputs, opts->force))
+      return reportError(std::move(err));
     if (llvm::Error err = hf::writeHuggingFaceFolder(*model, opts->outDir))
       return reportError(std::move(err), 1);
     std::cout << fmt::format("wrote {}/config.json, model.safetensors ({} tensors, {} "
@@ -80,13 +89,19 @@ nestor::cli::Action nestor::cli::addImportHfCommand(CLI::App &app) {
                  "safetensors with model.safetensors.index.json)")
       ->required();
   app.add_option("--out", opts->outDir, "Folder for spec.pbtxt and model.safetensors")->required();
+  app.add_flag("--force", opts->force, "Replace an earlier import in --out");
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
-    if (llvm::Error err = hf::checkOutputFolder(opts->hfDir, opts->outDir))
+    std::vector<std::string> inputs = {opts->hfDir};
+    if (llvm::Error err =
+            ckpt::checkOutputFolder(opts->outDir, hf::kImportKind, inputs, opts->force))
       return reportError(std::move(err));
     auto model = hf::loadHuggingFaceAsDense(opts->hfDir);
     if (!model)
       return reportError(model.takeError());
+    if (llvm::Error err = ckpt::claimOutputFolder(opts->outDir, hf::kImportKind, "nestor import-hf",
+                                                  inputs, opts->force))
+      return reportError(std::move(err));
     if (llvm::Error err = hf::writeDenseFolder(*model, opts->outDir, opts->hfDir))
       return reportError(std::move(err), 1);
     const spec::Architecture &a = model->spec.architecture();

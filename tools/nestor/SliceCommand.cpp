@@ -30,7 +30,11 @@ namespace {
 
 struct SliceOptions {
   std::string runDir, budget, outDir;
+  bool force = false;
 };
+
+/// The kind of output folder `nestor slice` writes (ckpt::claimOutputFolder).
+constexpr llvm::StringLiteral kSliceKind = "slice";
 
 /// Index lists as runs [start, length] (a prefix is one run), to keep slice.json small.
 nlohmann::json runs(const std::vector<int64_t> &indices) {
@@ -54,9 +58,13 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
   app.add_option("--out", opts->outDir,
                  "Folder for spec.pbtxt, model.safetensors, model.mlir, slice.json")
       ->required();
+  app.add_flag("--force", opts->force, "Replace an earlier slice in --out");
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     std::string run = opts->runDir;
+    std::vector<std::string> inputs = {run};
+    if (llvm::Error err = ckpt::checkOutputFolder(opts->outDir, kSliceKind, inputs, opts->force))
+      return reportError(std::move(err));
     int exitCode = kBadInput;
     auto result = sliceRun(run, opts->budget, exitCode);
     if (!result)
@@ -66,9 +74,9 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
     const train::RouterChoice &choice = result->choice;
     const train::TensorMap *dense = &result->weights;
 
-    if (std::error_code ec = llvm::sys::fs::create_directories(opts->outDir))
-      return reportError(
-          llvm::createStringError("%s: %s", opts->outDir.c_str(), ec.message().c_str()));
+    if (llvm::Error err =
+            ckpt::claimOutputFolder(opts->outDir, kSliceKind, "nestor slice", inputs, opts->force))
+      return reportError(std::move(err));
     std::string text;
     google::protobuf::TextFormat::PrintToString(sliced->spec, &text);
     text = "# The dense model cut from " + run + " at budget '" + opts->budget +

@@ -159,17 +159,9 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
         return reportError(w.takeError());
       parent = std::move(*w);
     }
-    bool hasRun = llvm::sys::fs::exists(opts->outDir + "/state.json");
-    if (opts->resume && !hasRun)
+    if (opts->resume && !llvm::sys::fs::exists(opts->outDir + "/state.json"))
       return reportError(
           llvm::createStringError("%s: no run to resume (no state.json)", opts->outDir.c_str()));
-    if (!opts->resume && hasRun)
-      return reportError(llvm::createStringError(
-          "%s already holds a run: --resume continues it, or choose another --out",
-          opts->outDir.c_str()));
-    if (std::error_code ec = llvm::sys::fs::create_directories(opts->outDir))
-      return reportError(
-          llvm::createStringError("%s: %s", opts->outDir.c_str(), ec.message().c_str()));
 
     RunOptions ro;
 #ifdef NESTOR_HAVE_CUDA
@@ -189,6 +181,9 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
 #endif
     ro.runDir = opts->outDir;
     ro.resume = opts->resume;
+    ro.inputs = {opts->specPath};
+    if (!opts->parentPath.empty())
+      ro.inputs.push_back(opts->parentPath);
     ro.initialParent = parent ? &*parent : nullptr;
     const data::DataSource &src = **source;
     ro.problems = [&src](Difficulty d, int64_t n) { return src.heldOutProblems(d, n); };

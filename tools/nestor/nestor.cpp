@@ -19,8 +19,10 @@
 using namespace nestor::cli;
 
 int nestor::cli::reportError(llvm::Error error, int exitCode) {
-  llvm::handleAllErrors(std::move(error), [](const llvm::ErrorInfoBase &info) {
+  llvm::handleAllErrors(std::move(error), [&](const llvm::ErrorInfoBase &info) {
     llvm::WithColor::error(llvm::errs(), "nestor") << info.message() << "\n";
+    if (info.convertToErrorCode() == std::errc::invalid_argument)
+      exitCode = kBadInput;
   });
   return exitCode;
 }
