@@ -23,6 +23,10 @@
 #include <optional>
 #include <string>
 
+namespace nestor::spec {
+class ModelSpec;
+} // namespace nestor::spec
+
 namespace nestor::ckpt {
 
 /// The safetensors `__metadata__` map (string to string).
@@ -69,6 +73,32 @@ llvm::Error writeSafetensors(llvm::StringRef path, const train::TensorMap &tenso
 /// Reads and decodes `path`; errors name the path.
 llvm::Expected<train::TensorMap> readSafetensors(llvm::StringRef path,
                                                  Metadata *metadata = nullptr);
+
+//===----------------------------------------------------------------------===//
+// Model weights: one policy for every command that loads them
+//===----------------------------------------------------------------------===//
+
+/// What a weight loader lets through beyond the model's own tensors. The driver's commands
+/// share the two flags that set it (--allow-unknown-tensors, --allow-non-finite).
+struct WeightPolicy {
+  /// Drop tensors that are not parameters of the model (default: refuse the file).
+  bool allowUnknown = false;
+  /// Load NaN and infinite values (default: refuse the file, naming the tensor and index).
+  bool allowNonFinite = false;
+};
+
+/// Checks `tensors`, read from `file`, against the parameters of `spec`
+/// (spec::parameterShapes): each must be there with its shape; a tensor that is none of them
+/// is refused (or, with policy.allowUnknown, dropped); a NaN or infinite value is refused with
+/// the tensor and index (unless policy.allowNonFinite). `reference` names what the shapes come
+/// from in messages ("the spec", "config.json"). Errors are bad input.
+llvm::Error checkModelWeights(train::TensorMap &tensors, const spec::ModelSpec &spec,
+                              llvm::StringRef file, const WeightPolicy &policy,
+                              llvm::StringRef reference = "the spec");
+
+/// readSafetensors + checkModelWeights: the weight loader of every command.
+llvm::Expected<train::TensorMap> loadModelWeights(llvm::StringRef path, const spec::ModelSpec &spec,
+                                                  const WeightPolicy &policy = {});
 
 //===----------------------------------------------------------------------===//
 // Output folders: a command writes only into a folder it made itself

@@ -24,6 +24,7 @@
 #ifndef NESTOR_HUGGINGFACE_H
 #define NESTOR_HUGGINGFACE_H
 
+#include "nestor/Checkpoint.h"
 #include "nestor/Spec.h"
 #include "nestor/Tensor.h"
 
@@ -71,12 +72,14 @@ struct DenseModel {
 /// Reads DIR/spec.pbtxt and DIR/model.safetensors and converts them; fails (bad input) naming
 /// the file and the field or tensor when the spec is elastic or a tensor of the spec is missing,
 /// extra or has another shape.
-llvm::Expected<HuggingFaceModel> loadDenseAsHuggingFace(llvm::StringRef denseDir);
+llvm::Expected<HuggingFaceModel> loadDenseAsHuggingFace(llvm::StringRef denseDir,
+                                                        const ckpt::WeightPolicy &policy = {});
 
 /// Reads HF_DIR/config.json and HF_DIR/model.safetensors (or the shards that
 /// model.safetensors.index.json names; F16, BF16 and F64 become float32) and converts them;
 /// fails (bad input) naming the file and the field or tensor.
-llvm::Expected<DenseModel> loadHuggingFaceAsDense(llvm::StringRef hfDir);
+llvm::Expected<DenseModel> loadHuggingFaceAsDense(llvm::StringRef hfDir,
+                                                  const ckpt::WeightPolicy &policy = {});
 
 /// Writes OUT/model.safetensors and then OUT/config.json, each atomically (config.json last,
 /// so a folder with a config is complete).
@@ -95,11 +98,13 @@ constexpr llvm::StringLiteral kImportKind = "hf-import";
 /// `nestor export DIR --format hf --out OUT`: checks OUT (ckpt::checkOutputFolder: not the input,
 /// not a foreign folder, an earlier export only with `force`), loadDenseAsHuggingFace, claims
 /// OUT, writeHuggingFaceFolder. Nothing is written when the input is refused.
-llvm::Error exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir, bool force = false);
+llvm::Error exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir, bool force = false,
+                              const ckpt::WeightPolicy &policy = {});
 
 /// `nestor import-hf HF_DIR --out OUT`: the same steps with loadHuggingFaceAsDense and
 /// writeDenseFolder.
-llvm::Error importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir, bool force = false);
+llvm::Error importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir, bool force = false,
+                              const ckpt::WeightPolicy &policy = {});
 
 } // namespace nestor::hf
 

@@ -134,73 +134,24 @@ private:
   llvm::StringMap<Value> params;
 };
 
-void Importer::declareModelParams(Signature &sig) {
-  int64_t d = arch.hidden_size(), v = arch.vocab_size();
-  int64_t gn = arch.n_groups() * arch.ssm_state_size();
-  int64_t nkv = arch.num_key_value_heads(), hd = arch.head_dim();
-  pb::ModelSizes<double> sizes = pb::parentSizes(spec); // per layer: layer_overrides applied
-  modelParams.clear();                                  // each function declares its own arguments
-  auto add = [&](std::string name, ArrayRef<int64_t> shape) {
-    modelParams.push_back({std::move(name), tensor(shape)});
-  };
-  add("backbone.embeddings.weight", {v, d});
-  for (auto [i, kind] : llvm::enumerate(layers)) {
-    int64_t layer = static_cast<int64_t>(i);
-    int64_t h = int64_t(sizes.layers[i].mambaHeads), p = int64_t(sizes.layers[i].mambaHeadDim);
-    int64_t nh = int64_t(sizes.layers[i].attnHeads), f = int64_t(sizes.layers[i].ffn);
-    add(layerName(layer, "norm.weight"), {d});
-    switch (kind) {
-    case pb::LayerKind::Mamba:
-      add(layerName(layer, "mixer.in_proj.weight"), {2 * h * p + 2 * gn + h, d});
-      add(layerName(layer, "mixer.conv1d.weight"), {h * p + 2 * gn, arch.conv_kernel()});
-      add(layerName(layer, "mixer.conv1d.bias"), {h * p + 2 * gn});
-      add(layerName(layer, "mixer.dt_bias"), {h});
-      add(layerName(layer, "mixer.A_log"), {h});
-      add(layerName(layer, "mixer.D"), {h});
-      add(layerName(layer, "mixer.norm.weight"), {h * p});
-      add(layerName(layer, "mixer.out_proj.weight"), {d, h * p});
-      break;
-    case pb::LayerKind::Attention:
-      add(layerName(layer, "mixer.q_proj.weight"), {nh * hd, d});
-      add(layerName(layer, "mixer.k_proj.weight"), {nkv * hd, d});
-      add(layerName(layer, "mixer.v_proj.weight"), {nkv * hd, d});
-      add(layerName(layer, "mixer.o_proj.weight"), {d, nh * hd});
-      break;
-    case pb::LayerKind::MLP:
-      add(layerName(layer, "mixer.up_proj.weight"), {f, d});
-      add(layerName(layer, "mixer.down_proj.weight"), {d, f});
-      break;
-    }
-  }
-  add("backbone.norm_f.weight", {d});
-  if (!arch.tie_word_embeddings())
-    add("lm_head.weight", {v, d});
-  for (auto &[name, type] : modelParams)
-    sig.add(type, "elastic.param", name, builder);
-}
-
 static int64_t layersOfKind(ArrayRef<pb::LayerKind> layers, pb::LayerKind kind) {
   return llvm::count(layers, kind);
 }
 
+void Importer::declareModelParams(Signature &sig) {
+  modelParams.clear(); // each function declares its own arguments
+  for (const pb::ParamShape &p : pb::parameterShapes(spec))
+    if (!llvm::StringRef(p.name).starts_with("routers."))
+      modelParams.push_back({p.name, tensor(p.shape)});
+  for (auto &[name, type] : modelParams)
+    sig.add(type, "elastic.param", name, builder);
+}
+
 void Importer::declareRouterParams(Signature &sig) {
-  const pb::Elastic &el = spec.elastic();
-  int64_t budgets = el.budgets_size();
-  int64_t hidden = pb::routerHiddenSize(el);
   routerParams.clear();
-  auto addRouter = [&](StringRef axis, int64_t outputs) {
-    std::string prefix = ("routers." + axis).str();
-    routerParams.push_back({prefix + ".fc1.weight", tensor({hidden, budgets})});
-    routerParams.push_back({prefix + ".fc1.bias", tensor({hidden})});
-    routerParams.push_back({prefix + ".fc2.weight", tensor({outputs, hidden})});
-    routerParams.push_back({prefix + ".fc2.bias", tensor({outputs})});
-  };
-  for (const AxisInfo &axis : axes) {
-    int64_t rows = axis.choices->heterogeneous() ? layersOfKind(layers, axis.layerKind) : 1;
-    addRouter(axis.name, rows * axis.choices->choices_size());
-  }
-  if (el.max_dropped_layers() > 0)
-    addRouter("depth", el.max_dropped_layers() + 1);
+  for (const pb::ParamShape &p : pb::parameterShapes(spec))
+    if (llvm::StringRef(p.name).starts_with("routers."))
+      routerParams.push_back({p.name, tensor(p.shape)});
   for (auto &[name, type] : routerParams)
     sig.add(type, "elastic.param", name, builder);
 }

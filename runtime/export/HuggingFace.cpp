@@ -10,6 +10,7 @@
 #include "nestor/HuggingFace.h"
 
 #include "nestor/Json.h"
+#include "nestor/ParamCount.h"
 
 #include "nestor/Checkpoint.h"
 
@@ -23,7 +24,10 @@
 #include "llvm/Support/Path.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <optional>
+#include <sstream>
 
 using namespace nestor;
 using spec::Architecture;
@@ -35,7 +39,48 @@ namespace {
 constexpr int64_t kMaxSize = int64_t(1) << 24;
 
 llvm::Error fieldError(llvm::StringRef file, const llvm::Twine &field, const llvm::Twine &message) {
-  return llvm::createStringError((file + ": " + field + ": " + message).str());
+  return llvm::createStringError(std::make_error_code(std::errc::invalid_argument),
+                                 file + ": " + field + ": " + message);
+}
+
+/// Python's json module writes the non-finite floats as the bare words Infinity, -Infinity and
+/// NaN, which JSON does not have (real NemotronH configs carry "time_step_limit": [0.0,
+/// Infinity]). Rewrites each such word outside a string to transformers 5's spelling,
+/// {"__float__": "Infinity"}, which ConfigReader::real reads; everything else is unchanged.
+std::string pythonFloatLiterals(llvm::StringRef text) {
+  std::string out;
+  out.reserve(text.size());
+  bool inString = false;
+  auto isWordChar = [](char c) { return llvm::isAlnum(c) || c == '_' || c == '.'; };
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (inString) {
+      out += c;
+      if (c == '\\' && i + 1 < text.size())
+        out += text[++i];
+      else if (c == '"')
+        inString = false;
+      continue;
+    }
+    if (c == '"') {
+      inString = true;
+      out += c;
+      continue;
+    }
+    bool replaced = false;
+    if (i == 0 || !isWordChar(text[i - 1]))
+      for (llvm::StringRef word : {"-Infinity", "Infinity", "NaN"})
+        if (text.substr(i).starts_with(word) &&
+            (i + word.size() == text.size() || !isWordChar(text[i + word.size()]))) {
+          out += "{\"__float__\": \"" + word.str() + "\"}";
+          i += word.size() - 1;
+          replaced = true;
+          break;
+        }
+    if (!replaced)
+      out += c;
+  }
+  return out;
 }
 
 /// The sizes of one layer: its override where one is set, else the architecture's.
@@ -156,6 +201,24 @@ public:
     return v->get<double>();
   }
 
+  /// A float as Python writes it: a JSON number, or one of the non-finite values in
+  /// transformers 5's spelling {"__float__": "Infinity"} (Python's own Infinity, -Infinity
+  /// and NaN literals are rewritten to that spelling before parsing, pythonFloatLiterals).
+  llvm::Expected<double> real(const nlohmann::json &v, const llvm::Twine &field) const {
+    if (v.is_number())
+      return v.get<double>();
+    if (v.is_object() && v.size() == 1 && v.contains("__float__") && v["__float__"].is_string()) {
+      std::string name = v["__float__"].get<std::string>();
+      if (name == "Infinity")
+        return std::numeric_limits<double>::infinity();
+      if (name == "-Infinity")
+        return -std::numeric_limits<double>::infinity();
+      if (name == "NaN")
+        return std::numeric_limits<double>::quiet_NaN();
+    }
+    return fieldError(file, field, "must be a number, got " + describe(v));
+  }
+
   /// A feature Nestor's layers do not have must be absent or set to `expected`.
   llvm::Error require(llvm::StringRef key, const nlohmann::json &expected,
                       llvm::StringRef why) const {
@@ -181,48 +244,11 @@ public:
 } // namespace
 
 std::map<std::string, std::vector<int64_t>> nestor::hf::denseTensorShapes(const Architecture &a) {
+  spec::ModelSpec dense;
+  *dense.mutable_architecture() = a;
   std::map<std::string, std::vector<int64_t>> shapes;
-  auto parsed = spec::parsePattern(a.hybrid_override_pattern());
-  if (!parsed) {
-    llvm::consumeError(parsed.takeError());
-    return shapes;
-  }
-  int64_t d = a.hidden_size(), v = a.vocab_size();
-  int64_t gn = a.n_groups() * a.ssm_state_size();
-  int64_t nkv = a.num_key_value_heads(), hd = a.head_dim();
-  shapes["backbone.embeddings.weight"] = {v, d};
-  for (auto [i, kind] : llvm::enumerate(*parsed)) {
-    std::string prefix = llvm::formatv("backbone.layers.{0}.", i).str();
-    LayerDims dims = layerDims(a, i);
-    shapes[prefix + "norm.weight"] = {d};
-    switch (kind) {
-    case LayerKind::Mamba: {
-      int64_t h = dims.mambaHeads, hp = dims.mambaHeads * dims.mambaHeadDim;
-      shapes[prefix + "mixer.in_proj.weight"] = {2 * hp + 2 * gn + h, d};
-      shapes[prefix + "mixer.conv1d.weight"] = {hp + 2 * gn, a.conv_kernel()};
-      shapes[prefix + "mixer.conv1d.bias"] = {hp + 2 * gn};
-      shapes[prefix + "mixer.dt_bias"] = {h};
-      shapes[prefix + "mixer.A_log"] = {h};
-      shapes[prefix + "mixer.D"] = {h};
-      shapes[prefix + "mixer.norm.weight"] = {hp};
-      shapes[prefix + "mixer.out_proj.weight"] = {d, hp};
-      break;
-    }
-    case LayerKind::Attention:
-      shapes[prefix + "mixer.q_proj.weight"] = {dims.attnHeads * hd, d};
-      shapes[prefix + "mixer.k_proj.weight"] = {nkv * hd, d};
-      shapes[prefix + "mixer.v_proj.weight"] = {nkv * hd, d};
-      shapes[prefix + "mixer.o_proj.weight"] = {d, dims.attnHeads * hd};
-      break;
-    case LayerKind::MLP:
-      shapes[prefix + "mixer.up_proj.weight"] = {dims.ffn, d};
-      shapes[prefix + "mixer.down_proj.weight"] = {d, dims.ffn};
-      break;
-    }
-  }
-  shapes["backbone.norm_f.weight"] = {d};
-  if (!a.tie_word_embeddings())
-    shapes["lm_head.weight"] = {v, d};
+  for (spec::ParamShape &p : spec::parameterShapes(dense))
+    shapes[p.name] = std::move(p.shape);
   return shapes;
 }
 
@@ -316,7 +342,7 @@ llvm::Expected<std::string> nestor::hf::nemotronHConfig(const spec::ModelSpec &d
 
 llvm::Expected<spec::ModelSpec> nestor::hf::specFromNemotronHConfig(llvm::StringRef json,
                                                                     llvm::StringRef fileName) {
-  auto parsed = ckpt::parseJsonObject(json, fileName);
+  auto parsed = ckpt::parseJsonObject(pythonFloatLiterals(json), fileName);
   if (!parsed)
     return parsed.takeError();
   ConfigReader r(*parsed, fileName);
@@ -416,6 +442,31 @@ llvm::Expected<spec::ModelSpec> nestor::hf::specFromNemotronHConfig(llvm::String
                       llvm::formatv("is {0} but hybrid_override_pattern has {1} layers",
                                     **numHiddenLayers, numLayers)
                           .str());
+
+  // Mamba2 clamps dt = softplus(.) to time_step_limit; Nestor's Mamba layers do not clamp, so
+  // only the limit that changes nothing imports: a lower bound <= 0 (dt > 0 always) and no
+  // upper bound (transformers' default, [0.0, Infinity]).
+  if (const nlohmann::json *limit = r.find("time_step_limit")) {
+    if (!limit->is_array() || limit->size() != 2)
+      return fieldError(fileName, "time_step_limit",
+                        "must be a list [min, max], got " + ConfigReader::describe(*limit));
+    auto lo = r.real((*limit)[0], "time_step_limit[0]");
+    if (!lo)
+      return lo.takeError();
+    auto hi = r.real((*limit)[1], "time_step_limit[1]");
+    if (!hi)
+      return hi.takeError();
+    auto text = [](double v) {
+      std::ostringstream os;
+      os << v;
+      return os.str();
+    };
+    if (!(*lo <= 0) || !(std::isinf(*hi) && *hi > 0))
+      return fieldError(fileName, "time_step_limit",
+                        "is [" + text(*lo) + ", " + text(*hi) +
+                            "]: the model clamps its time step dt to it, but Nestor's Mamba "
+                            "layers do not clamp (only [0.0, Infinity] imports)");
+  }
 
   // NemotronH reads layer_norm_epsilon; some configs carry only the generic rms_norm_eps.
   auto epsilon = r.number("layer_norm_epsilon");
@@ -578,7 +629,8 @@ llvm::Error createFolder(llvm::StringRef dir) {
 
 } // namespace
 
-llvm::Expected<hf::HuggingFaceModel> nestor::hf::loadDenseAsHuggingFace(llvm::StringRef denseDir) {
+llvm::Expected<hf::HuggingFaceModel>
+nestor::hf::loadDenseAsHuggingFace(llvm::StringRef denseDir, const ckpt::WeightPolicy &policy) {
   std::string specPath = joinPath(denseDir, "spec.pbtxt");
   auto spec = spec::loadSpecFile(specPath);
   if (!spec)
@@ -593,29 +645,9 @@ llvm::Expected<hf::HuggingFaceModel> nestor::hf::loadDenseAsHuggingFace(llvm::St
   if (!config)
     return llvm::createStringError((specPath + ": " + llvm::toString(config.takeError())).c_str());
 
-  std::string weightsPath = joinPath(denseDir, "model.safetensors");
-  auto weights = ckpt::readSafetensors(weightsPath);
+  auto weights = ckpt::loadModelWeights(joinPath(denseDir, "model.safetensors"), *spec, policy);
   if (!weights)
     return weights.takeError();
-  auto shapes = denseTensorShapes(spec->architecture());
-  for (const auto &[name, shape] : shapes) {
-    auto it = weights->find(name);
-    if (it == weights->end())
-      return llvm::createStringError(
-          (llvm::Twine(weightsPath) + ": tensor '" + name + "' of the spec is missing").str());
-    if (it->second.shape != shape)
-      return llvm::createStringError((llvm::Twine(weightsPath) + ": tensor '" + name +
-                                      "' has shape " + ckpt::shapeString(it->second.shape) +
-                                      " but the spec says " + ckpt::shapeString(shape))
-                                         .str());
-  }
-  for (const auto &[name, tensor] : *weights)
-    if (!shapes.count(name))
-      return llvm::createStringError(
-          (llvm::Twine(weightsPath) + ": tensor '" + name +
-           "' is not a tensor of the spec (a dense model has no routers; is this an elastic "
-           "run's checkpoint?)")
-              .str());
 
   HuggingFaceModel model{std::move(*config), std::move(*weights)};
   // nn.Conv1d keeps a depthwise kernel as [channels, 1, width].
@@ -625,7 +657,8 @@ llvm::Expected<hf::HuggingFaceModel> nestor::hf::loadDenseAsHuggingFace(llvm::St
   return model;
 }
 
-llvm::Expected<hf::DenseModel> nestor::hf::loadHuggingFaceAsDense(llvm::StringRef hfDir) {
+llvm::Expected<hf::DenseModel>
+nestor::hf::loadHuggingFaceAsDense(llvm::StringRef hfDir, const ckpt::WeightPolicy &policy) {
   std::string configPath = joinPath(hfDir, "config.json");
   auto text = ckpt::readFileBytes(configPath);
   if (!text)
@@ -653,30 +686,13 @@ llvm::Expected<hf::DenseModel> nestor::hf::loadHuggingFaceAsDense(llvm::StringRe
         head->second.shape == embed->second.shape && head->second.data == embed->second.data)
       weights->erase(head);
   }
-  auto shapes = denseTensorShapes(a);
-  for (const auto &[name, shape] : shapes) {
-    auto it = weights->find(name);
-    if (it == weights->end())
-      return llvm::createStringError(
-          (llvm::Twine(weightsName) + ": tensor '" + name + "' of the model is missing").str());
-    std::vector<int64_t> &got = it->second.shape;
-    if (isConvWeight(name) && got.size() == 3 && got[1] == 1)
-      got = {got[0], got[2]};
-    if (got != shape) {
-      std::vector<int64_t> expected = shape;
-      if (isConvWeight(name))
-        expected = {shape[0], 1, shape[1]};
-      return llvm::createStringError((llvm::Twine(weightsName) + ": tensor '" + name +
-                                      "' has shape " + ckpt::shapeString(it->second.shape) +
-                                      " but config.json says " + ckpt::shapeString(expected))
-                                         .str());
-    }
-  }
-  for (const auto &[name, tensor] : *weights)
-    if (!shapes.count(name))
-      return llvm::createStringError((llvm::Twine(weightsName) + ": tensor '" + name +
-                                      "' is not a tensor of the model config.json " + "describes")
-                                         .str());
+  // nn.Conv1d keeps a depthwise kernel as [channels, 1, width]; Nestor as [channels, width].
+  for (auto &[name, tensor] : *weights)
+    if (isConvWeight(name) && tensor.shape.size() == 3 && tensor.shape[1] == 1)
+      tensor.shape = {tensor.shape[0], tensor.shape[2]};
+  if (llvm::Error err =
+          ckpt::checkModelWeights(*weights, *spec, weightsName, policy, "config.json"))
+    return err;
   return DenseModel{std::move(*spec), std::move(*weights)};
 }
 
@@ -707,11 +723,11 @@ llvm::Error nestor::hf::writeDenseFolder(const DenseModel &model, llvm::StringRe
 }
 
 llvm::Error nestor::hf::exportHuggingFace(llvm::StringRef denseDir, llvm::StringRef outDir,
-                                          bool force) {
+                                          bool force, const ckpt::WeightPolicy &policy) {
   std::vector<std::string> inputs = {denseDir.str()};
   if (llvm::Error err = ckpt::checkOutputFolder(outDir, kExportKind, inputs, force))
     return err;
-  auto model = loadDenseAsHuggingFace(denseDir);
+  auto model = loadDenseAsHuggingFace(denseDir, policy);
   if (!model)
     return model.takeError();
   if (llvm::Error err =
@@ -720,12 +736,12 @@ llvm::Error nestor::hf::exportHuggingFace(llvm::StringRef denseDir, llvm::String
   return writeHuggingFaceFolder(*model, outDir);
 }
 
-llvm::Error nestor::hf::importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir,
-                                          bool force) {
+llvm::Error nestor::hf::importHuggingFace(llvm::StringRef hfDir, llvm::StringRef outDir, bool force,
+                                          const ckpt::WeightPolicy &policy) {
   std::vector<std::string> inputs = {hfDir.str()};
   if (llvm::Error err = ckpt::checkOutputFolder(outDir, kImportKind, inputs, force))
     return err;
-  auto model = loadHuggingFaceAsDense(hfDir);
+  auto model = loadHuggingFaceAsDense(hfDir, policy);
   if (!model)
     return model.takeError();
   if (llvm::Error err =

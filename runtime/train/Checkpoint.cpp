@@ -8,6 +8,7 @@
 
 #include "engine/weights/Safetensors.h"
 #include "nestor/Json.h"
+#include "nestor/ParamCount.h"
 
 #include "llvm/ADT/ArrayRef.h"
 #include "llvm/ADT/STLExtras.h"
@@ -274,6 +275,82 @@ llvm::Expected<std::string> nestor::ckpt::readFileBytes(llvm::StringRef path) {
   if (!buffer)
     return llvm::createStringError((path + ": cannot read: " + buffer.getError().message()).str());
   return (*buffer)->getBuffer().str();
+}
+
+//===----------------------------------------------------------------------===//
+// Model weights
+//===----------------------------------------------------------------------===//
+
+llvm::Error nestor::ckpt::checkModelWeights(TensorMap &tensors, const spec::ModelSpec &spec,
+                                            llvm::StringRef file, const WeightPolicy &policy,
+                                            llvm::StringRef reference) {
+  std::vector<spec::ParamShape> params = spec::parameterShapes(spec);
+  std::map<std::string, const std::vector<int64_t> *> shapes;
+  for (const spec::ParamShape &p : params)
+    shapes[p.name] = &p.shape;
+  for (const spec::ParamShape &p : params) {
+    auto it = tensors.find(p.name);
+    if (it == tensors.end())
+      return errorAt(file, "tensor '" + p.name + "' of " + reference + " is missing");
+    const std::vector<int64_t> &got = it->second.shape;
+    if (got != p.shape) {
+      std::vector<int64_t> reversed(got.rbegin(), got.rend());
+      return errorAt(file,
+                     "tensor '" + p.name + "' has shape " + shapeString(got) + " but " + reference +
+                         " says " + shapeString(p.shape) +
+                         (got.size() == 2 && reversed == p.shape ? " (it is transposed)" : ""));
+    }
+  }
+  std::vector<std::string> unknown;
+  for (const auto &[name, tensor] : tensors)
+    if (!shapes.count(name))
+      unknown.push_back(name);
+  if (!unknown.empty() && !policy.allowUnknown) {
+    std::string hint = !spec.has_elastic() && llvm::StringRef(unknown[0]).starts_with("routers.")
+                           ? " (a dense model has no routers; is this an elastic run's "
+                             "checkpoint?)"
+                           : "";
+    std::string more =
+        unknown.size() > 1 ? " (nor are " + std::to_string(unknown.size() - 1) + " more)" : "";
+    return errorAt(file, "tensor '" + unknown[0] + "' is not a tensor of " + reference + hint +
+                             more + "; --allow-unknown-tensors drops such tensors");
+  }
+  for (const std::string &name : unknown)
+    tensors.erase(name);
+  if (policy.allowNonFinite)
+    return llvm::Error::success();
+  for (const spec::ParamShape &p : params) {
+    const std::vector<float> &data = tensors.at(p.name).data;
+    auto bad = std::find_if(data.begin(), data.end(), [](float v) { return !std::isfinite(v); });
+    if (bad == data.end())
+      continue;
+    size_t count = std::count_if(bad, data.end(), [](float v) { return !std::isfinite(v); });
+    size_t index = static_cast<size_t>(bad - data.begin());
+    // The index in each dimension, row-major: [row, column] for a matrix.
+    std::vector<int64_t> at(p.shape.size());
+    size_t rest = index;
+    for (size_t d = p.shape.size(); d-- > 0;) {
+      at[d] = static_cast<int64_t>(rest % static_cast<size_t>(p.shape[d]));
+      rest /= static_cast<size_t>(p.shape[d]);
+    }
+    std::string value = std::isnan(*bad) ? "NaN" : *bad > 0 ? "+Inf" : "-Inf";
+    return errorAt(file, "tensor '" + p.name + "' holds " + value + " at index " +
+                             std::to_string(index) + " " + shapeString(at) + " (" +
+                             std::to_string(count) + " of its " + std::to_string(data.size()) +
+                             " values are not finite); --allow-non-finite loads it anyway");
+  }
+  return llvm::Error::success();
+}
+
+llvm::Expected<TensorMap> nestor::ckpt::loadModelWeights(llvm::StringRef path,
+                                                         const spec::ModelSpec &spec,
+                                                         const WeightPolicy &policy) {
+  auto tensors = readSafetensors(path);
+  if (!tensors)
+    return tensors.takeError();
+  if (llvm::Error err = checkModelWeights(*tensors, spec, path, policy))
+    return err;
+  return std::move(*tensors);
 }
 
 //===----------------------------------------------------------------------===//

@@ -36,26 +36,6 @@ spec::ModelSpec nestor::train::parentSpec(const spec::ModelSpec &spec) {
 
 namespace {
 
-/// The width axes in the importer's router order, with the layer kind each applies to.
-struct AxisDesc {
-  const char *name;
-  const spec::AxisChoices &(spec::Elastic::*choices)() const;
-  std::optional<spec::LayerKind> kind; // none: the global hidden axis
-  double spec::LayerSizes<double>::*field;
-};
-
-const AxisDesc kAxes[] = {
-    {"hidden_size", &spec::Elastic::hidden_size, std::nullopt, nullptr},
-    {"intermediate_size", &spec::Elastic::intermediate_size, spec::LayerKind::MLP,
-     &spec::LayerSizes<double>::ffn},
-    {"num_attention_heads", &spec::Elastic::num_attention_heads, spec::LayerKind::Attention,
-     &spec::LayerSizes<double>::attnHeads},
-    {"mamba_num_heads", &spec::Elastic::mamba_num_heads, spec::LayerKind::Mamba,
-     &spec::LayerSizes<double>::mambaHeads},
-    {"mamba_head_dim", &spec::Elastic::mamba_head_dim, spec::LayerKind::Mamba,
-     &spec::LayerSizes<double>::mambaHeadDim},
-};
-
 /// z = W2 LeakyReLU(W1 one_hot(budget) + b1) + b2 (METHOD.md §4), in double.
 std::vector<double> routerLogits(const spec::ModelSpec &spec, const TensorMap &w,
                                  const std::string &axis, int32_t budget) {
@@ -109,7 +89,7 @@ RouterChoice nestor::train::routerChoice(const spec::ModelSpec &spec, const Tens
     return rc;
   const spec::Elastic &el = spec.elastic();
   std::vector<spec::LayerKind> layers = spec::fixedSizes(spec).layers;
-  for (const AxisDesc &axis : kAxes) {
+  for (const spec::RouterAxis &axis : spec::routerAxes()) {
     const spec::AxisChoices &choices = (el.*axis.choices)();
     int64_t n = choices.choices_size();
     if (n == 0)
@@ -1097,7 +1077,7 @@ llvm::Error Pipeline::writeSummary() {
     tokens = tr.parent().steps() * tr.parent().batch_size() * tr.parent().sequence_length();
   json axes = json::object();
   if (spec.has_elastic()) {
-    for (const AxisDesc &axis : kAxes) {
+    for (const spec::RouterAxis &axis : spec::routerAxes()) {
       const spec::AxisChoices &c = (spec.elastic().*axis.choices)();
       if (c.choices_size() > 0)
         axes[axis.name] = std::vector<int64_t>(c.choices().begin(), c.choices().end());

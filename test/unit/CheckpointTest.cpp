@@ -8,6 +8,8 @@
 //
 //===----------------------------------------------------------------------===//
 #include "nestor/Checkpoint.h"
+#include "nestor/ParamCount.h"
+#include "nestor/Spec.h"
 
 #include "llvm/ADT/SmallString.h"
 #include "llvm/Support/Endian.h"
@@ -564,4 +566,97 @@ TEST_F(CheckpointFiles, OutputFoldersAreClaimedOnlyWhenNestorMayWriteThere) {
   EXPECT_NE(errorOf(checkOutputFile(input, {}, "-o")).find("is a folder, not a file"),
             std::string::npos);
   EXPECT_EQ(errorOf(checkOutputFile(pathOf("new.bin"), inputs, "-o")), "<success>");
+}
+
+//===----------------------------------------------------------------------===//
+// The weight policy
+//===----------------------------------------------------------------------===//
+
+/// The parameters of a small hybrid, each filled with 0.5.
+TensorMap weightsOf(const spec::ModelSpec &spec) {
+  TensorMap tensors;
+  for (const spec::ParamShape &p : spec::parameterShapes(spec)) {
+    int64_t n = 1;
+    for (int64_t d : p.shape)
+      n *= d;
+    tensors[p.name] = {p.shape, std::vector<float>(static_cast<size_t>(n), 0.5f)};
+  }
+  return tensors;
+}
+
+spec::ModelSpec smallHybrid(bool elastic) {
+  std::string text = R"(name: "w"
+architecture {
+  hybrid_override_pattern: "M*-" hidden_size: 16 intermediate_size: 24 mamba_num_heads: 4
+  mamba_head_dim: 4 n_groups: 2 ssm_state_size: 4 conv_kernel: 4 num_attention_heads: 4
+  num_key_value_heads: 2 head_dim: 4 vocab_size: 32
+})";
+  if (elastic)
+    text += R"(
+elastic {
+  budgets { name: "full" fraction: 1.0 } budgets { name: "half" fraction: 0.5 }
+  intermediate_size { choices: [24, 12] heterogeneous: true } max_dropped_layers: 1
+})";
+  auto spec = spec::parseSpecText(text, "w.pbtxt");
+  EXPECT_TRUE(static_cast<bool>(spec)) << llvm::toString(spec.takeError());
+  return spec ? *spec : spec::ModelSpec();
+}
+
+TEST(WeightPolicy, ShapesUnknownTensorsAndNonFiniteValues) {
+  spec::ModelSpec dense = smallHybrid(false), elastic = smallHybrid(true);
+  TensorMap good = weightsOf(elastic);
+  // The elastic spec's parameters are the parent's and the routers' (one fc2 row per MLP
+  // layer and choice; depth: no drop or one).
+  EXPECT_EQ(good.at("routers.intermediate_size.fc2.weight").shape[0], 2);
+  EXPECT_EQ(good.at("routers.depth.fc2.bias").shape, std::vector<int64_t>{2});
+  TensorMap copy = good;
+  EXPECT_EQ(errorOf(checkModelWeights(copy, elastic, "m.safetensors", {})), "<success>");
+
+  auto check = [&](TensorMap t, const spec::ModelSpec &s, WeightPolicy policy = {}) {
+    return errorOf(checkModelWeights(t, s, "m.safetensors", policy));
+  };
+  TensorMap missing = good;
+  missing.erase("backbone.layers.2.mixer.up_proj.weight");
+  EXPECT_EQ(
+      check(missing, elastic),
+      "m.safetensors: tensor 'backbone.layers.2.mixer.up_proj.weight' of the spec is missing");
+  TensorMap transposed = good;
+  transposed["backbone.layers.2.mixer.up_proj.weight"].shape = {16, 24};
+  EXPECT_EQ(check(transposed, elastic),
+            "m.safetensors: tensor 'backbone.layers.2.mixer.up_proj.weight' has shape [16, 24] "
+            "but the spec says [24, 16] (it is transposed)");
+
+  // The routers are not tensors of the dense model: refused, or dropped when allowed.
+  EXPECT_EQ(check(good, dense),
+            "m.safetensors: tensor 'routers.depth.fc1.bias' is not a tensor of the spec (a dense "
+            "model has no routers; is this an elastic run's checkpoint?) (nor are 7 more); "
+            "--allow-unknown-tensors drops such tensors");
+  TensorMap dropped = good;
+  EXPECT_EQ(errorOf(checkModelWeights(dropped, dense, "m.safetensors", {true, false})),
+            "<success>");
+  EXPECT_EQ(dropped.size(), weightsOf(dense).size());
+
+  // A NaN at row 3, column 5 of a [24, 16] matrix, and an infinity after it.
+  TensorMap nan = good;
+  std::vector<float> &up = nan["backbone.layers.2.mixer.up_proj.weight"].data;
+  up[3 * 16 + 5] = std::numeric_limits<float>::quiet_NaN();
+  up[100] = -std::numeric_limits<float>::infinity();
+  EXPECT_EQ(check(nan, elastic),
+            "m.safetensors: tensor 'backbone.layers.2.mixer.up_proj.weight' holds NaN at index "
+            "53 [3, 5] (2 of its 384 values are not finite); --allow-non-finite loads it anyway");
+  EXPECT_EQ(check(nan, elastic, {false, true}), "<success>");
+}
+
+TEST_F(CheckpointFiles, LoadModelWeightsNamesTheFile) {
+  spec::ModelSpec dense = smallHybrid(false);
+  TensorMap tensors = weightsOf(dense);
+  tensors["backbone.norm_f.weight"].data[7] = std::numeric_limits<float>::infinity();
+  ASSERT_FALSE(static_cast<bool>(writeSafetensors(pathOf("m.safetensors"), tensors)));
+  EXPECT_EQ(errorOf(loadModelWeights(pathOf("m.safetensors"), dense)),
+            pathOf("m.safetensors") +
+                ": tensor 'backbone.norm_f.weight' holds +Inf at index 7 [7] (1 of its 16 values "
+                "are not finite); --allow-non-finite loads it anyway");
+  auto loaded = loadModelWeights(pathOf("m.safetensors"), dense, {false, true});
+  ASSERT_TRUE(static_cast<bool>(loaded)) << llvm::toString(loaded.takeError());
+  EXPECT_TRUE(std::isinf(loaded->at("backbone.norm_f.weight").data[7]));
 }

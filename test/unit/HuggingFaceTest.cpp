@@ -354,12 +354,61 @@ TEST(HuggingFaceConfig, BadConfigsNameTheField) {
        "num_key_value_heads (2)"},
       {"zero entry", [](json &c) { c["mamba_head_dim_per_layer"][0] = 0; },
        "config.json: mamba_head_dim_per_layer[0]: must be positive, got 0"},
+      {"finite time step limit",
+       [](json &c) {
+         c["time_step_limit"] = {1e-4, 0.1};
+       },
+       "config.json: time_step_limit: is [0.0001, 0.1]: the model clamps its time step dt to "
+       "it, but Nestor's Mamba layers do not clamp (only [0.0, Infinity] imports)"},
+      {"time step floor",
+       [](json &c) {
+         c["time_step_limit"] = {0.001, {{"__float__", "Infinity"}}};
+       },
+       "config.json: time_step_limit: is [0.001, inf]: the model clamps its time step dt to "
+       "it, but Nestor's Mamba layers do not clamp (only [0.0, Infinity] imports)"},
+      {"time step limit not a list", [](json &c) { c["time_step_limit"] = 0.1; },
+       "config.json: time_step_limit: must be a list [min, max], got number 0.1"},
+      {"time step limit entry",
+       [](json &c) {
+         c["time_step_limit"] = {0.0, "inf"};
+       },
+       "config.json: time_step_limit[1]: must be a number, got string \"inf\""},
   };
   for (const BadConfig &bad : cases) {
     SCOPED_TRACE(bad.what);
     std::string text = editedConfig(heterogeneousSpec(), bad.edit);
     EXPECT_EQ(message(hf::specFromNemotronHConfig(text, "config.json")), bad.expected);
   }
+}
+
+/// Real NemotronH configs carry "time_step_limit": [0.0, Infinity], as Python's json module
+/// writes it (or transformers 5's {"__float__": "Infinity"}); both import, and the words inside
+/// strings are left alone.
+TEST(HuggingFaceConfig, PythonsNonFiniteFloatsImport) {
+  spec::ModelSpec spec = heterogeneousSpec();
+  std::string text = editedConfig(spec, [](json &c) {
+    c["time_step_limit"] = "LIMIT";
+    c["_name_or_path"] = "models/NaN-Infinity";
+    c["time_step_floor"] = "NaN"; // a key Nestor does not read
+  });
+  for (const char *limit : {"[0.0, Infinity]", "[-Infinity, Infinity]", "[0,Infinity]",
+                            R"([0.0, {"__float__": "Infinity"}])"}) {
+    SCOPED_TRACE(limit);
+    std::string edited = text;
+    size_t at = edited.find("\"LIMIT\"");
+    ASSERT_NE(at, std::string::npos);
+    edited.replace(at, 7, limit);
+    edited.insert(edited.rfind('}'), R"(, "time_step_max_bound": NaN)");
+    auto back = hf::specFromNemotronHConfig(edited, "config.json");
+    ASSERT_TRUE(static_cast<bool>(back)) << llvm::toString(back.takeError());
+    EXPECT_EQ(back->name(), "NaN-Infinity");
+    expectSameArchitecture(spec.architecture(), back->architecture());
+  }
+  // A bare word that only starts like one stays invalid JSON.
+  std::string bad = text;
+  bad.replace(bad.find("\"LIMIT\""), 7, "[0.0, Infinityx]");
+  EXPECT_NE(message(hf::specFromNemotronHConfig(bad, "config.json")).find("not valid JSON"),
+            std::string::npos);
 }
 
 TEST(HuggingFaceConfig, BadJsonNamesTheFile) {
@@ -534,7 +583,8 @@ TEST_F(HuggingFaceFolder, ImportChecksShapesAgainstTheConfig) {
   ASSERT_FALSE(static_cast<bool>(ckpt::writeFileAtomic(path("hf/config.json"), text)));
   EXPECT_EQ(message(hf::importHuggingFace(path("hf"), path("back"))),
             path("hf/model.safetensors") +
-                ": tensor 'backbone.layers.0.mixer.A_log' has shape [2] but config.json says [4]");
+                ": tensor 'backbone.layers.0.mixer.in_proj.weight' has shape [42, 24] but "
+                "config.json says [68, 24]");
   EXPECT_FALSE(llvm::sys::fs::exists(path("back/spec.pbtxt")));
 }
 

@@ -27,6 +27,7 @@ struct BuildCommandOptions {
   std::string runDir, budget, output, runtime;
   int64_t context = build::BuildOptions().context;
   bool force = false;
+  ckpt::WeightPolicy weights;
 };
 
 } // namespace
@@ -49,10 +50,11 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
                  "nestor)");
   app.add_flag("--force", opts->force,
                "Replace an executable (and its weights) that nestor build wrote earlier at -o");
+  addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     int exitCode = kBadInput;
-    auto sliced = sliceRun(opts->runDir, opts->budget, exitCode);
+    auto sliced = sliceRun(opts->runDir, opts->budget, opts->weights, exitCode);
     if (!sliced)
       return reportError(sliced.takeError(), exitCode);
     llvm::StringRef parent = llvm::sys::path::parent_path(opts->output);

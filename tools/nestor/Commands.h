@@ -8,6 +8,8 @@
 #ifndef NESTOR_TOOLS_NESTOR_COMMANDS_H
 #define NESTOR_TOOLS_NESTOR_COMMANDS_H
 
+#include "nestor/Checkpoint.h"
+
 #include "llvm/Support/Error.h"
 
 #include <functional>
@@ -35,6 +37,10 @@ Action addImportHfCommand(CLI::App &app);
 Action addGenerateCommand(CLI::App &app);
 Action addBuildCommand(CLI::App &app);
 Action addDevicesCommand(CLI::App &app);
+
+/// Adds the weight loaders' shared flags (--allow-unknown-tensors, --allow-non-finite) to a
+/// command that loads model weights.
+void addWeightPolicyFlags(CLI::App &app, ckpt::WeightPolicy &policy);
 
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`, or kBadInput when the
 /// error's code is std::errc::invalid_argument (the libraries' code for refused input).

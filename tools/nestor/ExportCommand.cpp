@@ -23,11 +23,13 @@ namespace {
 struct ExportOptions {
   std::string denseDir, format, outDir;
   bool force = false;
+  ckpt::WeightPolicy weights;
 };
 
 struct ImportOptions {
   std::string hfDir, outDir;
   bool force = false;
+  ckpt::WeightPolicy weights;
 };
 
 int64_t parameterCount(const train::TensorMap &tensors) {
@@ -55,13 +57,14 @@ nestor::cli::Action nestor::cli::addExportCommand(CLI::App &app) {
       ->check(CLI::IsMember({"hf"}));
   app.add_option("--out", opts->outDir, "Folder for the exported model")->required();
   app.add_flag("--force", opts->force, "Replace an earlier export in --out");
+  addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     std::vector<std::string> inputs = {opts->denseDir};
     if (llvm::Error err =
             ckpt::checkOutputFolder(opts->outDir, hf::kExportKind, inputs, opts->force))
       return reportError(std::move(err));
-    auto model = hf::loadDenseAsHuggingFace(opts->denseDir);
+    auto model = hf::loadDenseAsHuggingFace(opts->denseDir, opts->weights);
     if (!model)
       return reportError(model.takeError());
     if (llvm::Error err = ckpt::claimOutputFolder(opts->outDir, hf::kExportKind, "nestor export",
@@ -90,13 +93,14 @@ nestor::cli::Action nestor::cli::addImportHfCommand(CLI::App &app) {
       ->required();
   app.add_option("--out", opts->outDir, "Folder for spec.pbtxt and model.safetensors")->required();
   app.add_flag("--force", opts->force, "Replace an earlier import in --out");
+  addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     std::vector<std::string> inputs = {opts->hfDir};
     if (llvm::Error err =
             ckpt::checkOutputFolder(opts->outDir, hf::kImportKind, inputs, opts->force))
       return reportError(std::move(err));
-    auto model = hf::loadHuggingFaceAsDense(opts->hfDir);
+    auto model = hf::loadHuggingFaceAsDense(opts->hfDir, opts->weights);
     if (!model)
       return reportError(model.takeError());
     if (llvm::Error err = ckpt::claimOutputFolder(opts->outDir, hf::kImportKind, "nestor import-hf",

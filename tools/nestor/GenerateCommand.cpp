@@ -40,6 +40,7 @@ struct GenerateOptions {
   std::string dir, budget;
   std::vector<std::string> budgets, prompts;
   int64_t maxTokens = 128;
+  ckpt::WeightPolicy weights;
 };
 
 /// One model to serve: a budget of an elastic run, or the whole model.
@@ -76,6 +77,7 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
                  "of the generated kernels per token")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     std::string dir = opts->dir;
     auto spec = spec::loadSpecFile(dir + "/spec.pbtxt");
@@ -119,7 +121,7 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
           opts->prompts.size(), count));
 
     auto t0 = std::chrono::steady_clock::now();
-    auto weights = ckpt::readSafetensors(dir + "/model.safetensors");
+    auto weights = ckpt::loadModelWeights(dir + "/model.safetensors", *spec, opts->weights);
     if (!weights)
       return reportError(weights.takeError());
     double loadSeconds = secondsSince(t0);

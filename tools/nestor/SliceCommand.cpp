@@ -31,6 +31,7 @@ namespace {
 struct SliceOptions {
   std::string runDir, budget, outDir;
   bool force = false;
+  ckpt::WeightPolicy weights;
 };
 
 /// The kind of output folder `nestor slice` writes (ckpt::claimOutputFolder).
@@ -59,6 +60,7 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
                  "Folder for spec.pbtxt, model.safetensors, model.mlir, slice.json")
       ->required();
   app.add_flag("--force", opts->force, "Replace an earlier slice in --out");
+  addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
     std::string run = opts->runDir;
@@ -66,7 +68,7 @@ nestor::cli::Action nestor::cli::addSliceCommand(CLI::App &app) {
     if (llvm::Error err = ckpt::checkOutputFolder(opts->outDir, kSliceKind, inputs, opts->force))
       return reportError(std::move(err));
     int exitCode = kBadInput;
-    auto result = sliceRun(run, opts->budget, exitCode);
+    auto result = sliceRun(run, opts->budget, opts->weights, exitCode);
     if (!result)
       return reportError(result.takeError(), exitCode);
     const spec::ModelSpec *spec = &result->parent;

@@ -12,7 +12,9 @@
 using namespace nestor;
 
 llvm::Expected<cli::SlicedRun> nestor::cli::sliceRun(const std::string &run,
-                                                     const std::string &budgetName, int &exitCode) {
+                                                     const std::string &budgetName,
+                                                     const ckpt::WeightPolicy &policy,
+                                                     int &exitCode) {
   exitCode = kBadInput;
   auto spec = spec::loadSpecFile(run + "/spec.pbtxt");
   if (!spec)
@@ -28,7 +30,7 @@ llvm::Expected<cli::SlicedRun> nestor::cli::sliceRun(const std::string &run,
         "%s: the run has not finished (no model.safetensors); slice it once `nestor train` (or "
         "--resume) completes",
         run.c_str());
-  auto weights = ckpt::readSafetensors(run + "/model.safetensors");
+  auto weights = ckpt::loadModelWeights(run + "/model.safetensors", *spec, policy);
   if (!weights)
     return weights.takeError();
   auto importance = train::readImportance(run + "/importance.json");

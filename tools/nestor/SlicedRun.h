@@ -7,6 +7,7 @@
 #ifndef NESTOR_TOOLS_NESTOR_SLICEDRUN_H
 #define NESTOR_TOOLS_NESTOR_SLICEDRUN_H
 
+#include "nestor/Checkpoint.h"
 #include "nestor/Slice.h"
 #include "nestor/Trainer.h"
 
@@ -22,10 +23,10 @@ struct SlicedRun {
   std::string graph;        // the dense graph elastic-slice built, printed
 };
 
-/// Slices `runDir` at `budget`. On failure, `exitCode` says whether the input was bad (2) or
-/// the slicing failed (1).
+/// Slices `runDir` at `budget`, its weights loaded under `policy`. On failure, `exitCode` says
+/// whether the input was bad (2) or the slicing failed (1).
 llvm::Expected<SlicedRun> sliceRun(const std::string &runDir, const std::string &budget,
-                                   int &exitCode);
+                                   const ckpt::WeightPolicy &policy, int &exitCode);
 
 } // namespace nestor::cli
 

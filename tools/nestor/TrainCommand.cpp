@@ -41,6 +41,7 @@ struct TrainOptions {
   std::string specPath, outDir, parentPath;
   bool resume = false;
   std::string device = "cpu";
+  ckpt::WeightPolicy weights;
 };
 
 std::string duration(double seconds) {
@@ -123,6 +124,7 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
                  "the optimizer and the importance ranking stay on the CPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     auto spec = spec::loadSpecFile(opts->specPath);
     if (!spec)
@@ -154,7 +156,7 @@ nestor::cli::Action nestor::cli::addTrainCommand(CLI::App &app) {
       return reportError(source.takeError());
     std::optional<TensorMap> parent;
     if (!opts->parentPath.empty()) {
-      auto w = ckpt::readSafetensors(opts->parentPath);
+      auto w = ckpt::loadModelWeights(opts->parentPath, train::parentSpec(*spec), opts->weights);
       if (!w)
         return reportError(w.takeError());
       parent = std::move(*w);

@@ -18,6 +18,15 @@
 
 using namespace nestor::cli;
 
+void nestor::cli::addWeightPolicyFlags(CLI::App &app, ckpt::WeightPolicy &policy) {
+  app.add_flag("--allow-unknown-tensors", policy.allowUnknown,
+               "Drop tensors of the weights file that are not parameters of the model (default: "
+               "refuse the file)");
+  app.add_flag("--allow-non-finite", policy.allowNonFinite,
+               "Load weights that hold NaN or infinite values (default: refuse the file, naming "
+               "the tensor and index)");
+}
+
 int nestor::cli::reportError(llvm::Error error, int exitCode) {
   llvm::handleAllErrors(std::move(error), [&](const llvm::ErrorInfoBase &info) {
     llvm::WithColor::error(llvm::errs(), "nestor") << info.message() << "\n";
