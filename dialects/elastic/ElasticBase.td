@@ -27,6 +27,8 @@ def Elastic_Dialect : Dialect {
   let cppNamespace = "::nestor::elastic";
   let useDefaultTypePrinterParser = 1;
   let useDefaultAttributePrinterParser = 1;
+  // `elastic.param` on a function argument names a weight: a statically shaped tensor.
+  let hasRegionArgAttrVerify = 1;
   let extraClassDeclaration = [{
     void registerTypes();
   }];

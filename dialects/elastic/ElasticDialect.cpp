@@ -26,3 +26,24 @@ void ElasticDialect::initialize() {
       >();
   registerTypes();
 }
+
+LogicalResult ElasticDialect::verifyRegionArgAttribute(Operation *op, unsigned regionIndex,
+                                                       unsigned argIndex,
+                                                       NamedAttribute attribute) {
+  if (attribute.getName() != "elastic.param")
+    return success();
+  auto name = dyn_cast<StringAttr>(attribute.getValue());
+  if (!name || name.getValue().empty())
+    return op->emitOpError() << "argument " << argIndex
+                             << ": 'elastic.param' must name the weight (a non-empty string)";
+  if (regionIndex >= op->getNumRegions() || op->getRegion(regionIndex).empty())
+    return success();
+  Type type = op->getRegion(regionIndex).getArgument(argIndex).getType();
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor || !tensor.hasStaticShape())
+    return op->emitOpError() << "argument " << argIndex << ": weight '" << name.getValue()
+                             << "' must be a statically shaped tensor (the spec fixes its "
+                                "sizes), got "
+                             << type;
+  return success();
+}

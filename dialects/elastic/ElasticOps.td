@@ -17,8 +17,12 @@ include "mlir/IR/CommonAttrConstraints.td"
 
 def Elastic_FloatTensor : RankedTensorOf<[F32, F64]>;
 def Elastic_Activation : 3DTensorOf<[F32, F64]>;
-def Elastic_Matrix : 2DTensorOf<[F32, F64]>;
-def Elastic_Vector : 1DTensorOf<[F32, F64]>;
+// Weights (and the per-layer vectors beside them) have the sizes of the spec: static shapes;
+// only activations have dynamic (batch, sequence) extents.
+def Elastic_Matrix : RankedTensorOf<[F32, F64], [HasAnyRankOfPred<[2]>, HasStaticShapePred],
+                                    "statically shaped 2D tensor">;
+def Elastic_Vector : RankedTensorOf<[F32, F64], [HasAnyRankOfPred<[1]>, HasStaticShapePred],
+                                    "statically shaped 1D tensor">;
 def Elastic_Scalar : 0DTensorOf<[F32, F64]>;
 def Elastic_Tokens : 2DTensorOf<[I32]>;
 def Elastic_OptionalMask : Optional<Elastic_MaskType>;

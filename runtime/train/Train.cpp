@@ -7,9 +7,12 @@
 
 #include "mlir/IR/BuiltinOps.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FormatVariadic.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 using namespace mlir;
 using namespace nestor;
@@ -327,8 +330,34 @@ llvm::Expected<StepReport> Session::step(const StepInputs &in) {
   r.lr = in.lr;
   r.tau = in.router.tau;
   r.logitScale = in.router.logitScale;
-  if (!std::isfinite(r.loss))
-    return llvm::createStringError("the loss is %s", std::isnan(r.loss) ? "NaN" : "infinite");
+  if (!std::isfinite(r.loss)) {
+    // Name where it comes from: the first weight (the student's, then the frozen teacher's)
+    // or teacher logit that is not finite; none means the step's own arithmetic overflowed.
+    std::string what = std::isnan(r.loss) ? "NaN" : "infinite";
+    auto firstBad = [](const std::vector<float> &v) {
+      return std::find_if(v.begin(), v.end(), [](float x) { return !std::isfinite(x); }) -
+             v.begin();
+    };
+    auto scan = [&](const TensorMap &map, const char *whose) -> std::optional<std::string> {
+      for (const auto &[name, t] : map)
+        if (size_t at = firstBad(t.data); at < t.data.size())
+          return llvm::formatv("{0} weight {1} holds {2} at element {3}", whose, name,
+                               std::isnan(t.data[at]) ? "NaN" : "an infinity", at)
+              .str();
+      return std::nullopt;
+    };
+    std::optional<std::string> source = scan(weights, "the student's");
+    if (!source && isElastic)
+      source = scan(teacher, "the teacher's");
+    if (!source && isElastic)
+      if (size_t at = firstBad(teacherLogits); at < teacherLogits.size())
+        source = llvm::formatv("the teacher's logits are not finite (element {0})", at).str();
+    return llvm::createStringError(
+        "the loss is %s: %s", what.c_str(),
+        source ? source->c_str()
+               : "every weight and teacher logit is finite, so the step's arithmetic overflowed "
+                 "(try a lower learning rate)");
+  }
 
   // Global gradient norm, then clipping and AdamW, in place.
   std::vector<const void *> grads;

@@ -48,11 +48,11 @@ func.func @f(%tok: tensor<?x?xi32> {elastic.input = "tokens"},
 // CHECK-LABEL: func.func @f_train_step
 // CHECK: %[[Z:.+]] = arith.constant dense<0.000000e+00> : tensor<4xf32>
 // CHECK: return %{{.+}}, %{{.+}}, %{{.+}}, %[[Z]]
-func.func @f(%s: tensor<?x?x5xf32> {elastic.param = "student"},
-             %t: tensor<?x?x5xf32> {elastic.input = "teacher_logits"},
-             %unused: tensor<4xf32> {elastic.param = "unused"}) -> (tensor<?x?x5xf32>, tensor<f32>) {
-  %kd = elastic.kl_distill %s, %t : (tensor<?x?x5xf32>, tensor<?x?x5xf32>) -> tensor<f32>
-  return %s, %kd : tensor<?x?x5xf32>, tensor<f32>
+func.func @f(%s: tensor<2x3x5xf32> {elastic.param = "student"},
+             %t: tensor<2x3x5xf32> {elastic.input = "teacher_logits"},
+             %unused: tensor<4xf32> {elastic.param = "unused"}) -> (tensor<2x3x5xf32>, tensor<f32>) {
+  %kd = elastic.kl_distill %s, %t : (tensor<2x3x5xf32>, tensor<2x3x5xf32>) -> tensor<f32>
+  return %s, %kd : tensor<2x3x5xf32>, tensor<f32>
 }
 
 // -----

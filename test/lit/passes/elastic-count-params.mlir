@@ -24,7 +24,7 @@ func.func @helper(%x: tensor<4xf32>) {
 
 // -----
 
-// expected-error @+1 {{parameter 'w' must be a tensor of static shape}}
+// expected-error @+1 {{argument 0: weight 'w' must be a statically shaped tensor (the spec fixes its sizes), got 'tensor<?x4xf32>'}}
 func.func @dynamic(%w: tensor<?x4xf32> {elastic.param = "w"}) {
   return
 }

@@ -173,7 +173,7 @@ func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf32>, %down: tensor<64x1
 // ODS-generated constraints, a few representative ones: operand rank, operand element type,
 // result rank, attribute constraints, a missing attribute, AllTypesMatch (generic form).
 func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64x64xf32>) {
-  // expected-error @+1 {{operand #1 must be 1D tensor of 32-bit float or 64-bit float values, but got 'tensor<64x64xf32>'}}
+  // expected-error @+1 {{operand #1 must be statically shaped 1D tensor of 32-bit float or 64-bit float values, but got 'tensor<64x64xf32>'}}
   %y = elastic.rmsnorm %x, %w : (tensor<?x?x64xf32>, tensor<64x64xf32>) -> tensor<?x?x64xf32>
   return
 }
@@ -246,7 +246,7 @@ func.func @t(%h: tensor<?x?x64xf32>, %b: tensor<?x?x32xf32>) {
 
 // A mask value in a non-mask operand position is an ODS operand-type error.
 func.func @t(%x: tensor<?x?x64xf32>, %m: !elastic.mask<hidden, 64>) {
-  // expected-error @+1 {{operand #1 must be 2D tensor of 32-bit float or 64-bit float values, but got '!elastic.mask<hidden, 64>'}}
+  // expected-error @+1 {{operand #1 must be statically shaped 2D tensor of 32-bit float or 64-bit float values, but got '!elastic.mask<hidden, 64>'}}
   %y = "elastic.lm_head"(%x, %m) : (tensor<?x?x64xf32>, !elastic.mask<hidden, 64>) -> tensor<?x?x256xf32>
   return
 }
@@ -1392,7 +1392,7 @@ func.func @t(%p: tensor<?xf32>) {
 // -----
 
 func.func @t(%p: tensor<?xf32>) {
-  // expected-error @+1 {{expects probabilities of static shape}}
+  // expected-error @+1 {{operand #0 must be statically shaped 1D tensor of 32-bit float or 64-bit float values, but got 'tensor<?xf32>'}}
   %k = elastic.layer_keep %p {order = array<i64: 0, 1>, mode = #elastic.mask_mode<soft>} : tensor<?xf32> -> tensor<2xf32>
   return
 }
@@ -1400,7 +1400,7 @@ func.func @t(%p: tensor<?xf32>) {
 // -----
 
 func.func @t(%p: tensor<2xf32>) {
-  // expected-error @+1 {{expects one keep gate per layer (a static result shape)}}
+  // expected-error @+1 {{result #0 must be statically shaped 1D tensor of 32-bit float or 64-bit float values, but got 'tensor<?xf32>'}}
   %k = elastic.layer_keep %p {order = array<i64: 0, 1>, mode = #elastic.mask_mode<soft>} : tensor<2xf32> -> tensor<?xf32>
   return
 }
@@ -1416,8 +1416,8 @@ func.func @t(%p: tensor<?xf32>) {
 // -----
 
 // A masked dimension unknown until run time is not checked against the mask.
-func.func @t(%x: tensor<?x?x?xf32>, %w: tensor<?xf32>, %m: !elastic.mask<hidden, 64>) -> tensor<?x?x?xf32> {
-  %y = elastic.rmsnorm %x, %w hidden(%m : !elastic.mask<hidden, 64>) : (tensor<?x?x?xf32>, tensor<?xf32>) -> tensor<?x?x?xf32>
+func.func @t(%x: tensor<?x?x?xf32>, %w: tensor<64xf32>, %m: !elastic.mask<hidden, 64>) -> tensor<?x?x?xf32> {
+  %y = elastic.rmsnorm %x, %w hidden(%m : !elastic.mask<hidden, 64>) : (tensor<?x?x?xf32>, tensor<64xf32>) -> tensor<?x?x?xf32>
   return %y : tensor<?x?x?xf32>
 }
 
@@ -1458,5 +1458,29 @@ func.func @t(%x: tensor<?x?x64xf32>, %wq: tensor<64x64xf32>, %wk: tensor<32x64xf
 func.func @t(%x: tensor<?x?x64xf32>, %in_proj: tensor<296x64xf32>, %conv_w: tensor<160x4xf32>, %conv_b: tensor<160xf32>, %v8: tensor<8xf32>, %norm_w: tensor<128xf32>, %out_proj: tensor<64x128xf32>) {
   // expected-error @+1 {{num_heads = 4611686018427387904 is larger than the supported maximum 16777216}}
   %y = elastic.mamba2 %x, %in_proj, %conv_w, %conv_b, %v8, %v8, %v8, %norm_w, %out_proj {num_heads = 4611686018427387904 : i64, head_dim = 16 : i64, n_groups = 2 : i64, state_size = 8 : i64} : (tensor<?x?x64xf32>, tensor<296x64xf32>, tensor<160x4xf32>, tensor<160xf32>, tensor<8xf32>, tensor<8xf32>, tensor<8xf32>, tensor<128xf32>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}
+
+// -----
+
+// Weights have the spec's static sizes: a dynamic extent is a verifier error, so no pass
+// (elastic-slice, convert-elastic-to-kernel) ever sees one.
+// expected-error @+1 {{argument 1: weight 'backbone.layers.0.mixer.up_proj.weight' must be a statically shaped tensor (the spec fixes its sizes), got 'tensor<?x64xf32>'}}
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<?x64xf32> {elastic.param = "backbone.layers.0.mixer.up_proj.weight"}) {
+  return
+}
+
+// -----
+
+// expected-error @+1 {{argument 0: 'elastic.param' must name the weight (a non-empty string)}}
+func.func @t(%w: tensor<4xf32> {elastic.param = 3 : i64}) {
+  return
+}
+
+// -----
+
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<?x64xf32>, %down: tensor<64x?xf32>) {
+  // expected-error @+1 {{operand #1 must be statically shaped 2D tensor of 32-bit float or 64-bit float values, but got 'tensor<?x64xf32>'}}
+  %y = elastic.mlp %x, %up, %down : (tensor<?x?x64xf32>, tensor<?x64xf32>, tensor<64x?xf32>) -> tensor<?x?x64xf32>
   return
 }
