@@ -4,7 +4,9 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: deps configure build demo check clean
+FUZZ_SECONDS ?= 30
+
+.PHONY: deps configure build demo check fuzz clean
 
 deps:
 	@bash scripts/deps.sh
@@ -26,6 +28,11 @@ demo: build
 check: build
 	cd $(BUILD) && OMP_WAIT_POLICY=$${OMP_WAIT_POLICY:-passive} \
 	  OPENBLAS_THREAD_TIMEOUT=$${OPENBLAS_THREAD_TIMEOUT:-4} ctest --output-on-failure -j $(JOBS)
+	bash scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Long fuzzing runs: 10 minutes per target (scripts/fuzz.sh; findings in build-fuzz/fuzz-findings).
+fuzz: deps
+	bash scripts/fuzz.sh $${FUZZ_SECONDS:-600}
 
 clean:
 	rm -rf $(BUILD)

@@ -18,6 +18,8 @@ packages=(
   libopenblas-dev nlohmann-json3-dev libcli11-dev libfmt-dev
   # the program file's checksum (zlib's crc32)
   zlib1g-dev
+  # fuzzing and the sanitizer build (scripts/fuzz.sh): clang with libFuzzer, ASan and UBSan
+  clang libclang-rt-dev
 )
 
 missing=()

@@ -237,9 +237,11 @@ Problem wordProblem(CounterRng &rng, int64_t maxDigits, int64_t steps) {
         size = 1 + (size - 1) % (value / count);
       int64_t total = working.apply(count, '*', size);
       value = working.apply(value, loss ? '-' : '+', total);
-      events.push_back(llvm::formatv(loss ? rng.pick(kGroupLosses) : rng.pick(kGroupGains), count,
-                                     rng.pick(kContainers), size)
-                           .str());
+      // Two draws: named, in a fixed order (the order of function arguments is unspecified;
+      // g++ and clang++ differ, and the data must not depend on the compiler).
+      const char *containers = rng.pick(kContainers);
+      const char *event = loss ? rng.pick(kGroupLosses) : rng.pick(kGroupGains);
+      events.push_back(llvm::formatv(event, count, containers, size).str());
     } else if (kind == 3 && !scaled) {
       // Doubling at most once keeps the numbers from outgrowing the byte budget.
       scaled = true;

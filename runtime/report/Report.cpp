@@ -627,6 +627,10 @@ std::vector<double> linearTicks(double lo, double hi, int target, bool integer) 
 std::vector<double> logTicks(double lo, double hi) {
   static const std::vector<std::vector<double>> mantissas = {
       {1}, {1, 2, 5}, {1, 1.5, 2, 3, 5, 7}, {1, 2, 3, 4, 5, 6, 7, 8, 9}};
+  // A non-finite or non-positive range (a diverged run's losses) has no decades to mark; the
+  // int conversions below would be undefined.
+  if (!(lo > 0) || !std::isfinite(lo) || !std::isfinite(hi) || !(hi >= lo))
+    return {};
   int e0 = int(std::floor(std::log10(lo))), e1 = int(std::ceil(std::log10(hi)));
   int decadeStep = std::max(1, (e1 - e0) / 8);
   std::vector<double> ticks;

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The sanitizer build: clang with ASan + UBSan (+ libFuzzer coverage) in its own build folder.
+# It runs the unit tests of the libraries that read untrusted input (spec, checkpoints and
+# JSON, Hugging Face import/export, data, report) clean, then the libFuzzer targets (fuzz/),
+# each for SECONDS (default 30): first every regression input
+# (fuzz/regressions/TARGET, each once), then a run from the seed corpus (fuzz/corpus/TARGET,
+# copied so the tree is not changed). A crash, a leak, a UB report, a timeout (10 s for one
+# input) or an input over 2 GiB of memory fails the script; libFuzzer leaves the input in
+# BUILD/fuzz-findings/TARGET, to be added to fuzz/regressions once fixed.
+#   scripts/fuzz.sh [SECONDS] [BUILD]       (`make fuzz` runs 600 s per target)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-30}
+build=${2:-build-fuzz}
+targets=(spec config safetensors json program)
+# The unit tests that build without MLIR; the rest (compiler, kernels, trainer) are not in the
+# sanitizer build yet.
+tests=(SpecTests CheckpointTests HuggingFaceTests DataTests ReportTests)
+
+if ! command -v clang++ >/dev/null; then
+  echo "fuzz.sh: clang++ is not installed (scripts/deps.sh installs it)" >&2
+  exit 1
+fi
+if [ ! -f "$build/build.ninja" ]; then
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+    -DNESTOR_FUZZ=ON -DNESTOR_BUILD_TESTS=ON >/dev/null
+fi
+cmake --build "$build" --target "${targets[@]/#/fuzz-}" "${tests[@]}"
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
+status=0
+for t in "${tests[@]}"; do
+  if "$build/bin/$t" >"$build/$t.sanitize.log" 2>&1; then
+    echo "fuzz.sh: $t under ASan + UBSan: $(grep -o 'PASSED.*' "$build/$t.sanitize.log" | tail -1)"
+  else
+    echo "fuzz.sh: $t under ASan + UBSan: FAILED (log: $build/$t.sanitize.log)" >&2
+    grep -m3 -E "ERROR|runtime error|FAILED" "$build/$t.sanitize.log" >&2 || true
+    status=1
+  fi
+done
+for t in "${targets[@]}"; do
+  exe="$build/bin/fuzz-$t"
+  findings="$build/fuzz-findings/$t"
+  corpus="$build/fuzz-corpus/$t"
+  mkdir -p "$findings" "$corpus"
+  cp -n fuzz/corpus/"$t"/* "$corpus"/ 2>/dev/null || true
+  if compgen -G "fuzz/regressions/$t/*" >/dev/null; then
+    if ! "$exe" -rss_limit_mb=2048 -timeout=10 fuzz/regressions/"$t"/* >"$findings/regressions.log" 2>&1; then
+      echo "fuzz.sh: $t: a regression input fails again (log: $findings/regressions.log)" >&2
+      status=1
+      continue
+    fi
+  fi
+  if "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \
+      -artifact_prefix="$findings/" "$corpus" >"$findings/run.log" 2>&1; then
+    runs=$(grep -o 'Done [0-9]* runs' "$findings/run.log" | tail -1)
+    echo "fuzz.sh: $t: ${runs#Done } in ${seconds} s, no crash"
+  else
+    echo "fuzz.sh: $t: FAILED (log: $findings/run.log; input in $findings/)" >&2
+    grep -m3 -E "ERROR|SUMMARY" "$findings/run.log" >&2 || true
+    status=1
+  fi
+done
+exit $status
