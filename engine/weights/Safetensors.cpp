@@ -344,3 +344,26 @@ Result<TensorMap> nestor::engine::readSafetensorsFile(const std::string &path,
     return s;
   return tensors;
 }
+
+std::optional<std::string> nestor::engine::nonFiniteProblem(const std::string &name,
+                                                            const train::Tensor &tensor) {
+  const std::vector<float> &data = tensor.data;
+  auto notFinite = [](float v) { return !std::isfinite(v); };
+  auto bad = std::find_if(data.begin(), data.end(), notFinite);
+  if (bad == data.end())
+    return std::nullopt;
+  size_t count = static_cast<size_t>(std::count_if(bad, data.end(), notFinite));
+  size_t index = static_cast<size_t>(bad - data.begin());
+  // The index in each dimension, row-major: [row, column] for a matrix.
+  std::vector<int64_t> at(tensor.shape.size());
+  size_t rest = index;
+  for (size_t d = tensor.shape.size(); d-- > 0;) {
+    size_t extent = static_cast<size_t>(std::max<int64_t>(tensor.shape[d], 1));
+    at[d] = static_cast<int64_t>(rest % extent);
+    rest /= extent;
+  }
+  std::string value = std::isnan(*bad) ? "NaN" : *bad > 0 ? "+Inf" : "-Inf";
+  return "tensor '" + name + "' holds " + value + " at index " + std::to_string(index) + " " +
+         shapeString(at) + " (" + std::to_string(count) + " of its " + std::to_string(data.size()) +
+         " values are not finite)";
+}

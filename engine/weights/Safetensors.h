@@ -42,6 +42,11 @@ std::optional<uint64_t> elementCount(const std::vector<int64_t> &shape);
 /// "[2, 3]".
 std::string shapeString(const std::vector<int64_t> &shape);
 
+/// When `tensor` holds a NaN or an infinity: "tensor 'NAME' holds NaN at index 53 [3, 5] (2 of
+/// its 384 values are not finite)", naming the first (its flat and row-major index); else
+/// std::nullopt. Every weight loader refuses such weights with this message.
+std::optional<std::string> nonFiniteProblem(const std::string &name, const train::Tensor &tensor);
+
 } // namespace nestor::engine
 
 #endif // NESTOR_ENGINE_SAFETENSORS_H

@@ -319,26 +319,9 @@ llvm::Error nestor::ckpt::checkModelWeights(TensorMap &tensors, const spec::Mode
     tensors.erase(name);
   if (policy.allowNonFinite)
     return llvm::Error::success();
-  for (const spec::ParamShape &p : params) {
-    const std::vector<float> &data = tensors.at(p.name).data;
-    auto bad = std::find_if(data.begin(), data.end(), [](float v) { return !std::isfinite(v); });
-    if (bad == data.end())
-      continue;
-    size_t count = std::count_if(bad, data.end(), [](float v) { return !std::isfinite(v); });
-    size_t index = static_cast<size_t>(bad - data.begin());
-    // The index in each dimension, row-major: [row, column] for a matrix.
-    std::vector<int64_t> at(p.shape.size());
-    size_t rest = index;
-    for (size_t d = p.shape.size(); d-- > 0;) {
-      at[d] = static_cast<int64_t>(rest % static_cast<size_t>(p.shape[d]));
-      rest /= static_cast<size_t>(p.shape[d]);
-    }
-    std::string value = std::isnan(*bad) ? "NaN" : *bad > 0 ? "+Inf" : "-Inf";
-    return errorAt(file, "tensor '" + p.name + "' holds " + value + " at index " +
-                             std::to_string(index) + " " + shapeString(at) + " (" +
-                             std::to_string(count) + " of its " + std::to_string(data.size()) +
-                             " values are not finite); --allow-non-finite loads it anyway");
-  }
+  for (const spec::ParamShape &p : params)
+    if (std::optional<std::string> problem = engine::nonFiniteProblem(p.name, tensors.at(p.name)))
+      return errorAt(file, *problem + "; --allow-non-finite loads it anyway");
   return llvm::Error::success();
 }
 

@@ -26,6 +26,8 @@
 #include <filesystem>
 #include <new>
 #include <omp.h>
+#include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -208,6 +210,17 @@ int run(int argc, char **argv, const std::string &name) {
     throw Failure(where + ": the program targets '" + program.target() +
                   "'; this runtime runs CPU programs");
   train::TensorMap weights = take(engine::readSafetensorsFile(opts.weights));
+  // The weights file is exactly the program's parameters (nestor build writes it so): anything
+  // else, or a NaN or infinity, is refused before the first token.
+  std::set<std::string> names;
+  for (const engine::Parameter &p : engine::parameters(*fn))
+    names.insert(p.name);
+  for (const auto &[name, tensor] : weights) {
+    if (!names.count(name))
+      throw Failure(opts.weights + ": tensor '" + name + "' is not a weight of the program");
+    if (std::optional<std::string> problem = engine::nonFiniteProblem(name, tensor))
+      throw Failure(opts.weights + ": " + *problem);
+  }
   auto decoderOr = engine::ProgramDecoder::create(*fn, weights);
   if (!decoderOr.ok())
     throw Failure(opts.weights + ": " + decoderOr.status().message());
