@@ -277,40 +277,36 @@ public:
     auto j = ckpt::readJsonObject(file);
     if (!j)
       return j.takeError();
-    auto field = [&](const char *key, bool (nlohmann::json::*is)() const,
-                     const char *what) -> llvm::Expected<const nlohmann::json *> {
+    // Reads `key` into `out` when it is there and `is` holds for it.
+    auto field = [&](const char *key, bool (nlohmann::json::*is)() const, const char *what,
+                     auto &out) -> llvm::Error {
       auto it = j->find(key);
       if (it == j->end())
         return llvm::createStringError("%s: '%s' is missing", file.c_str(), key);
       if (!((*it).*is)())
         return llvm::createStringError("%s: '%s' must be %s, got %s", file.c_str(), key, what,
                                        it->dump().c_str());
-      return &*it;
+      it->get_to(out);
+      return llvm::Error::success();
     };
     RunState s;
-    auto phase = field("phase", &nlohmann::json::is_string, "a string");
-    if (!phase)
-      return phase.takeError();
-    s.phase = (*phase)->get<std::string>();
-    auto step = field("step", &nlohmann::json::is_number_unsigned, "a non-negative integer");
-    if (!step)
-      return step.takeError();
-    if ((*step)->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+    uint64_t step = 0;
+    const char *count = "a non-negative integer";
+    if (llvm::Error err = field("phase", &nlohmann::json::is_string, "a string", s.phase))
+      return err;
+    if (llvm::Error err = field("step", &nlohmann::json::is_number_unsigned, count, step))
+      return err;
+    if (step > uint64_t(std::numeric_limits<int64_t>::max()))
       return llvm::createStringError("%s: 'step' is out of range", file.c_str());
-    s.step = (*step)->get<int64_t>();
-    auto checkpoint = field("checkpoint", &nlohmann::json::is_string, "a string");
-    if (!checkpoint)
-      return checkpoint.takeError();
-    s.checkpoint = (*checkpoint)->get<std::string>();
-    auto parentDone = field("parent_done", &nlohmann::json::is_boolean, "true or false");
-    if (!parentDone)
-      return parentDone.takeError();
-    s.parentDone = (*parentDone)->get<bool>();
-    auto bytes =
-        field("metrics_bytes", &nlohmann::json::is_number_unsigned, "a non-negative integer");
-    if (!bytes)
-      return bytes.takeError();
-    s.metricsBytes = (*bytes)->get<uint64_t>();
+    s.step = static_cast<int64_t>(step);
+    if (llvm::Error err = field("checkpoint", &nlohmann::json::is_string, "a string", s.checkpoint))
+      return err;
+    if (llvm::Error err =
+            field("parent_done", &nlohmann::json::is_boolean, "true or false", s.parentDone))
+      return err;
+    if (llvm::Error err =
+            field("metrics_bytes", &nlohmann::json::is_number_unsigned, count, s.metricsBytes))
+      return err;
     if (s.phase != "parent" && s.phase != "elastic" && s.phase != "done")
       return llvm::createStringError("%s: unknown phase '%s'", file.c_str(), s.phase.c_str());
     return s;
