@@ -5,6 +5,7 @@
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <zlib.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -101,6 +102,37 @@ const pg::Function *nestor::engine::findFunction(const pg::Program &program,
     if (f.name() == name)
       return &f;
   return nullptr;
+}
+
+std::string nestor::engine::prefillEntry(int64_t tokens) {
+  return "prefill_" + std::to_string(tokens);
+}
+
+int64_t nestor::engine::prefillTokens(const std::string &name) {
+  const std::string prefix = "prefill_";
+  if (name.compare(0, prefix.size(), prefix) != 0 || name.size() == prefix.size() ||
+      name.size() > prefix.size() + 9)
+    return 0;
+  int64_t n = 0;
+  for (size_t i = prefix.size(); i < name.size(); ++i) {
+    if (name[i] < '0' || name[i] > '9')
+      return 0;
+    n = 10 * n + (name[i] - '0');
+  }
+  return prefillEntry(n) == name ? n : 0; // no leading zeros
+}
+
+std::vector<const pg::Function *> nestor::engine::inferenceFunctions(const pg::Program &program) {
+  std::vector<const pg::Function *> out{findFunction(program, kDecodeStep)};
+  std::vector<std::pair<int64_t, const pg::Function *>> prefill;
+  for (const pg::Function &f : program.functions())
+    if (int64_t n = prefillTokens(f.name()); n > 1)
+      prefill.push_back({n, &f});
+  std::sort(prefill.begin(), prefill.end(),
+            [](const auto &a, const auto &b) { return a.first > b.first; });
+  for (auto &[n, f] : prefill)
+    out.push_back(f);
+  return out;
 }
 
 std::vector<Parameter> nestor::engine::parameters(const pg::Function &fn) {

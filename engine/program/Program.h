@@ -68,6 +68,18 @@ Status validateProgram(const program::Program &program);
 /// The function named `name`, or nullptr.
 const program::Function *findFunction(const program::Program &program, const std::string &name);
 
+/// The inference entry points (compileInference in nestor/Compile.h writes them, the
+/// ProgramDecoder runs them): `@decode_step` appends one token of one sequence, `@prefill_<C>`
+/// appends C tokens at once (a prompt in a few calls, at the cost of a forward pass). All share
+/// the weights, the state arguments (KV caches, conv windows, SSM states) and the inputs.
+inline constexpr const char *kDecodeStep = "decode_step";
+std::string prefillEntry(int64_t tokens);
+/// The tokens a `@prefill_<C>` entry appends (C), or 0 when `name` is no prefill entry point.
+int64_t prefillTokens(const std::string &name);
+/// The inference entry points of `program`: `@decode_step` first (nullptr when there is none),
+/// then the prefill entry points, longest first.
+std::vector<const program::Function *> inferenceFunctions(const program::Program &program);
+
 /// A weight a function reads: its name and shape.
 struct Parameter {
   std::string name;

@@ -39,6 +39,9 @@ struct BuildOptions {
   /// plus generated tokens the executable serves. Only memory grows with it (attention reads
   /// the positions filled so far); a model without attention has no limit.
   int64_t context = 4096;
+  /// The longest prefill entry point (nestor/Compile.h, prefillChunks; kDefaultPrefillChunk
+  /// there): prompts are read that many tokens per call.
+  int64_t prefillChunk = 256;
   /// Replace an executable (and its weights) that `nestor build` wrote earlier at the output
   /// path. Without it an existing output is refused; anything else there is refused always.
   bool force = false;
@@ -50,10 +53,10 @@ struct BuildOptions {
 /// running executable cannot be found.
 std::string defaultRuntime();
 
-/// The program an executable of `dense` carries: its `@decode_step` for `options.context`
-/// positions, target "cpu", with a description for --help. Fails, saying why, for a spec with
-/// an elastic section (slice it first), one that does not validate, or a tokenizer other than
-/// the byte tokenizer.
+/// The program an executable of `dense` carries: its inference entry points (`@decode_step`,
+/// `@prefill_<C>`) for `options.context` positions, target "cpu", with a description for --help.
+/// Fails, saying why, for a spec with an elastic section (slice it first), one that does not
+/// validate, or a tokenizer other than the byte tokenizer.
 llvm::Expected<program::Program> compileExecutableProgram(mlir::MLIRContext &context,
                                                           const spec::ModelSpec &dense,
                                                           const BuildOptions &options = {});

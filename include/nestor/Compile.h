@@ -88,10 +88,25 @@ compileOptimizer(mlir::MLIRContext &context, llvm::ArrayRef<StepArg> params,
 /// point engine::ProgramDecoder runs). For an elastic spec the active sizes are run-time
 /// inputs, so one program serves every budget of the parent; for a dense (sliced) spec the
 /// sizes are the spec's. `depthOrder` is the depth ranking the dropped layers follow.
-llvm::Expected<program::Function> compileDecodeStep(mlir::MLIRContext &context,
-                                                    const spec::ModelSpec &spec,
-                                                    int64_t contextLength,
-                                                    llvm::ArrayRef<int64_t> depthOrder = {});
+/// With `tokens` > 1, the same step appending `tokens` tokens at once, emitted as
+/// `@prefill_<tokens>` (engine::prefillEntry).
+llvm::Expected<program::Function>
+compileDecodeStep(mlir::MLIRContext &context, const spec::ModelSpec &spec, int64_t contextLength,
+                  llvm::ArrayRef<int64_t> depthOrder = {}, int64_t tokens = 1);
+
+/// The longest prefill chunk by default: a prompt is read 256 tokens per call, in GEMMs of 256
+/// rows, like the forward pass of training.
+inline constexpr int64_t kDefaultPrefillChunk = 256;
+/// The prefill chunks for a longest chunk C: C, C/16, C/256, ... while above 1 (256 gives 256
+/// and 16). A prompt of n tokens then takes at most n/C + 15 + 15 calls (the last ones
+/// `@decode_step`); none for C <= 1.
+std::vector<int64_t> prefillChunks(int64_t longestChunk);
+/// Every inference entry point of `spec` (what engine::ProgramDecoder runs): `@decode_step`,
+/// then `@prefill_<C>` for each C of prefillChunks(longestChunk) below `contextLength`.
+llvm::Expected<std::vector<program::Function>>
+compileInference(mlir::MLIRContext &context, const spec::ModelSpec &spec, int64_t contextLength,
+                 llvm::ArrayRef<int64_t> depthOrder = {},
+                 int64_t longestChunk = kDefaultPrefillChunk);
 
 /// The dense model of a trained elastic model at one budget (METHOD.md §8), built by the
 /// `elastic-slice` pass: `module` holds `@parent` and the dense `@elastic_model(tokens,

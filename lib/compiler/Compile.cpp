@@ -1,6 +1,7 @@
 //===- Compile.cpp - From a spec to a runnable train step ------------------===//
 #include "nestor/Compile.h"
 
+#include "engine/program/Program.h"
 #include "nestor/Import.h"
 #include "passes/Passes.h"
 
@@ -106,13 +107,16 @@ llvm::Expected<std::unique_ptr<CompiledStep>> nestor::compileTrainStep(MLIRConte
   return out;
 }
 
-llvm::Expected<program::Function> nestor::compileDecodeStep(MLIRContext &context,
-                                                            const spec::ModelSpec &spec,
-                                                            int64_t contextLength,
-                                                            llvm::ArrayRef<int64_t> depthOrder) {
+llvm::Expected<program::Function>
+nestor::compileDecodeStep(MLIRContext &context, const spec::ModelSpec &spec, int64_t contextLength,
+                          llvm::ArrayRef<int64_t> depthOrder, int64_t tokens) {
   if (contextLength <= 0)
     return llvm::createStringError("the decode context must be positive (got %lld)",
                                    static_cast<long long>(contextLength));
+  if (tokens < 1 || tokens > contextLength)
+    return llvm::createStringError("a decode step appends 1 to %lld tokens (the context), not %lld",
+                                   static_cast<long long>(contextLength),
+                                   static_cast<long long>(tokens));
   ImportOptions importOptions;
   importOptions.decodeContext = contextLength;
   importOptions.depthOrder.assign(depthOrder.begin(), depthOrder.end());
@@ -122,14 +126,41 @@ llvm::Expected<program::Function> nestor::compileDecodeStep(MLIRContext &context
   PassManager pm(&context);
   KernelPipelineOptions kernels;
   kernels.batch = 1;
-  kernels.seqLen = 1;
+  kernels.seqLen = tokens;
   buildKernelPipeline(pm, kernels);
   if (failed(pm.run(**module)))
     return llvm::createStringError("lowering the decode step to kernels failed");
-  auto step = (*module)->lookupSymbol<func::FuncOp>("decode_step");
+  auto step = (*module)->lookupSymbol<func::FuncOp>(engine::kDecodeStep);
   if (!step)
     return llvm::createStringError("no @decode_step after lowering");
-  return emitProgramFunction(step);
+  auto fn = emitProgramFunction(step);
+  if (fn && tokens > 1)
+    fn->set_name(engine::prefillEntry(tokens));
+  return fn;
+}
+
+std::vector<int64_t> nestor::prefillChunks(int64_t longestChunk) {
+  std::vector<int64_t> out;
+  for (int64_t c = longestChunk; c > 1; c /= 16)
+    out.push_back(c);
+  return out;
+}
+
+llvm::Expected<std::vector<program::Function>>
+nestor::compileInference(MLIRContext &context, const spec::ModelSpec &spec, int64_t contextLength,
+                         llvm::ArrayRef<int64_t> depthOrder, int64_t longestChunk) {
+  std::vector<program::Function> out;
+  std::vector<int64_t> tokens{1};
+  for (int64_t c : prefillChunks(longestChunk))
+    if (c <= contextLength)
+      tokens.push_back(c);
+  for (int64_t n : tokens) {
+    auto fn = compileDecodeStep(context, spec, contextLength, depthOrder, n);
+    if (!fn)
+      return fn.takeError();
+    out.push_back(std::move(*fn));
+  }
+  return out;
 }
 
 llvm::Expected<std::unique_ptr<OptimizerProgram>>

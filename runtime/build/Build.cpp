@@ -129,16 +129,17 @@ nestor::build::compileExecutableProgram(mlir::MLIRContext &context, const spec::
   if (options.context < 1)
     return llvm::createStringError("build: the context must be at least 1 token, not %lld",
                                    static_cast<long long>(options.context));
-  auto fn = compileDecodeStep(context, dense, options.context);
-  if (!fn)
+  auto fns = compileInference(context, dense, options.context, {}, options.prefillChunk);
+  if (!fns)
     return llvm::createStringError("build: compiling the decode step of %s: %s",
                                    specLabel(dense).c_str(),
-                                   llvm::toString(fn.takeError()).c_str());
+                                   llvm::toString(fns.takeError()).c_str());
   program::Program out;
   out.set_generator(programGenerator());
   out.set_target("cpu");
   out.set_description(describe(dense, options.context));
-  *out.add_functions() = std::move(*fn);
+  for (program::Function &fn : *fns)
+    *out.add_functions() = std::move(fn);
   if (engine::Status s = engine::validateProgram(out))
     return toError(s);
   return out;

@@ -103,8 +103,12 @@ train::TensorMap randomWeights(const spec::ModelSpec &spec, uint64_t seed, float
   std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.0f, std);
   train::TensorMap weights;
-  if (p.functions_size() != 1)
+  // The decode step, and the prefill of 16 tokens (256 is longer than the context).
+  EXPECT_EQ(p.functions_size(), 2);
+  if (p.functions_size() != 2)
     return weights;
+  EXPECT_EQ(p.functions(0).name(), "decode_step");
+  EXPECT_EQ(p.functions(1).name(), "prefill_16");
   for (const engine::Parameter &param : engine::parameters(p.functions(0))) {
     train::Tensor t;
     t.shape = param.shape;
@@ -176,13 +180,15 @@ struct TempDir {
 };
 
 /// The in-process runtime's greedy continuation of kBos + `prompt` (the `nestor generate`
-/// rule) by the program an executable of `spec` carries.
+/// rule) by the decode step of the program an executable of `spec` carries, token by token (the
+/// executable reads prompts with its prefill entry point).
 std::vector<int32_t> libraryTokens(const spec::ModelSpec &spec, const train::TensorMap &weights,
                                    const std::string &prompt, int64_t maxTokens) {
   program::Program p = compiled(spec);
-  if (p.functions_size() != 1)
+  const program::Function *step = engine::findFunction(p, engine::kDecodeStep);
+  if (!step)
     return {};
-  auto decoder = engine::ProgramDecoder::create(p.functions(0), weights);
+  auto decoder = engine::ProgramDecoder::create(*step, weights);
   EXPECT_TRUE(decoder.ok()) << decoder.status().message();
   if (!decoder.ok())
     return {};

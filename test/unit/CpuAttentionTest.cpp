@@ -7,7 +7,8 @@
 // reference to rounding; the backward also matches central finite differences of a linear
 // loss; float32 stays close to float64; wide heads (hd = 36) and scores spread over thousands
 // (most probabilities underflow) match too; prefix-dense execution equals full execution on
-// its active heads; and the results do not depend on the OpenMP thread count, bit for bit.
+// its active heads; the results do not depend on the OpenMP thread count, bit for bit; and the
+// cached step (attentionStep) fed a sequence in pieces gives the whole sequence's outputs.
 // Every kernel output starts as NaN, so an element left unwritten fails its comparison.
 //
 //===----------------------------------------------------------------------===//
@@ -456,6 +457,64 @@ template <typename T> void checkThreadIndependence() {
 
 TEST(CpuAttention, ThreadCountIndependentDouble) { checkThreadIndependence<double>(); }
 TEST(CpuAttention, ThreadCountIndependentFloat) { checkThreadIndependence<float>(); }
+
+//===----------------------------------------------------------------------===//
+// 6. The cached step (decode and prefill)
+//===----------------------------------------------------------------------===//
+
+/// attentionStep over a KV cache, fed a sequence in pieces, against the reference over the whole
+/// sequence: each piece's outputs are the reference's rows at its positions. Pieces of 1 (a
+/// decode step), of partial and whole tiles, and starting inside a tile; the cache has spare rows
+/// past the sequence and starts as NaN, so a row read before it is written shows.
+template <typename T>
+void checkStepInPieces(const std::vector<int64_t> &pieces, Heads h, int64_t qActive, double tol) {
+  int64_t total = 0;
+  for (int64_t n : pieces)
+    total += n;
+  AttentionShape full = makeShape(2, total, h, qActive);
+  SCOPED_TRACE(describe(full));
+  Problem p(full, 7 + total);
+  Reference ref(full, p.q, p.k, p.v, Vec());
+  int64_t context = total + 5, B = full.batch, qw = h.nh * h.hd, kw = h.nkv * h.hd;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  std::vector<T> kCache(B * context * kw, nan), vCache(B * context * kw, nan);
+  Vec got(p.q.size(), std::nan(""));
+  int64_t position = 0;
+  for (int64_t n : pieces) {
+    AttentionShape s = makeShape(B, n, h, qActive);
+    // The piece's rows of every sequence, packed [B, n, width].
+    auto rows = [&](const Vec &x, int64_t width) {
+      std::vector<T> out(B * n * width);
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t e = 0; e < width; ++e)
+            out[(b * n + i) * width + e] = T(x[(b * total + position + i) * width + e]);
+      return out;
+    };
+    std::vector<T> q = rows(p.q, qw), k = rows(p.k, kw), v = rows(p.v, kw), a(B * n * qw, nan);
+    attentionStep<T>(s, context, position, q.data(), k.data(), v.data(), kCache.data(),
+                     vCache.data(), a.data());
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t e = 0; e < qw; ++e)
+          got[(b * total + position + i) * qw + e] = a[(b * n + i) * qw + e];
+    position += n;
+  }
+  EXPECT_GT(maxAbs(ref.a), 0.1);
+  EXPECT_LE(maxRelError(got, ref.a), tol);
+}
+
+TEST(CpuAttention, StepOverACacheEqualsTheWholeSequence) {
+  const std::vector<std::vector<int64_t>> splits = {
+      {1, 1, 1, 1, 1}, {130}, {64, 66}, {5, 63, 1, 61}, {70, 1, 1, 64, 3}};
+  for (Heads h : kHeads)
+    for (const auto &pieces : splits) {
+      checkStepInPieces<double>(pieces, h, h.nh / h.nkv, 1e-12);
+      checkStepInPieces<float>(pieces, h, h.nh / h.nkv, 2e-5);
+    }
+  // Prefix-dense heads: inactive heads' outputs are 0, as in the reference.
+  checkStepInPieces<double>({3, 64, 2}, {6, 2, 10}, 1, 1e-12);
+}
 
 //===----------------------------------------------------------------------===//
 // Timing (not a test: run with --gtest_also_run_disabled_tests --gtest_filter='*Timing*').

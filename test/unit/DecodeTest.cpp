@@ -7,6 +7,8 @@
 // model `nestor slice` cuts at that choice (homogeneous, per layer, with a dropped Mamba or
 // attention layer; head prefixes narrower and wider than the row kernels' lanes); and it
 // reproduces the compiled masked elastic forward at a budget whose router choice is forced.
+// The prefill entry points (compileInference) read a prompt in chunks with the result of
+// reading it token by token.
 //
 //===----------------------------------------------------------------------===//
 #include "engine/decode/ProgramDecoder.h"
@@ -403,9 +405,15 @@ TEST(DecodeTest, GreedyStopsAtTheStopTokenRespectsMaxTokensAndErrorsAreNamed) {
 
   auto bad = compiled->greedy({1, 300}, 4, -1);
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("decode at position 1"), std::string::npos)
+  EXPECT_NE(bad.status().message().find("token 300 at index 1 is outside the vocabulary of 256"),
+            std::string::npos)
       << bad.status().message();
-  EXPECT_NE(bad.status().message().find("token 300"), std::string::npos);
+  EXPECT_EQ(compiled->position(), 0) << "a refused prompt appends nothing";
+  auto badStep = compiled->step(300);
+  ASSERT_FALSE(badStep.ok());
+  EXPECT_NE(badStep.status().message().find("decode at position 0"), std::string::npos)
+      << badStep.status().message();
+  EXPECT_NE(badStep.status().message().find("token 300"), std::string::npos);
 
   // Past the KV cache: a clear error, and the decoder still works after a reset.
   auto full = compiled->greedy(prompt, 40, -1);
@@ -417,7 +425,7 @@ TEST(DecodeTest, GreedyStopsAtTheStopTokenRespectsMaxTokensAndErrorsAreNamed) {
   auto fn = compileDecodeStep(ctx, spec, 20);
   ASSERT_TRUE(static_cast<bool>(fn));
   auto none = [](const std::string &, int64_t) -> const float * { return nullptr; };
-  auto missing = engine::ProgramDecoder::create(*fn, none);
+  auto missing = engine::ProgramDecoder::create(std::vector<const program::Function *>{&*fn}, none);
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("no weight 'backbone.embeddings.weight' of shape "
                                             "256x24"),
@@ -454,6 +462,112 @@ TEST(DecodeTest, GreedyStopsAtTheStopTokenRespectsMaxTokensAndErrorsAreNamed) {
   EXPECT_NE(rows.status().message().find("choice 'mamba_num_heads' has 3 entries for 2 rows"),
             std::string::npos)
       << rows.status().message();
+}
+
+//===----------------------------------------------------------------------===//
+// Prefill: the prompt in chunks
+//===----------------------------------------------------------------------===//
+
+/// compileInference's entry points (`@decode_step`, `@prefill_64`, `@prefill_4`) read a prompt
+/// in chunks with the result of reading it token by token: every position's logits, and the
+/// state they leave (the continuation's logits), at lengths that use every chunk, remainders
+/// and none, for a dense model and an elastic parent at a per-layer choice with a dropped layer.
+TEST(DecodeTest, PrefillInChunksEqualsTokenByTokenDecoding) {
+  mlir::MLIRContext ctx;
+  const int64_t context = 300;
+  struct Case {
+    std::string name;
+    spec::ModelSpec spec;
+    std::map<std::string, std::vector<int64_t>> choices;
+    std::vector<int64_t> depthOrder;
+  };
+  std::vector<Case> cases = {{"dense", denseSpec(), {}, {}},
+                             {"elastic at a choice",
+                              elasticSpec(true),
+                              {{"hidden_size", {1}},
+                               {"mamba_num_heads", {1, 0}},
+                               {"intermediate_size", {0, 1}},
+                               {"num_attention_heads", {1}},
+                               {"depth", {1}}},
+                              {3, 2, 0, 1, 4}}};
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.name);
+    auto probe = Session::create(ctx, c.spec, 1, 4, c.depthOrder);
+    ASSERT_TRUE(static_cast<bool>(probe)) << llvm::toString(probe.takeError());
+    TensorMap weights = randomWeights((*probe)->params(), c.spec, 77);
+    auto fns = compileInference(ctx, c.spec, context, c.depthOrder, 64);
+    ASSERT_TRUE(static_cast<bool>(fns)) << llvm::toString(fns.takeError());
+    ASSERT_EQ(fns->size(), 3u);
+    EXPECT_EQ((*fns)[0].name(), "decode_step");
+    EXPECT_EQ((*fns)[1].name(), "prefill_64");
+    EXPECT_EQ((*fns)[2].name(), "prefill_4");
+    std::vector<const program::Function *> entries;
+    for (const program::Function &f : *fns)
+      entries.push_back(&f);
+    auto chunked = engine::ProgramDecoder::create(entries, weights, c.choices);
+    ASSERT_TRUE(chunked.ok()) << chunked.status().message();
+    auto single = engine::ProgramDecoder::create((*fns)[0], weights, c.choices);
+    ASSERT_TRUE(single.ok()) << single.status().message();
+    EXPECT_EQ((*chunked)->prefillChunks(), (std::vector<int64_t>{64, 4}));
+    EXPECT_TRUE((*single)->prefillChunks().empty());
+
+    for (int64_t length : {1, 3, 4, 7, 64, 133, 263}) {
+      SCOPED_TRACE("prompt of " + std::to_string(length) + " tokens");
+      std::vector<int32_t> prompt = randomTokens(length, 90 + length);
+      std::vector<float> expected = decodeAll(**single, prompt);
+      (*chunked)->reset();
+      int64_t callsBefore = (*chunked)->calls();
+      std::vector<float> all;
+      auto last = (*chunked)->prefill(prompt, &all);
+      ASSERT_TRUE(last.ok()) << last.status().message();
+      // Longest chunk first: length/64 calls of 64, then 4s, then single tokens.
+      int64_t calls = length / 64 + length % 64 / 4 + length % 4;
+      EXPECT_EQ((*chunked)->calls() - callsBefore, calls);
+      EXPECT_EQ((*chunked)->position(), length);
+      ASSERT_EQ(all.size(), expected.size());
+      EXPECT_GT(maxAbs(expected), 0.5) << "the logits are not trivial";
+      EXPECT_LE(maxAbsDiff(expected, all.data(), all.size()), 1e-4);
+      EXPECT_EQ(std::vector<float>(*last, *last + kVocab),
+                std::vector<float>(all.end() - kVocab, all.end()));
+      // The states it leaves: the same continuation, step by step.
+      for (int32_t t : randomTokens(5, 3)) {
+        auto a = (*chunked)->step(t), b = (*single)->step(t);
+        ASSERT_TRUE(a.ok() && b.ok());
+        std::vector<float> want(*b, *b + kVocab);
+        EXPECT_LE(maxAbsDiff(want, *a, kVocab), 1e-4);
+      }
+    }
+    // A prompt longer than what is left of the context is refused whole.
+    (*chunked)->reset();
+    ASSERT_TRUE((*chunked)->prefill(randomTokens(200, 5)).ok());
+    auto tooLong = (*chunked)->prefill(randomTokens(101, 6));
+    ASSERT_FALSE(tooLong.ok());
+    EXPECT_NE(tooLong.status().message().find("101 tokens at position 200 exceed the context of "
+                                              "300 tokens"),
+              std::string::npos)
+        << tooLong.status().message();
+    EXPECT_EQ((*chunked)->position(), 200);
+    EXPECT_TRUE((*chunked)->prefill(randomTokens(100, 6)).ok()) << "exactly the context fits";
+  }
+}
+
+/// The entry points of one decoder must be one model's: another model's prefill is refused.
+TEST(DecodeTest, PrefillOfAnotherModelIsRefused) {
+  mlir::MLIRContext ctx;
+  spec::ModelSpec spec = denseSpec();
+  auto probe = Session::create(ctx, spec, 1, 4);
+  ASSERT_TRUE(static_cast<bool>(probe)) << llvm::toString(probe.takeError());
+  TensorMap weights = randomWeights((*probe)->params(), spec, 7);
+  auto mine = compileInference(ctx, spec, 40, {}, 16);
+  auto other = compileInference(ctx, spec, 50, {}, 16); // longer KV caches
+  ASSERT_TRUE(static_cast<bool>(mine) && static_cast<bool>(other));
+  auto mixed = engine::ProgramDecoder::create({&(*mine)[0], &(*other)[1]}, weights);
+  ASSERT_FALSE(mixed.ok());
+  EXPECT_NE(mixed.status().message().find("@prefill_16: argument 'state "), std::string::npos)
+      << mixed.status().message();
+  auto noStep = engine::ProgramDecoder::create({&(*mine)[1]}, weights);
+  ASSERT_FALSE(noStep.ok());
+  EXPECT_NE(noStep.status().message().find("no @decode_step entry point"), std::string::npos);
 }
 
 } // namespace

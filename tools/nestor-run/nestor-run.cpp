@@ -1,7 +1,8 @@
 //===- nestor-run.cpp - The runtime as an executable ------------------------===//
 //
-// Runs a compiled `@decode_step` (engine::ProgramDecoder) over float32 safetensors weights:
-// greedy text generation with the byte tokenizer. The program is the one attached to this
+// Runs a program's compiled inference entry points (engine::ProgramDecoder: the prompt through
+// `@prefill_<C>`, then `@decode_step` token by token) over float32 safetensors weights: greedy
+// text generation with the byte tokenizer. The program is the one attached to this
 // executable (what `nestor build` writes: this executable's bytes, the program, a trailer;
 // engine/program/Program.h) or the file --program names. No MLIR, no LLVM: the program decided
 // everything static; this only loads and executes it.
@@ -202,7 +203,8 @@ int run(int argc, char **argv, const std::string &name) {
 
   program::Program program = loadProgram(opts, self);
   std::string where = opts.program.empty() ? self : opts.program;
-  const program::Function *fn = engine::findFunction(program, "decode_step");
+  std::vector<const program::Function *> entries = engine::inferenceFunctions(program);
+  const program::Function *fn = entries.front();
   if (!fn)
     throw Failure(where + ": the program has no @decode_step entry point (it was not compiled "
                           "for inference: nestor build, or compileDecodeStep)");
@@ -213,15 +215,16 @@ int run(int argc, char **argv, const std::string &name) {
   // The weights file is exactly the program's parameters (nestor build writes it so): anything
   // else, or a NaN or infinity, is refused before the first token.
   std::set<std::string> names;
-  for (const engine::Parameter &p : engine::parameters(*fn))
-    names.insert(p.name);
+  for (const program::Function *entry : entries)
+    for (const engine::Parameter &p : engine::parameters(*entry))
+      names.insert(p.name);
   for (const auto &[name, tensor] : weights) {
     if (!names.count(name))
       throw Failure(opts.weights + ": tensor '" + name + "' is not a weight of the program");
     if (std::optional<std::string> problem = engine::nonFiniteProblem(name, tensor))
       throw Failure(opts.weights + ": " + *problem);
   }
-  auto decoderOr = engine::ProgramDecoder::create(*fn, weights);
+  auto decoderOr = engine::ProgramDecoder::create(entries, weights);
   if (!decoderOr.ok())
     throw Failure(opts.weights + ": " + decoderOr.status().message());
   engine::ProgramDecoder &decoder = **decoderOr;

@@ -10,7 +10,9 @@
 // parent for every budget, the choices its inputs: nestor generate), from a copy sliced to the
 // budget (its own dense program: nestor slice), from the executable built for the budget
 // (nestor build, in its own process), and the slicing itself, all as ratios to the full budget
-// in the same run.
+// in the same run. With --prefill N it times reading an N-token prompt at the full budget: in
+// one forward pass (one `@prefill_N` call), in the prefill chunks `nestor generate` uses, and
+// token by token, as time ratios to the one pass.
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -52,6 +54,7 @@ struct BenchOptions {
   int steps = 5, warmup = 1;
   bool soft = false, noPrefixDense = false, json = false, profile = false, float64 = false;
   int decode = 0;
+  int64_t prefill = 0;
   bool noBinaries = false;
   std::string device = "cpu";
 };
@@ -138,6 +141,11 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
                  "weights stay on the device)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  app.add_option("--prefill", opts->prefill,
+                 "Also time reading a prompt of this many tokens at the full budget (float32): "
+                 "in one forward pass, in the prefill chunks nestor generate uses, and token by "
+                 "token")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
   app.add_flag("--no-binaries", opts->noBinaries,
                "With --decode: skip building the executables (a compile per budget)");
 
@@ -151,8 +159,9 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
     if (opts->steps < 1 || opts->warmup < 0 || opts->decode < 0)
       return reportError(
           llvm::createStringError("--steps must be >= 1, --warmup and --decode >= 0"));
-    if (opts->decode > 0 && opts->float64)
-      return reportError(llvm::createStringError("--decode runs in float32; drop --float64"));
+    if ((opts->decode > 0 || opts->prefill > 0) && opts->float64)
+      return reportError(
+          llvm::createStringError("--decode and --prefill run in float32; drop --float64"));
     spec->mutable_elastic()->set_mask_mode(opts->soft ? spec::SOFT : spec::HARD);
     StepOptions step = defaultStepOptions(*spec);
     if (opts->batch > 0)
@@ -329,13 +338,18 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
       if (!binDir.empty())
         llvm::sys::fs::remove_directories(binDir);
     });
-    if (opts->decode > 0) {
+    // The float32 weights by name, for the decoders.
+    auto weightMap = [&] {
       train::TensorMap weights;
       for (auto [i, a] : llvm::enumerate(c.args))
         if (a.isParam) {
           const float *p = buf.at<float>(static_cast<int>(i));
           weights[a.name] = train::Tensor{a.shape, std::vector<float>(p, p + a.numel())};
         }
+      return weights;
+    };
+    if (opts->decode > 0) {
+      train::TensorMap weights = weightMap();
       const std::string &pattern = spec->architecture().hybrid_override_pattern();
       // One compiled decode program of the parent serves every budget (the choices are its
       // inputs); its depth order is the importer's default, the one the sizes below follow.
@@ -426,6 +440,55 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         }
     }
 
+    // Prefill at the full budget: the same prompt read by one `@prefill_<N>` call (a forward
+    // pass over it that fills the caches), by the chunks compileInference gives, and by N
+    // decode steps; each decoder's best of kPrefillRounds, in turns.
+    struct PrefillRow {
+      std::string how;
+      int64_t calls = 0;
+      double rate = 0;
+    };
+    std::vector<PrefillRow> prefillRows;
+    if (opts->prefill > 0) {
+      train::TensorMap weights = weightMap();
+      int64_t n = opts->prefill;
+      auto chunked = compileInference(context, *spec, n);
+      if (!chunked)
+        return reportError(chunked.takeError(), 1);
+      std::vector<program::Function> whole{chunked->front()};
+      if (n > 1) {
+        auto pass = compileDecodeStep(context, *spec, n, {}, n);
+        if (!pass)
+          return reportError(pass.takeError(), 1);
+        whole.push_back(std::move(*pass));
+      }
+      std::string chunks;
+      for (size_t f = 1; f < chunked->size(); ++f)
+        chunks += (f > 1 ? "+" : "") + std::to_string(engine::prefillTokens((*chunked)[f].name()));
+      std::vector<std::pair<std::string, llvm::ArrayRef<program::Function>>> ways = {
+          {"one forward pass", whole},
+          {"chunks of " + (chunks.empty() ? std::string("1") : chunks), *chunked},
+          {"token by token", llvm::ArrayRef(chunked->front())}};
+      std::vector<std::unique_ptr<engine::ProgramDecoder>> decoders;
+      for (auto &[how, fns] : ways) {
+        auto d = programDecoder(fns, weights, {});
+        if (!d)
+          return reportError(d.takeError(), 1);
+        decoders.push_back(std::move(*d));
+        prefillRows.push_back({how});
+      }
+      constexpr int kPrefillRounds = 3;
+      for (int round = 0; round < kPrefillRounds; ++round)
+        for (size_t k = 0; k < decoders.size(); ++k) {
+          int64_t before = decoders[k]->calls();
+          auto rate = decoders[k]->benchPrefill(n);
+          if (!rate.ok())
+            return reportError(toError(rate.status()), 1);
+          prefillRows[k].calls = decoders[k]->calls() - before;
+          prefillRows[k].rate = std::max(prefillRows[k].rate, *rate);
+        }
+    }
+
     nlohmann::ordered_json j;
     j["spec"] = opts->specPath;
     j["batch"] = step.batch;
@@ -455,6 +518,12 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
         row["binary_decode_ratio_to_full"] = d.binaryRate / decodeRows[0].binaryRate;
       }
     }
+    for (const PrefillRow &r : prefillRows)
+      j["prefill"].push_back({{"how", r.how},
+                              {"tokens", opts->prefill},
+                              {"calls", r.calls},
+                              {"tokens_per_s", r.rate},
+                              {"time_ratio_to_one_pass", prefillRows[0].rate / r.rate}});
     if (opts->json) {
       std::cout << j.dump(2) << "\n";
     } else {
@@ -491,6 +560,16 @@ nestor::cli::Action nestor::cli::addBenchCommand(CLI::App &app) {
               d.slicedRate / decodeRows[0].slicedRate, binary, d.sliceSeconds * 1e3);
         }
       }
+    }
+    if (!opts->json && !prefillRows.empty()) {
+      std::cout << fmt::format("\nreading a {}-token prompt at the full budget (batch 1, on the "
+                               "CPU; the compiled entry points through the runtime):\n",
+                               opts->prefill);
+      std::cout << fmt::format("{:<22} {:>7} {:>12} {:>14}\n", "how", "calls", "tokens/s",
+                               "time vs 1 pass");
+      for (const PrefillRow &r : prefillRows)
+        std::cout << fmt::format("{:<22} {:>7} {:>12.0f} {:>13.2f}x\n", r.how, r.calls, r.rate,
+                                 prefillRows[0].rate / r.rate);
     }
     if (opts->profile) {
       printProfile(c.program->profile(), "time per kernel kind (all budgets)");

@@ -26,6 +26,7 @@ namespace {
 struct BuildCommandOptions {
   std::string runDir, budget, output, runtime;
   int64_t context = build::BuildOptions().context;
+  int64_t prefillChunk = build::BuildOptions().prefillChunk;
   bool force = false;
   ckpt::WeightPolicy weights;
 };
@@ -50,6 +51,7 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
                  "nestor)");
   app.add_flag("--force", opts->force,
                "Replace an executable (and its weights) that nestor build wrote earlier at -o");
+  addPrefillChunkOption(app, opts->prefillChunk);
   addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     auto t0 = std::chrono::steady_clock::now();
@@ -65,6 +67,7 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
     build::BuildOptions options;
     options.runtime = opts->runtime;
     options.context = opts->context;
+    options.prefillChunk = opts->prefillChunk;
     options.force = opts->force;
     options.inputs = {opts->runDir};
     if (llvm::Error err =
@@ -80,8 +83,8 @@ nestor::cli::Action nestor::cli::addBuildCommand(CLI::App &app) {
     std::cout << fmt::format("  wrote {} and {}.safetensors in {:.1f} s; run: {} --prompt TEXT "
                              "[--max-tokens N]\n",
                              opts->output, opts->output, seconds, opts->output);
-    std::cout << fmt::format("  the runtime with the compiled decode step attached (context {} "
-                             "tokens); runs on the CPU\n",
+    std::cout << fmt::format("  the runtime with the compiled decode step and prefill attached "
+                             "(context {} tokens); runs on the CPU\n",
                              opts->context);
     return 0;
   };

@@ -41,6 +41,9 @@ Action addDevicesCommand(CLI::App &app);
 /// Adds the weight loaders' shared flags (--allow-unknown-tensors, --allow-non-finite) to a
 /// command that loads model weights.
 void addWeightPolicyFlags(CLI::App &app, ckpt::WeightPolicy &policy);
+/// --prefill-chunk N: the longest prefill entry point the inference programs get
+/// (nestor/Compile.h, prefillChunks); 1 reads prompts token by token.
+void addPrefillChunkOption(CLI::App &app, int64_t &chunk);
 
 /// Prints "nestor: error: <message>" to stderr and returns `exitCode`, or kBadInput when the
 /// error's code is std::errc::invalid_argument (the libraries' code for refused input).

@@ -5,8 +5,9 @@
 // the planned kernel program of the train step for one batch shape (`--emit kernels`), and that
 // program's kernels as CUDA C++ (`--emit cuda`) or as the PTX NVRTC compiles them to
 // (`--emit ptx`, for `--arch`), and the program artifact the runtime executes (`--emit program`:
-// the train step, forward and optimizer functions, and with --decode-context N the incremental
-// decode step nestor-run serves; a listing on stdout, the file with -o).
+// the train step, forward and optimizer functions, and with --decode-context N the inference
+// entry points nestor-run serves: the decode step and the prefill of --prefill-chunk tokens; a
+// listing on stdout, the file with -o).
 //
 //===----------------------------------------------------------------------===//
 #include "Commands.h"
@@ -48,6 +49,7 @@ struct CompileOptions {
   int64_t batch = 0, seqLen = 0;
   bool noPrefixDense = false;
   int64_t decodeContext = 0;
+  int64_t prefillChunk = nestor::kDefaultPrefillChunk;
   std::string arch = "sm_90";
 };
 
@@ -148,9 +150,10 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
   app.add_flag("--no-prefix-dense", opts->noPrefixDense,
                "Kernels: run hard masks at full width (no extents, no skipped layers)");
   app.add_option("--decode-context", opts->decodeContext,
-                 "Program: also the @decode_step entry point with KV caches of N positions (what "
-                 "nestor-run --program serves)")
+                 "Program: also the inference entry points (@decode_step, @prefill_N) with KV "
+                 "caches of N positions (what nestor-run --program serves)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  addPrefillChunkOption(app, opts->prefillChunk);
 
   return [opts, targetOption]() -> int {
     // A compiler's -o replaces an earlier output, but never the spec it reads.
@@ -234,10 +237,12 @@ nestor::cli::Action nestor::cli::addCompileCommand(CLI::App &app) {
         for (program::Function &f : *more->mutable_functions())
           *program->add_functions() = std::move(f);
         if (opts->decodeContext > 0) {
-          auto decode = compileDecodeStep(context, *spec, opts->decodeContext, opts->depthOrder);
+          auto decode = compileInference(context, *spec, opts->decodeContext, opts->depthOrder,
+                                         opts->prefillChunk);
           if (!decode)
             return reportError(decode.takeError(), 1);
-          *program->add_functions() = std::move(*decode);
+          for (program::Function &fn : *decode)
+            *program->add_functions() = std::move(fn);
         }
         if (opts->output == "-") {
           llvm::outs() << engine::describeProgram(*program);

@@ -40,6 +40,7 @@ struct GenerateOptions {
   std::string dir, budget;
   std::vector<std::string> budgets, prompts;
   int64_t maxTokens = 128;
+  int64_t prefillChunk = nestor::kDefaultPrefillChunk;
   ckpt::WeightPolicy weights;
 };
 
@@ -77,6 +78,7 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
                  "of the generated kernels per token")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  addPrefillChunkOption(app, opts->prefillChunk);
   addWeightPolicyFlags(app, opts->weights);
   return [opts]() -> int {
     std::string dir = opts->dir;
@@ -196,12 +198,18 @@ nestor::cli::Action nestor::cli::addGenerateCommand(CLI::App &app) {
       longestPrompt = std::max(longestPrompt, data::encodeBytes(p).size() + 1);
     mlir::MLIRContext context;
     auto tc = std::chrono::steady_clock::now();
-    auto program = compileDecodeStep(
-        context, *spec, static_cast<int64_t>(longestPrompt) + opts->maxTokens, depthOrder);
+    auto program =
+        compileInference(context, *spec, static_cast<int64_t>(longestPrompt) + opts->maxTokens,
+                         depthOrder, opts->prefillChunk);
     if (!program)
       return reportError(program.takeError(), 1);
-    std::cout << fmt::format("compiled the decode step ({} kernel launches) in {:.2f} s\n",
-                             program->steps_size(), secondsSince(tc));
+    std::string chunks;
+    for (size_t f = 1; f < program->size(); ++f)
+      chunks += (f > 1 ? ", " : "") + std::to_string(engine::prefillTokens((*program)[f].name()));
+    std::cout << fmt::format("compiled the decode step ({} kernel launches){} in {:.2f} s\n",
+                             program->front().steps_size(),
+                             chunks.empty() ? "" : " and the prefill of " + chunks + " tokens",
+                             secondsSince(tc));
     for (size_t i = 0; i < targets.size(); ++i) {
       const Target &target = targets[i];
       const std::string &prompt = opts->prompts[opts->prompts.size() == 1 ? 0 : i];

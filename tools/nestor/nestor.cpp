@@ -27,6 +27,14 @@ void nestor::cli::addWeightPolicyFlags(CLI::App &app, ckpt::WeightPolicy &policy
                "the tensor and index)");
 }
 
+void nestor::cli::addPrefillChunkOption(CLI::App &app, int64_t &chunk) {
+  app.add_option("--prefill-chunk", chunk,
+                 "Longest prompt piece one call reads: the program gets @prefill_N entry points "
+                 "of N, N/16, ... tokens beside @decode_step (1: prompts token by token)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 16))
+      ->capture_default_str();
+}
+
 int nestor::cli::reportError(llvm::Error error, int exitCode) {
   llvm::handleAllErrors(std::move(error), [&](const llvm::ErrorInfoBase &info) {
     llvm::WithColor::error(llvm::errs(), "nestor") << info.message() << "\n";

@@ -261,12 +261,12 @@ void scoreGrad(const T *p, T *dp, int64_t n, int64_t m, int64_t diag, const T *d
 }
 
 /// The causal limits of one (query tile, key tile) pair: the key tile has m rows and the query
-/// tile starts diag rows after it. Query rows [i0, i1) (tile-local) see keys j < min(m, i1 +
-/// diag); key rows [j0, j1) are seen by query rows i >= j0 - diag. Rows of a block that need
-/// less find zeros in P and dS there.
+/// tile starts diag rows after it (before it, diag < 0, in the cached step). Query rows [i0, i1)
+/// (tile-local) see keys j < clamp(i1 + diag, 0, m); key rows [j0, j1) are seen by query rows
+/// i >= j0 - diag. Rows of a block that need less find zeros in P and dS there.
 struct Causal {
   int64_t m, diag, hd;
-  int64_t keysSeen(int64_t, int64_t i1) const { return std::min(m, i1 + diag); }
+  int64_t keysSeen(int64_t, int64_t i1) const { return std::clamp<int64_t>(i1 + diag, 0, m); }
   std::pair<int64_t, int64_t> keys(int64_t i0, int64_t i1) const { return {0, keysSeen(i0, i1)}; }
   std::pair<int64_t, int64_t> queries(int64_t j0, int64_t, int64_t n) const {
     return {std::max<int64_t>(0, j0 - diag), n};
@@ -307,6 +307,75 @@ void accumulateCols(const Causal &c, const T *p, int64_t n, const T *x, int64_t 
       [&](int64_t, int64_t) { return c.hd; });
 }
 
+/// The forward of one tile of n query rows of one head: query row i (tile-local) is at
+/// position first + i and attends to key rows 0 .. first + i of k and v (row stride kvStride,
+/// the head's KV columns already offset). out (row stride qStride) gets the attention output;
+/// lse, when given, each row's log-sum-exp of the scaled scores. The training forward (first =
+/// the tile's start) and the cached step (first = the cache position of the tile) share it.
+template <typename T> struct FlashTile {
+  std::vector<T> kt, sc, acc, mx, sum; // transposed K tile, scores, output rows, row stats
+  explicit FlashTile(int64_t hd)
+      : kt(hd * kTile), sc(kTile * kTile), acc(kTile * hd), mx(kTile), sum(kTile) {}
+
+  void run(const T *q, int64_t qStride, int64_t n, int64_t first, const T *k, const T *v,
+           int64_t kvStride, int64_t hd, T *out, T *lse) {
+    using Bits = typename ExpFormat<T>::Int;
+    const T scale = T(1) / std::sqrt(T(hd));
+    const T negInf = -std::numeric_limits<T>::infinity();
+    std::fill(acc.begin(), acc.end(), T(0));
+    std::fill(mx.begin(), mx.end(), negInf);
+    std::fill(sum.begin(), sum.end(), T(0));
+    int64_t keys = first + n;
+    for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
+      Causal c{std::min(kTile, keys - j0), first - j0, hd};
+      const T *kj = k + j0 * kvStride, *vj = v + j0 * kvStride;
+      transposeTile(kj, kvStride, c.m, hd, kt.data());
+      scores(c, q, qStride, n, kt.data(), sc.data());
+      // Online softmax: the row's running sum and output are rescaled by exp(old max - new
+      // max), and the tile's scores become exp(score - new max) (0 past the causal limit).
+      for (int64_t i = 0; i < n; ++i) {
+        T *si = sc.data() + i * kTile;
+        // A tile that starts after a row's position (first is no tile start in the cached step)
+        // has keys the row does not see at all.
+        int64_t end = std::clamp<int64_t>(i + c.diag + 1, 0, c.m);
+        // The maximum is taken over the ordered integer bits: an integer max reduction
+        // vectorises everywhere, a floating-point one not under IEEE semantics. (A NaN score
+        // with the sign bit clear wins and turns the row into NaN, as it should.)
+        Bits maxBits = orderedBits(negInf);
+#pragma omp simd reduction(max : maxBits)
+        for (int64_t j = 0; j < end; ++j) {
+          si[j] *= scale;
+          Bits bits = orderedBits(si[j]);
+          maxBits = bits > maxBits ? bits : maxBits;
+        }
+        T newMax = std::max(mx[i], fromOrderedBits<T>(maxBits)), rowSum = 0;
+        T alpha = mx[i] == negInf ? T(0) : std::exp(mx[i] - newMax);
+#pragma omp simd reduction(+ : rowSum)
+        for (int64_t j = 0; j < end; ++j) {
+          si[j] = expNormal(si[j] - newMax);
+          rowSum += si[j];
+        }
+        std::fill(si + end, si + c.m, T(0));
+        mx[i] = newMax;
+        sum[i] = sum[i] * alpha + rowSum;
+        T *ai = acc.data() + i * hd;
+#pragma omp simd
+        for (int64_t e = 0; e < hd; ++e)
+          ai[e] *= alpha;
+      }
+      accumulateRows(c, sc.data(), n, vj, kvStride, acc.data());
+    }
+    // Every row has at least its diagonal key, so sum >= 1 and the max is finite.
+    for (int64_t i = 0; i < n; ++i) {
+      T inv = T(1) / sum[i];
+      for (int64_t e = 0; e < hd; ++e)
+        out[i * qStride + e] = acc[i * hd + e] * inv;
+      if (lse)
+        lse[i] = mx[i] + std::log(sum[i]);
+    }
+  }
+};
+
 } // namespace
 
 template <typename T>
@@ -315,13 +384,9 @@ void attentionForward(const AttentionShape &s, const T *q, const T *k, const T *
   if (g.empty())
     return;
   int64_t hd = g.hd, tasks = g.batch * g.heads * g.tiles;
-  const T scale = T(1) / std::sqrt(T(hd));
-  const T negInf = -std::numeric_limits<T>::infinity();
-  using Bits = typename ExpFormat<T>::Int;
-
 #pragma omp parallel
   {
-    std::vector<T> kt(hd * kTile), sc(kTile * kTile), acc(kTile * hd), mx(kTile), sum(kTile);
+    FlashTile<T> tile(hd);
     // Causal tiles get more work the later they start: hand out the late ones first so the
     // dynamic schedule ends balanced.
 #pragma omp for schedule(dynamic)
@@ -336,55 +401,8 @@ void attentionForward(const AttentionShape &s, const T *q, const T *k, const T *
         continue;
       }
       int64_t kvh = h / g.group;
-      const T *qi = q + g.qAt(b, i0, h);
-      std::fill(acc.begin(), acc.end(), T(0));
-      std::fill(mx.begin(), mx.end(), negInf);
-      std::fill(sum.begin(), sum.end(), T(0));
-      for (int64_t ktile = 0; ktile <= qt; ++ktile) {
-        int64_t j0 = ktile * kTile;
-        Causal c{g.rows(ktile), i0 - j0, hd};
-        const T *kj = k + g.kvAt(b, j0, kvh), *vj = v + g.kvAt(b, j0, kvh);
-        transposeTile(kj, g.kvStride, c.m, hd, kt.data());
-        scores(c, qi, g.qStride, n, kt.data(), sc.data());
-        // Online softmax: the row's running sum and output are rescaled by exp(old max - new
-        // max), and the tile's scores become exp(score - new max) (0 past the causal limit).
-        for (int64_t i = 0; i < n; ++i) {
-          T *si = sc.data() + i * kTile;
-          int64_t end = std::min(c.m, i + c.diag + 1);
-          // The maximum is taken over the ordered integer bits: an integer max reduction
-          // vectorises everywhere, a floating-point one not under IEEE semantics. (A NaN score
-          // with the sign bit clear wins and turns the row into NaN, as it should.)
-          Bits maxBits = orderedBits(negInf);
-#pragma omp simd reduction(max : maxBits)
-          for (int64_t j = 0; j < end; ++j) {
-            si[j] *= scale;
-            Bits bits = orderedBits(si[j]);
-            maxBits = bits > maxBits ? bits : maxBits;
-          }
-          T newMax = std::max(mx[i], fromOrderedBits<T>(maxBits)), rowSum = 0;
-          T alpha = mx[i] == negInf ? T(0) : std::exp(mx[i] - newMax);
-#pragma omp simd reduction(+ : rowSum)
-          for (int64_t j = 0; j < end; ++j) {
-            si[j] = expNormal(si[j] - newMax);
-            rowSum += si[j];
-          }
-          std::fill(si + end, si + c.m, T(0));
-          mx[i] = newMax;
-          sum[i] = sum[i] * alpha + rowSum;
-          T *ai = acc.data() + i * hd;
-#pragma omp simd
-          for (int64_t e = 0; e < hd; ++e)
-            ai[e] *= alpha;
-        }
-        accumulateRows(c, sc.data(), n, vj, g.kvStride, acc.data());
-      }
-      // Every row has at least its diagonal key, so sum >= 1 and the max is finite.
-      for (int64_t i = 0; i < n; ++i) {
-        T inv = T(1) / sum[i];
-        for (int64_t e = 0; e < hd; ++e)
-          out[i * g.qStride + e] = acc[i * hd + e] * inv;
-        stat[i] = mx[i] + std::log(sum[i]);
-      }
+      tile.run(q + g.qAt(b, i0, h), g.qStride, n, i0, k + g.kvAt(b, 0, kvh), v + g.kvAt(b, 0, kvh),
+               g.kvStride, hd, out, stat);
     }
   }
 }
@@ -484,47 +502,37 @@ void attentionBackward(const AttentionShape &s, const T *q, const T *k, const T 
 template <typename T>
 void attentionStep(const AttentionShape &s, int64_t context, int64_t position, const T *q,
                    const T *k, const T *v, T *kCache, T *vCache, T *a) {
-  int64_t B = s.batch, L = s.length, nh = s.heads, nkv = s.kvHeads, hd = s.headDim;
-  int64_t group = nh / nkv, qStride = nh * hd, kvStride = nkv * hd;
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < L; ++i) {
-      std::copy_n(k + (b * L + i) * kvStride, kvStride,
-                  kCache + (b * context + position + i) * kvStride);
-      std::copy_n(v + (b * L + i) * kvStride, kvStride,
-                  vCache + (b * context + position + i) * kvStride);
-    }
-  const T scale = T(1) / std::sqrt(T(hd));
-  int64_t work = B * nh * L * (position + L) * hd;
-#pragma omp parallel for schedule(static) if (work > (1 << 16))
-  for (int64_t task = 0; task < B * nh; ++task) {
-    int64_t b = task / nh, h = task % nh, kvh = h / group;
-    std::vector<T> p(position + L);
-    for (int64_t i = 0; i < L; ++i) {
-      T *out = a + (b * L + i) * qStride + h * hd;
-      if (h % group >= s.qActive) {
-        std::fill(out, out + hd, T(0));
+  Geometry g(s);
+  if (g.empty())
+    return;
+  int64_t B = g.batch, L = g.length, hd = g.hd;
+  for (int64_t b = 0; b < B; ++b) {
+    std::copy_n(k + b * L * g.kvStride, L * g.kvStride,
+                kCache + (b * context + position) * g.kvStride);
+    std::copy_n(v + b * L * g.kvStride, L * g.kvStride,
+                vCache + (b * context + position) * g.kvStride);
+  }
+  // The new tokens are query tiles at cache rows position + i0 over the cache, as in the
+  // training forward (a prompt read in one piece gets its forward's tiles).
+  int64_t tasks = B * g.heads * g.tiles, work = B * g.heads * L * (position + L) * hd;
+#pragma omp parallel if (work > (1 << 16))
+  {
+    FlashTile<T> tile(hd);
+#pragma omp for schedule(dynamic)
+    for (int64_t task = 0; task < tasks; ++task) {
+      int64_t b = task / (g.heads * g.tiles), h = task / g.tiles % g.heads;
+      int64_t qt = g.tiles - 1 - task % g.tiles, i0 = qt * kTile, n = g.rows(qt);
+      T *out = a + g.qAt(b, i0, h);
+      if (!g.active(h)) {
+        for (int64_t i = 0; i < n; ++i)
+          std::fill(out + i * g.qStride, out + i * g.qStride + hd, T(0));
         continue;
       }
-      const T *qi = q + (b * L + i) * qStride + h * hd;
-      const T *kc = kCache + b * context * kvStride + kvh * hd;
-      const T *vc = vCache + b * context * kvStride + kvh * hd;
-      int64_t n = position + i + 1;
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int64_t j = 0; j < n; ++j) {
-        p[j] = dot(qi, kc + j * kvStride, hd) * scale;
-        mx = std::max(mx, p[j]);
-      }
-      T sum = 0;
-      for (int64_t j = 0; j < n; ++j) {
-        p[j] = std::exp(p[j] - mx);
-        sum += p[j];
-      }
-      std::fill(out, out + hd, T(0));
-      for (int64_t j = 0; j < n; ++j) {
-        T w = p[j] / sum;
-        for (int64_t c = 0; c < hd; ++c)
-          out[c] += w * vc[j * kvStride + c];
-      }
+      int64_t kvh = h / g.group;
+      const T *kc = kCache + b * context * g.kvStride + kvh * hd;
+      const T *vc = vCache + b * context * g.kvStride + kvh * hd;
+      tile.run(q + g.qAt(b, i0, h), g.qStride, n, position + i0, kc, vc, g.kvStride, hd, out,
+               nullptr);
     }
   }
 }
