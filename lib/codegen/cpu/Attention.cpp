@@ -329,8 +329,16 @@ template <typename T> struct FlashTile {
     for (int64_t j0 = 0; j0 < keys; j0 += kTile) {
       Causal c{std::min(kTile, keys - j0), first - j0, hd};
       const T *kj = k + j0 * kvStride, *vj = v + j0 * kvStride;
-      transposeTile(kj, kvStride, c.m, hd, kt.data());
-      scores(c, q, qStride, n, kt.data(), sc.data());
+      if (n < kBlockRows) {
+        // Fewer rows than a register block (a decode step): transposing the K tile would cost
+        // as much as the products, so each score is a dot product along a contiguous K row.
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0, end = c.keysSeen(i, i + 1); j < end; ++j)
+            sc[i * kTile + j] = dot(q + i * qStride, kj + j * kvStride, hd);
+      } else {
+        transposeTile(kj, kvStride, c.m, hd, kt.data());
+        scores(c, q, qStride, n, kt.data(), sc.data());
+      }
       // Online softmax: the row's running sum and output are rescaled by exp(old max - new
       // max), and the tile's scores become exp(score - new max) (0 past the causal limit).
       for (int64_t i = 0; i < n; ++i) {
