@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-30}
 build=${2:-build-fuzz}
-targets=(spec config safetensors json program)
+targets=(spec config safetensors json program ir)
 # The unit tests that build without MLIR; the rest (compiler, kernels, trainer) are not in the
 # sanitizer build yet.
 tests=(SpecTests CheckpointTests HuggingFaceTests DataTests ReportTests)

@@ -30,7 +30,9 @@ struct Tensor {
   Tensor() = default;
   explicit Tensor(std::vector<int64_t> shape, double fill = 0.0);
   Tensor(std::vector<int64_t> shape, std::vector<double> data);
-  static Tensor scalar(double value) { return Tensor({}, {value}); }
+  static Tensor scalar(double value) {
+    return Tensor(std::vector<int64_t>{}, std::vector<double>{value});
+  }
 
   int64_t numel() const { return static_cast<int64_t>(data.size()); }
   int64_t dim(size_t i) const { return shape[i]; }

@@ -1,0 +1,3 @@
+func.func @dynamic(%w: tensor<?x4xf32> {elastic.param = "w"}) {
+  return
+}

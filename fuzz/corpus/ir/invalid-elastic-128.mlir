@@ -1,0 +1,4 @@
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<64xf32>, %dy: tensor<?x?x64xf32>) {
+  %d:2 = elastic.rmsnorm_grad %x, %w, %dy : (tensor<?x?x64xf32>, tensor<64xf32>, tensor<?x?x64xf32>) -> (tensor<?x?x64xf32>, tensor<32xf32>)
+  return
+}

@@ -1,0 +1,4 @@
+func.func @t(%z: tensor<3xf32>, %t: tensor<f32>, %h: tensor<i1>) {
+  %g = elastic.gumbel_softmax_grad %z, %z, %t, %t, %h, %z : (tensor<3xf32>, tensor<3xf32>, tensor<f32>, tensor<f32>, tensor<i1>, tensor<3xf32>) -> tensor<3xf64>
+  return
+}

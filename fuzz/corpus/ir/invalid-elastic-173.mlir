@@ -1,0 +1,4 @@
+func.func @t(%p: tensor<?xf32>) {
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>} : tensor<?xf32> -> !elastic.mask<hidden, 64>
+  return
+}

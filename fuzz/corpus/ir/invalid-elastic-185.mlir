@@ -1,0 +1,4 @@
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<?x64xf32>, %down: tensor<64x?xf32>) {
+  %y = elastic.mlp %x, %up, %down : (tensor<?x?x64xf32>, tensor<?x64xf32>, tensor<64x?xf32>) -> tensor<?x?x64xf32>
+  return
+}

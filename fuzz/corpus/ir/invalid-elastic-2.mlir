@@ -1,0 +1,1 @@
+func.func @t(%m: !elastic.mask<ffn, 8, groups = 2>) { return }

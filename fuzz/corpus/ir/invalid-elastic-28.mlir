@@ -1,0 +1,4 @@
+func.func @t(%h: tensor<?x?x64xf32>, %b: tensor<?x?x64xf32>, %keep: tensor<4xf32>) {
+  %y = elastic.depth_gate %h, %b keep(%keep : tensor<4xf32>) {layer = -1 : i64} : tensor<?x?x64xf32>
+  return
+}

@@ -1,0 +1,1 @@
+func.func @t(%m: !elastic.mask<mamba_heads, 8, groups = 3>) { return }

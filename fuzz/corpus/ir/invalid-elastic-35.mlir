@@ -1,0 +1,4 @@
+func.func @t(%x: tensor<?x?x64xf32>, %up: tensor<128x64xf64>, %down: tensor<64x128xf32>) {
+  %y = elastic.mlp %x, %up, %down : (tensor<?x?x64xf32>, tensor<128x64xf64>, tensor<64x128xf32>) -> tensor<?x?x64xf32>
+  return
+}

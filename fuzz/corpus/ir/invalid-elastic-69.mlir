@@ -1,0 +1,4 @@
+func.func @t(%x: tensor<?x?x64xf32>, %w: tensor<256x64xf32>) {
+  %y = elastic.lm_head %x, %w : (tensor<?x?x64xf32>, tensor<256x64xf32>) -> tensor<?x?x128xf32>
+  return
+}

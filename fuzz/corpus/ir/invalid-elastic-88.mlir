@@ -1,0 +1,4 @@
+func.func @t(%p: tensor<2xf32>) {
+  %m = elastic.prefix_mask %p {choices = array<i64: 48, 32>, mode = #elastic.mask_mode<hard>} : tensor<2xf32> -> !elastic.mask<hidden, 64>
+  return
+}

@@ -1,0 +1,4 @@
+func.func @t(%p: tensor<1x2x2xf32>) {
+  %m = elastic.prefix_mask %p {choices = array<i64: 64, 32>, mode = #elastic.mask_mode<hard>} : tensor<1x2x2xf32> -> !elastic.mask<hidden, 64>
+  return
+}

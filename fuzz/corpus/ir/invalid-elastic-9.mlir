@@ -1,0 +1,1 @@
+func.func @t(%m: !elastic.mask<ffn, -4>) { return }

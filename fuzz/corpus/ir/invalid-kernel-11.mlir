@@ -1,0 +1,3 @@
+func.func @yield_parent() {
+  kernel.yield
+}

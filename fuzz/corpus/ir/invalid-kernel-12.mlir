@@ -1,0 +1,6 @@
+func.func @adamw_in_place(%p: tensor<4xf32>, %g: tensor<4xf32>, %h: tensor<3xf64>) {
+  %m = kernel.add %p, %g : tensor<4xf32>
+  kernel.adamw %p, %g, %m, %m, %h {beta1 = 0.9 : f64, beta2 = 0.95 : f64, epsilon = 1.0e-8 : f64, weight_decay = 0.0 : f64}
+      : tensor<4xf32>, tensor<3xf64>
+  return
+}
