@@ -63,6 +63,24 @@ struct Geometry {
   }
   /// Index of row i of (b, h) in lse and D.
   int64_t statAt(int64_t b, int64_t h, int64_t i) const { return (b * heads + h) * length + i; }
+
+  /// One of the batch * heads * tiles query-tile tasks (forward, dQ, cached step): sequence b,
+  /// query head h, tile qt of n rows from row i0. Causal tiles get more work the later they
+  /// start, so the late ones are handed out first and a dynamic schedule ends balanced.
+  struct QueryTile {
+    int64_t b, h, qt, i0, n;
+  };
+  int64_t queryTasks() const { return batch * heads * tiles; }
+  QueryTile queryTile(int64_t task) const {
+    int64_t qt = tiles - 1 - task % tiles;
+    return {task / (heads * tiles), task / tiles % heads, qt, qt * kTile, rows(qt)};
+  }
+  /// Zeroes the n rows of head h's hd columns at out (row stride qStride): what an inactive
+  /// head writes.
+  template <typename T> void zeroRows(T *out, int64_t n) const {
+    for (int64_t i = 0; i < n; ++i)
+      std::fill(out + i * qStride, out + i * qStride + hd, T(0));
+  }
 };
 
 /// out[e * kTile + j] = rows[j * stride + e] for j < n: a K or V tile transposed, so that the
@@ -391,20 +409,16 @@ void attentionForward(const AttentionShape &s, const T *q, const T *k, const T *
   Geometry g(s);
   if (g.empty())
     return;
-  int64_t hd = g.hd, tasks = g.batch * g.heads * g.tiles;
+  int64_t hd = g.hd;
 #pragma omp parallel
   {
     FlashTile<T> tile(hd);
-    // Causal tiles get more work the later they start: hand out the late ones first so the
-    // dynamic schedule ends balanced.
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < tasks; ++task) {
-      int64_t b = task / (g.heads * g.tiles), h = task / g.tiles % g.heads;
-      int64_t qt = g.tiles - 1 - task % g.tiles, i0 = qt * kTile, n = g.rows(qt);
+    for (int64_t task = 0; task < g.queryTasks(); ++task) {
+      auto [b, h, qt, i0, n] = g.queryTile(task);
       T *out = a + g.qAt(b, i0, h), *stat = lse + g.statAt(b, h, i0);
       if (!g.active(h)) {
-        for (int64_t i = 0; i < n; ++i)
-          std::fill(out + i * g.qStride, out + i * g.qStride + hd, T(0));
+        g.zeroRows(out, n);
         std::fill(stat, stat + n, T(0));
         continue;
       }
@@ -478,15 +492,12 @@ void attentionBackward(const AttentionShape &s, const T *q, const T *k, const T 
 
     // dQ: one task per (sequence, query head, query tile), over the key tiles up to the
     // diagonal. accK serves as the dQ accumulator.
-    int64_t qTasks = g.batch * g.heads * g.tiles;
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < qTasks; ++task) {
-      int64_t b = task / (g.heads * g.tiles), h = task / g.tiles % g.heads;
-      int64_t qt = g.tiles - 1 - task % g.tiles, i0 = qt * kTile, n = g.rows(qt);
+    for (int64_t task = 0; task < g.queryTasks(); ++task) {
+      auto [b, h, qt, i0, n] = g.queryTile(task);
       T *out = dq + g.qAt(b, i0, h);
       if (!g.active(h)) {
-        for (int64_t i = 0; i < n; ++i)
-          std::fill(out + i * g.qStride, out + i * g.qStride + hd, T(0));
+        g.zeroRows(out, n);
         continue;
       }
       int64_t kvh = h / g.group;
@@ -522,18 +533,16 @@ void attentionStep(const AttentionShape &s, int64_t context, int64_t position, c
   }
   // The new tokens are query tiles at cache rows position + i0 over the cache, as in the
   // training forward (a prompt read in one piece gets its forward's tiles).
-  int64_t tasks = B * g.heads * g.tiles, work = B * g.heads * L * (position + L) * hd;
+  int64_t work = B * g.heads * L * (position + L) * hd;
 #pragma omp parallel if (work > (1 << 16))
   {
     FlashTile<T> tile(hd);
 #pragma omp for schedule(dynamic)
-    for (int64_t task = 0; task < tasks; ++task) {
-      int64_t b = task / (g.heads * g.tiles), h = task / g.tiles % g.heads;
-      int64_t qt = g.tiles - 1 - task % g.tiles, i0 = qt * kTile, n = g.rows(qt);
+    for (int64_t task = 0; task < g.queryTasks(); ++task) {
+      auto [b, h, qt, i0, n] = g.queryTile(task);
       T *out = a + g.qAt(b, i0, h);
       if (!g.active(h)) {
-        for (int64_t i = 0; i < n; ++i)
-          std::fill(out + i * g.qStride, out + i * g.qStride + hd, T(0));
+        g.zeroRows(out, n);
         continue;
       }
       int64_t kvh = h / g.group;
