@@ -94,7 +94,8 @@ struct Binding {
     }
     return type(id).shape(i);
   }
-  /// [rows, last dim] view of a value.
+  /// [rows, last dim] view of a value. Callers unpack it with std::tie, not a structured
+  /// binding, because the kernel lambdas capture the sizes (C++17 forbids capturing bindings).
   std::pair<int64_t, int64_t> matrix(int32_t id) {
     if (id < 0)
       return {0, 0};
@@ -205,8 +206,10 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
 
   if (kind == "kernel.gemm") {
     auto a = ref("a"), bm = ref("b"), acc = opt("acc"), mask = opt("mask"), c = out("result");
-    auto [ar, ac] = b.matrix(a.index);
-    auto [br, bc] = b.matrix(bm.index);
+    int64_t ar, ac;
+    std::tie(ar, ac) = b.matrix(a.index);
+    int64_t br, bc;
+    std::tie(br, bc) = b.matrix(bm.index);
     bool ta = b.flag("transpose_a"), tb = b.flag("transpose_b");
     int64_t m = ta ? ac : ar, k = ta ? ar : ac, n = tb ? br : bc;
     int64_t block = b.sizeAttr("mask_block");
@@ -272,7 +275,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   if (kind == "kernel.embed") {
     auto tok = tokens("tokens");
     auto table = ref("table"), mask = opt("mask"), y = out("result");
-    auto [vocab, d] = b.matrix(table.index);
+    int64_t vocab, d;
+    std::tie(vocab, d) = b.matrix(table.index);
     int64_t rows = b.numel(tok.index);
     bool dense = b.flag("prefix_dense");
     return [=]() -> Status {
@@ -290,7 +294,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     auto tok = tokens("tokens");
     auto table = ref("table"), mask = opt("mask"), dy = ref("result_grad");
     auto dt = out("table_grad"), dm = out("mask_grad", false);
-    auto [vocab, d] = b.matrix(table.index);
+    int64_t vocab, d;
+    std::tie(vocab, d) = b.matrix(table.index);
     int64_t rows = b.numel(tok.index);
     bool dense = b.flag("prefix_dense");
     return wrap([=]() {
@@ -301,7 +306,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   }
   if (kind == "kernel.rmsnorm") {
     auto x = ref("input"), w = ref("weight"), mask = opt("mask"), y = out("result");
-    auto [rows, d] = b.matrix(x.index);
+    int64_t rows, d;
+    std::tie(rows, d) = b.matrix(x.index);
     double eps = b.floatAttr("epsilon");
     bool dense = b.flag("prefix_dense");
     return wrap([=]() {
@@ -312,7 +318,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   if (kind == "kernel.rmsnorm_grad") {
     auto x = ref("input"), w = ref("weight"), mask = opt("mask"), dy = ref("result_grad");
     auto dx = out("input_grad"), dw = out("weight_grad"), dm = out("mask_grad", false);
-    auto [rows, d] = b.matrix(x.index);
+    int64_t rows, d;
+    std::tie(rows, d) = b.matrix(x.index);
     double eps = b.floatAttr("epsilon");
     bool dense = b.flag("prefix_dense");
     return wrap([=]() {
@@ -323,7 +330,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   }
   if (kind == "kernel.mask") {
     auto x = ref("input"), mask = ref("mask"), y = out("result");
-    auto [rows, width] = b.matrix(x.index);
+    int64_t rows, width;
+    std::tie(rows, width) = b.matrix(x.index);
     int64_t block = b.sizeAttr("block"), groups = b.sizeAttr("groups"), entries = entriesOf(mask);
     bool dense = b.flag("prefix_dense");
     return wrap([=]() {
@@ -334,7 +342,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   if (kind == "kernel.mask_grad") {
     auto x = ref("input"), mask = ref("mask"), dy = ref("result_grad");
     auto dx = out("input_grad"), dm = out("mask_grad");
-    auto [rows, width] = b.matrix(x.index);
+    int64_t rows, width;
+    std::tie(rows, width) = b.matrix(x.index);
     int64_t block = b.sizeAttr("block"), groups = b.sizeAttr("groups"), entries = entriesOf(mask);
     bool dense = b.flag("prefix_dense");
     return wrap([=]() {
@@ -345,7 +354,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   }
   if (kind == "kernel.relu2") {
     auto u = ref("input"), mask = opt("mask"), a = out("result");
-    auto [rows, f] = b.matrix(u.index);
+    int64_t rows, f;
+    std::tie(rows, f) = b.matrix(u.index);
     bool dense = b.flag("prefix_dense");
     return wrap([=]() {
       int64_t active = dense && mask.present() ? activeOf(mask.get(), f, 1) : f;
@@ -355,7 +365,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   if (kind == "kernel.relu2_grad") {
     auto u = ref("input"), mask = opt("mask"), da = ref("result_grad");
     auto du = out("input_grad"), dm = out("mask_grad", false);
-    auto [rows, f] = b.matrix(u.index);
+    int64_t rows, f;
+    std::tie(rows, f) = b.matrix(u.index);
     bool dense = b.flag("prefix_dense");
     return wrap([=]() {
       int64_t active = dense && mask.present() ? activeOf(mask.get(), f, 1) : f;
@@ -391,7 +402,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   if (kind == "kernel.cross_entropy") {
     auto logits = ref("logits"), y = out("result");
     auto tgt = tokens("targets");
-    auto [rows, vocab] = b.matrix(logits.index);
+    int64_t rows, vocab;
+    std::tie(rows, vocab) = b.matrix(logits.index);
     int64_t ignore = b.intAttr("ignore_index");
     return wrap([=]() {
       *y.get() = cpu::crossEntropyForward<T>(logits.get(), rows, vocab, tgt.get(), ignore);
@@ -400,7 +412,8 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   if (kind == "kernel.cross_entropy_grad") {
     auto logits = ref("logits"), dl = ref("result_grad"), g = out("logits_grad");
     auto tgt = tokens("targets");
-    auto [rows, vocab] = b.matrix(logits.index);
+    int64_t rows, vocab;
+    std::tie(rows, vocab) = b.matrix(logits.index);
     int64_t ignore = b.intAttr("ignore_index");
     return wrap([=]() {
       cpu::crossEntropyBackward<T>(logits.get(), rows, vocab, tgt.get(), ignore, *dl.get(),
@@ -409,14 +422,16 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
   }
   if (kind == "kernel.kl") {
     auto s = ref("student"), t = ref("teacher"), y = out("result");
-    auto [rows, vocab] = b.matrix(s.index);
+    int64_t rows, vocab;
+    std::tie(rows, vocab) = b.matrix(s.index);
     double temp = b.floatAttr("temperature");
     return wrap([=]() { *y.get() = cpu::klForward<T>(s.get(), t.get(), rows, vocab, temp); });
   }
   if (kind == "kernel.kl_grad") {
     auto s = ref("student"), t = ref("teacher"), dl = ref("result_grad");
     auto g = out("student_grad");
-    auto [rows, vocab] = b.matrix(s.index);
+    int64_t rows, vocab;
+    std::tie(rows, vocab) = b.matrix(s.index);
     double temp = b.floatAttr("temperature");
     return wrap(
         [=]() { cpu::klBackward<T>(s.get(), t.get(), rows, vocab, temp, *dl.get(), g.get()); });
@@ -451,8 +466,9 @@ template <typename T> StepFn CpuExecutor::Impl::bind(Binding &b) {
     return wrap([=]() {
       // Fixed-size blocks summed in order: the same total whatever the thread count.
       double total = 0;
-      for (auto &[r, n] : ins) {
-        const T *p = r.get();
+      for (auto &in : ins) {
+        const T *p = in.first.get();
+        int64_t n = in.second;
         constexpr int64_t block = 4096;
         int64_t blocks = (n + block - 1) / block;
         std::vector<double> parts(blocks, 0.0);

@@ -146,7 +146,7 @@ llvm::Error DeviceProgram::Impl::bindKernel(Operation *op) {
   if (auto g = dyn_cast<kn::GemmOp>(op))
     acc = g.getAcc();
 
-  steps.push_back([=, this, kernel = std::move(kernel)]() -> llvm::Error {
+  steps.push_back([=, kernel = std::move(kernel)]() -> llvm::Error {
     if (keep) {
       std::vector<char> buffer;
       auto k = hostData(keep, buffer);

@@ -52,7 +52,10 @@ TensorMap nestor::train::initParams(const std::vector<StepArg> &args, const spec
   double routerStd =
       spec.elastic().router().has_init_std() ? spec.elastic().router().init_std() : 0.1;
   TensorMap out;
-  for (auto [index, arg] : llvm::enumerate(args)) {
+  for (auto entry : llvm::enumerate(args)) {
+    // Named, not a structured binding: the fill lambdas below capture it (C++17).
+    const auto &arg = entry.value();
+    size_t index = entry.index();
     if (!arg.isParam)
       continue;
     Tensor t;

@@ -308,9 +308,11 @@ TEST_P(MaskedEqualsSlicedTest, LogitsAgree) {
   ASSERT_TRUE(static_cast<bool>(masked)) << llvm::toString(masked.takeError());
 
   bool uniformRows = true;
-  for (const auto &[axis, rows] : c.choice)
+  for (const auto &entry : c.choice) {
+    const auto &rows = entry.second;
     uniformRows = uniformRows &&
                   std::all_of(rows.begin(), rows.end(), [&](int64_t r) { return r == rows[0]; });
+  }
   if (!uniformRows) {
     // Per-layer sizes that differ have no dense spec yet; for the FFN and attention axes
     // (no norm correction involved) the masked model equals the unmasked parent with every

@@ -103,8 +103,8 @@ llvm::Error applySet(llvm::StringRef text, const ModelSpec &spec, ModelSizes<dou
   llvm::SmallVector<llvm::StringRef> items;
   text.split(items, ',', -1, /*KeepEmpty=*/false);
   for (llvm::StringRef item : items) {
-    auto [key, valueText] = item.split('=');
-    key = key.trim(), valueText = valueText.trim();
+    llvm::StringRef key = item.split('=').first.trim();
+    llvm::StringRef valueText = item.split('=').second.trim();
     auto axis = llvm::find_if(axes, [&](const WidthAxis &a) { return key == a.name; });
     if (axis == axes.end())
       return llvm::createStringError(

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <new>
 #include <vector>
 
 namespace nestor::cuda::test {
@@ -39,7 +40,11 @@ private:
   /// Checks that [address, address + bytes) lies in one allocation.
   llvm::Error check(uint64_t address, size_t bytes) const;
 
-  std::vector<std::unique_ptr<unsigned char[]>> blocks;
+  /// Frees what allocate's aligned new[] returned with the matching aligned delete[].
+  struct AlignedDelete {
+    void operator()(unsigned char *p) const { ::operator delete[](p, std::align_val_t(256)); }
+  };
+  std::vector<std::unique_ptr<unsigned char[], AlignedDelete>> blocks;
   std::map<uint64_t, size_t> sizes; // start -> bytes
   /// Kernels compile in the background (two at a time on two cores): a launch waits for its own.
   struct Pending {
