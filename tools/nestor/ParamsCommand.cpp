@@ -103,8 +103,8 @@ llvm::Error applySet(llvm::StringRef text, const ModelSpec &spec, ModelSizes<dou
   llvm::SmallVector<llvm::StringRef> items;
   text.split(items, ',', -1, /*KeepEmpty=*/false);
   for (llvm::StringRef item : items) {
-    llvm::StringRef key = item.split('=').first.trim();
-    llvm::StringRef valueText = item.split('=').second.trim();
+    auto keyValue = item.split('=');
+    llvm::StringRef key = keyValue.first.trim(), valueText = keyValue.second.trim();
     auto axis = llvm::find_if(axes, [&](const WidthAxis &a) { return key == a.name; });
     if (axis == axes.end())
       return llvm::createStringError(
