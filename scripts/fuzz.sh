@@ -61,7 +61,7 @@ if "$nestor" train test/lit/tools/Inputs/train-mini.pbtxt --out "$e2e/run" >"$e2
    "$nestor" generate "$e2e/run" --budgets full,half --prompt "12+7=" --max-tokens 8 \
      >>"$e2e/log" 2>&1 &&
    "$nestor" generate "$e2e/half" --prompt "$prompt" --max-tokens 8 >>"$e2e/log" 2>&1 &&
-   "$nestor" build "$e2e/run" --budget half -o "$e2e/half-bin" --context 64 >>"$e2e/log" 2>&1 &&
+   "$nestor" build "$e2e/run" --budget half -o "$e2e/half-bin" --context 640 >>"$e2e/log" 2>&1 &&
    "$e2e/half-bin" --prompt "$prompt" --max-tokens 8 >>"$e2e/log" 2>&1; then
   echo "fuzz.sh: nestor train, slice, generate, build and the built executable under ASan + UBSan: clean"
 else
